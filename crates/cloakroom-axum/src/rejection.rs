@@ -1,0 +1,64 @@
+//! The HTTP face of a session error.
+
+use axum_core::response::{IntoResponse, Response};
+use cloakroom_core::{Error, ErrorKind};
+use http::StatusCode;
+use http::header::{CACHE_CONTROL, HeaderValue, RETRY_AFTER};
+
+/// A session error turned into a response: handlers return `Result<_, SessionRejection>` and use
+/// `?` on session calls.
+///
+/// The body is a short generic text chosen by status; the error itself goes to the log.
+#[derive(Debug)]
+pub struct SessionRejection(pub Error);
+
+impl From<Error> for SessionRejection {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+impl std::fmt::Display for SessionRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SessionRejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl SessionRejection {
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self.0.kind() {
+            ErrorKind::Unavailable | ErrorKind::Backend => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for SessionRejection {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(error = %self.0, "session store unavailable");
+        } else {
+            tracing::error!(error = %self.0, kind = ?self.0.kind(), "session error");
+        }
+        let body = if status == StatusCode::SERVICE_UNAVAILABLE {
+            "Service temporarily unavailable, please retry shortly.\n"
+        } else {
+            "Internal server error.\n"
+        };
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

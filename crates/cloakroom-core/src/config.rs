@@ -1,0 +1,213 @@
+//! Session configuration: the secret, cookie attributes and timeouts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, ErrorKind, Result};
+use crate::signing::CookieSigner;
+
+/// Default idle timeout: 30 minutes without a request ends a session.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default absolute lifetime: a session ends 24 hours after it started, however active.
+pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Cookie name when the cookie is not `Secure`.
+pub const DEFAULT_COOKIE_NAME: &str = "cloakroom";
+/// Cookie name when the cookie is `Secure`, host-only and on path `/`: the `__Host-` prefix
+/// makes browsers refuse the cookie from subdomains and from plain-http pages.
+pub const DEFAULT_SECURE_COOKIE_NAME: &str = "__Host-cloakroom";
+
+/// The cookie's `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SameSite {
+    /// Sent only on same-site requests.
+    Strict,
+    /// Sent on same-site requests and top-level navigations (the default).
+    Lax,
+    /// Sent on every request; browsers require `Secure` with it.
+    None,
+}
+
+/// How sessions are named, signed, carried and timed.
+///
+/// Defaults are the secure ones: `HttpOnly`, `Secure`, `SameSite=Lax`, `Path=/`, no `Domain`,
+/// hence the `__Host-` cookie name; 30 minutes idle, 24 hours absolute.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub(crate) signer: CookieSigner,
+    pub(crate) cookie_name: Option<String>,
+    pub(crate) secure: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) path: String,
+    pub(crate) domain: Option<String>,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_timeout: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl SessionConfig {
+    /// A configuration signing cookies with `secret` (at least 32 bytes; for example 32 random
+    /// bytes, or the text of `openssl rand -base64 32`).
+    pub fn new(secret: impl AsRef<[u8]>) -> Result<Self> {
+        Ok(Self {
+            signer: CookieSigner::new(secret.as_ref())?,
+            cookie_name: None,
+            secure: true,
+            same_site: SameSite::Lax,
+            path: "/".to_owned(),
+            domain: None,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            absolute_timeout: DEFAULT_ABSOLUTE_TIMEOUT,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// A configuration with a random secret: sessions do not survive a restart of the process
+    /// and are not shared between processes.
+    pub fn with_random_secret() -> Result<Self> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret)
+            .map_err(|e| Error::new(ErrorKind::Random, format!("the OS random generator failed: {e}")))?;
+        Self::new(secret)
+    }
+
+    /// Whether the cookie is `Secure` (default true). Turn off only for plain-http development.
+    pub fn with_secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+
+    /// The `SameSite` attribute (default `Lax`).
+    pub fn with_same_site(mut self, same_site: SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+
+    /// The cookie name; by default `__Host-cloakroom` where that prefix applies, else
+    /// `cloakroom`.
+    pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = Some(name.into());
+        self
+    }
+
+    /// The cookie's `Path` (default `/`).
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// The cookie's `Domain` (default none: host-only, the safer choice).
+    pub fn with_domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
+    /// How long a session lives without a request (default 30 minutes). Every access, reads
+    /// included, restarts this timer.
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// How long a session lives at most, active or not (default 24 hours).
+    pub fn with_absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.absolute_timeout = timeout;
+        self
+    }
+
+    /// The clock that times sessions (default the system clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The cookie name in use.
+    pub fn cookie_name(&self) -> &str {
+        match &self.cookie_name {
+            Some(name) => name,
+            None if self.host_prefix_applies() => DEFAULT_SECURE_COOKIE_NAME,
+            None => DEFAULT_COOKIE_NAME,
+        }
+    }
+
+    /// The idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// The absolute lifetime.
+    pub fn absolute_timeout(&self) -> Duration {
+        self.absolute_timeout
+    }
+
+    /// Whether the cookie is `Secure`.
+    pub fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    fn host_prefix_applies(&self) -> bool {
+        self.secure && self.domain.is_none() && self.path == "/"
+    }
+
+    /// Refuses contradictory settings that browsers would silently punish.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |msg: &str| Err(Error::new(ErrorKind::Config, msg.to_owned()));
+        let name = self.cookie_name();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return fail("the cookie name must be a non-empty HTTP token");
+        }
+        if self.same_site == SameSite::None && !self.secure {
+            return fail("SameSite=None requires a Secure cookie; browsers drop it otherwise");
+        }
+        if name.starts_with("__Host-") && !self.host_prefix_applies() {
+            return fail("a __Host- cookie must be Secure, have Path=/ and no Domain");
+        }
+        if name.starts_with("__Secure-") && !self.secure {
+            return fail("a __Secure- cookie must be Secure");
+        }
+        if !self.path.starts_with('/') || self.path.bytes().any(|b| b.is_ascii_control() || b == b';') {
+            return fail("the cookie path must start with / and hold no control characters or ';'");
+        }
+        if self.idle_timeout < Duration::from_millis(1) || self.absolute_timeout < Duration::from_millis(1) {
+            return fail("timeouts must be at least one millisecond");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_secure() -> Result<()> {
+        let c = SessionConfig::new([7u8; 32])?;
+        assert_eq!(c.cookie_name(), "__Host-cloakroom");
+        assert!(c.validate().is_ok());
+        let c = c.with_secure(false);
+        assert_eq!(c.cookie_name(), "cloakroom");
+        assert!(c.validate().is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn contradictions_are_refused() -> Result<()> {
+        let base = SessionConfig::new([7u8; 32])?;
+        let bad = [
+            base.clone().with_secure(false).with_same_site(SameSite::None),
+            base.clone().with_cookie_name("__Host-x").with_domain("example.com"),
+            base.clone().with_cookie_name("__Secure-x").with_secure(false),
+            base.clone().with_cookie_name("bad name"),
+            base.clone().with_path("nope"),
+        ];
+        for c in bad {
+            assert_eq!(c.validate().map_err(|e| e.kind()), Err(ErrorKind::Config), "{c:?}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! The one error type of cloakroom, with questions to ask of it.
+
+use std::fmt;
+
+/// What went wrong, in a form a caller can branch on.
+///
+/// The enum is `#[non_exhaustive]`: match with a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The session store could not be reached in time (connection refused, dropped, timed out).
+    /// Retrying later may succeed; an HTTP layer answers 503.
+    Unavailable,
+    /// The session store answered with an error that is not about reachability.
+    Backend,
+    /// The store holds data cloakroom did not write or cannot read (wrong type, bad UTF-8, ...).
+    Corrupt,
+    /// A value could not be encoded as JSON.
+    Encode,
+    /// A stored field value could not be decoded into the requested type.
+    Decode,
+    /// The field name is empty or starts with the reserved prefix `__`.
+    InvalidFieldName,
+    /// An increment was asked of a field that does not hold an integer.
+    NotAnInteger,
+    /// An increment would leave the range of integers JSON readers agree on, ±(2^53 − 1).
+    OutOfRange,
+    /// A write was asked of a request that has no session (none was started and no valid cookie
+    /// was presented).
+    NoSession,
+    /// The configuration is contradictory or too weak (for example a short secret key).
+    Config,
+    /// The operating system's random number generator failed.
+    Random,
+}
+
+/// The error type of every fallible cloakroom operation.
+///
+/// Ask it questions with [`Error::kind`] and the `is_*` methods; the underlying cause, when there
+/// is one, is kept in [`std::error::Error::source`]. Its `Display` text may name a backend's
+/// message: log it, never send it to a client.
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// An error of `kind` with a message for logs.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error of `kind` caused by `source`.
+    pub fn with_source(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// True when the store could not be reached: the request may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        self.kind == ErrorKind::Unavailable
+    }
+
+    /// True when the failure lies with the storage backend (unreachable, erroring or holding data
+    /// cloakroom cannot read) rather than with the caller.
+    pub fn is_storage(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Unavailable | ErrorKind::Backend | ErrorKind::Corrupt
+        )
+    }
+
+    /// True when the caller asked for something that cannot be done (bad field name, not an
+    /// integer, no session, ...): fixing the call fixes the error.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Encode
+                | ErrorKind::Decode
+                | ErrorKind::InvalidFieldName
+                | ErrorKind::NotAnInteger
+                | ErrorKind::OutOfRange
+                | ErrorKind::NoSession
+        )
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Shorthand for results whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

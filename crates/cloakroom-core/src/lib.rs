@@ -1,0 +1,39 @@
+//! Core of cloakroom: server-side sessions for Rust web apps.
+//!
+//! Most users depend on the `cloakroom` crate, which re-exports this one together with the
+//! HTTP layer and, behind a feature, the Redis store. This crate holds what every part shares:
+//!
+//! * [`SessionToken`] and [`SessionKey`]: 256-bit tokens from the OS CSPRNG, and the SHA-256
+//!   hash of a token that names the session in the store;
+//! * [`CookieSigner`]: HMAC-SHA256 signed cookie values, checked before any store access;
+//! * [`Store`]: the storage contract, one atomic single-key step per call;
+//! * [`MemoryStore`]: the embedded, bounded, expiring default store;
+//! * [`Session`] and [`SessionManager`]: the per-request handle that records a delta of changed
+//!   fields and writes only that.
+//!
+//! The `axum` feature makes [`Session`] an axum extractor.
+
+#[cfg(feature = "axum")]
+mod axum;
+mod clock;
+mod config;
+mod error;
+mod memory;
+mod session;
+mod signing;
+pub mod store;
+mod token;
+
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::config::{
+    DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT, DEFAULT_SECURE_COOKIE_NAME,
+    SameSite, SessionConfig,
+};
+pub use crate::error::{Error, ErrorKind, Result};
+pub use crate::memory::{DEFAULT_MAX_SESSIONS, DEFAULT_SWEEP_INTERVAL, MemoryStore, MemoryStoreBuilder};
+pub use crate::session::{CookieState, Finished, Session, SessionManager};
+pub use crate::signing::{CookieSigner, MIN_SECRET_LEN, SIGNED_VALUE_LEN};
+pub use crate::store::Store;
+pub use crate::token::{SessionKey, SessionToken, TOKEN_BYTES, TOKEN_TEXT_LEN};
+#[cfg(feature = "axum")]
+pub use crate::axum::MissingSessionLayer;

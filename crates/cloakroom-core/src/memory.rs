@@ -1,0 +1,304 @@
+//! The embedded store: sessions in this process's memory, bounded and expiring.
+//!
+//! One mutex guards a map and a deadline index. Every operation holds it for a few map lookups
+//! and never across an `.await`, which makes each operation atomic per session (and, more
+//! strongly, across sessions) at a cost of well under a microsecond.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::clock::{Clock, SystemClock, unix_millis};
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::{
+    Access, Applied, Apply, Created, Fields, NewSession, Op, Store, add_to_counter,
+};
+use crate::token::SessionKey;
+
+/// Default bound on the number of sessions held.
+pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+/// Default interval between sweeps of expired sessions.
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// An in-process session store, the default when no server is configured.
+///
+/// * **Bounded**: it holds at most `max_sessions` sessions. Creating one more first drops every
+///   expired session, and if the store is still full it evicts the session that would expire
+///   soonest: with sliding expiry that is the one idle the longest. Existing sessions are never
+///   refused writes; a login is never refused.
+/// * **Expiring**: a deadline index lets a background task (started when the store is built
+///   inside a Tokio runtime, stopped when the store is dropped) and every create reclaim expired
+///   sessions without waiting for them to be accessed; every access also checks expiry itself.
+/// * Sessions live and die with the process: a restart logs everyone out.
+///
+/// Cloning is cheap and clones share the sessions.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    max_sessions: usize,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<SessionKey, Entry>,
+    // (expires_at_ms, key): the first entry is the next to expire.
+    by_expiry: BTreeSet<(u64, SessionKey)>,
+    evictions: u64,
+}
+
+struct Entry {
+    fields: Fields,
+    expires_at_ms: u64,
+    deadline_ms: u64,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("max_sessions", &self.inner.max_sessions)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// A store holding at most [`DEFAULT_MAX_SESSIONS`] sessions, on the system clock.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder to set the bound, the clock or the sweep interval.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            sweep_interval: Some(DEFAULT_SWEEP_INTERVAL),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Number of sessions held, expired ones not yet reclaimed included.
+    pub fn len(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// True when no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sessions evicted because the store was full, since it was built.
+    pub fn evictions(&self) -> u64 {
+        self.lock().evictions
+    }
+
+    /// Drops every session whose time is up; returns how many. The background sweeper calls this.
+    pub fn sweep_expired(&self) -> usize {
+        let now = unix_millis(self.inner.clock.now());
+        self.lock().purge_expired(now)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the map half-updated in a way that breaks
+        // invariants worse than losing that one operation, so a poisoned lock is still used.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Builds a [`MemoryStore`].
+#[derive(Debug)]
+pub struct MemoryStoreBuilder {
+    max_sessions: usize,
+    sweep_interval: Option<Duration>,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryStoreBuilder {
+    /// The most sessions held at once (at least 1).
+    pub fn with_max_sessions(mut self, max: usize) -> Self {
+        self.max_sessions = max.max(1);
+        self
+    }
+
+    /// How often the background task reclaims expired sessions; `None` disables the task
+    /// (creates and accesses still reclaim).
+    pub fn with_sweep_interval(mut self, interval: Option<Duration>) -> Self {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// The clock the sweeper reads; operations use the time their caller passes.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the store; starts the sweeper when called inside a Tokio runtime.
+    pub fn build(self) -> MemoryStore {
+        let store = MemoryStore {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                max_sessions: self.max_sessions,
+                clock: self.clock,
+            }),
+        };
+        if let (Some(interval), Ok(runtime)) =
+            (self.sweep_interval, tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(sweep_until_dropped(Arc::downgrade(&store.inner), interval));
+        }
+        store
+    }
+}
+
+// Holds only a weak reference, so the task ends once the last clone of the store is gone.
+async fn sweep_until_dropped(inner: Weak<Inner>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let swept = MemoryStore { inner }.sweep_expired();
+        if swept > 0 {
+            tracing::debug!(swept, "memory store reclaimed expired sessions");
+        }
+    }
+}
+
+impl State {
+    fn remove(&mut self, key: &SessionKey) -> bool {
+        match self.sessions.remove(key) {
+            Some(entry) => {
+                self.by_expiry.remove(&(entry.expires_at_ms, key.clone()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn purge_expired(&mut self, now_ms: u64) -> usize {
+        let mut purged = 0;
+        while let Some((at, key)) = self.by_expiry.first().cloned() {
+            if at > now_ms {
+                break;
+            }
+            self.remove(&key);
+            purged += 1;
+        }
+        purged
+    }
+
+    fn set_expiry(&mut self, key: &SessionKey, expires_at_ms: u64) {
+        if let Some(entry) = self.sessions.get_mut(key) {
+            self.by_expiry.remove(&(entry.expires_at_ms, key.clone()));
+            entry.expires_at_ms = expires_at_ms;
+            self.by_expiry.insert((expires_at_ms, key.clone()));
+        }
+    }
+}
+
+fn expires_at(access: &Access, deadline_ms: u64) -> Option<u64> {
+    let ttl = u64::try_from(access.ttl_ms(deadline_ms)).ok()?;
+    (ttl > 0).then(|| access.now_ms.saturating_add(ttl))
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
+        let Some(expires_at_ms) = expires_at(&session.access, session.deadline_ms) else {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "a new session must have a deadline in the future",
+            ));
+        };
+        let now = session.access.now_ms;
+        let mut state = self.lock();
+        if let Some(existing) = state.sessions.get(key) {
+            if existing.expires_at_ms > now {
+                return Ok(Created::Exists);
+            }
+            state.remove(key);
+        }
+        if state.sessions.len() >= self.inner.max_sessions {
+            state.purge_expired(now);
+        }
+        while state.sessions.len() >= self.inner.max_sessions {
+            let Some((_, victim)) = state.by_expiry.first().cloned() else {
+                break;
+            };
+            state.remove(&victim);
+            state.evictions += 1;
+            tracing::debug!(victim = victim.short(), "memory store full: evicted the session idle longest");
+        }
+        state.sessions.insert(
+            key.clone(),
+            Entry {
+                fields: session.fields.clone(),
+                expires_at_ms,
+                deadline_ms: session.deadline_ms,
+            },
+        );
+        state.by_expiry.insert((expires_at_ms, key.clone()));
+        Ok(Created::Created)
+    }
+
+    async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
+        let now = apply.access.now_ms;
+        let mut state = self.lock();
+        let Some(entry) = state.sessions.get(key) else {
+            return Ok(Applied::Missing);
+        };
+        let alive = entry.expires_at_ms > now;
+        let Some(new_expiry) = expires_at(&apply.access, entry.deadline_ms).filter(|_| alive)
+        else {
+            state.remove(key);
+            return Ok(Applied::Missing);
+        };
+        // Work on a copy so that a failing increment leaves the session untouched.
+        let mut fields = entry.fields.clone();
+        let mut counters = Vec::new();
+        for op in &apply.ops {
+            match op {
+                Op::Set { name, value } => {
+                    fields.insert(name.clone(), value.clone());
+                }
+                Op::Remove { name } => {
+                    fields.remove(name);
+                }
+                Op::Incr { name, by } => {
+                    let value = add_to_counter(name, fields.get(name).map(String::as_str), *by)?;
+                    fields.insert(name.clone(), value.to_string());
+                    counters.push(value);
+                }
+            }
+        }
+        let loaded = apply.load.then(|| fields.clone());
+        if let Some(entry) = state.sessions.get_mut(key) {
+            entry.fields = fields;
+        }
+        state.set_expiry(key, new_expiry);
+        Ok(Applied::Done {
+            counters,
+            fields: loaded,
+        })
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        Ok(self.lock().remove(key))
+    }
+}

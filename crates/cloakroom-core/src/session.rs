@@ -1,0 +1,615 @@
+//! The per-request session handle and the manager that makes handles from cookies.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+
+use crate::clock::{duration_millis, unix_millis};
+use crate::config::{SameSite, SessionConfig};
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::{
+    Access, Applied, Apply, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op,
+    RESERVED_PREFIX, Store, add_to_counter, check_field_name,
+};
+use crate::token::SessionToken;
+
+/// Makes [`Session`] handles from request cookies; one per application, cheap to clone.
+#[derive(Clone)]
+pub struct SessionManager {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    config: SessionConfig,
+}
+
+impl fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("store", &self.shared.store)
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+/// What the request's cookie said, decided before any store access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CookieState {
+    /// No session cookie.
+    Absent,
+    /// A session cookie that is not one validly signed token (forged, garbled, repeated): treated
+    /// as absent, never looked up.
+    Invalid,
+    /// A validly signed token, not yet looked up.
+    Valid,
+}
+
+impl SessionManager {
+    /// A manager over `store`, after checking `config` for contradictions.
+    pub fn new(store: Arc<dyn Store>, config: SessionConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            shared: Arc::new(Shared { store, config }),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &SessionConfig {
+        &self.shared.config
+    }
+
+    /// The store in use.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// A handle for a request carrying these `Cookie` header values. Costs no store access: the
+    /// session is looked up only when the handler first uses it.
+    pub fn session_from_cookie_headers<'a>(
+        &self,
+        cookie_headers: impl IntoIterator<Item = &'a str>,
+    ) -> Session {
+        let name = self.shared.config.cookie_name();
+        let mut found: Option<&str> = None;
+        let mut count = 0usize;
+        for header in cookie_headers {
+            for cookie in cookie::Cookie::split_parse(header).flatten() {
+                if cookie.name() == name {
+                    count += 1;
+                    found = cookie.value_raw().or(Some(""));
+                }
+            }
+        }
+        // Two cookies of our name make the request ambiguous (a subdomain may have planted one):
+        // trust neither.
+        let token = match (count, found) {
+            (1, Some(value)) => self.shared.config.signer.verify(value),
+            _ => None,
+        };
+        let cookie = match (count, &token) {
+            (0, _) => CookieState::Absent,
+            (_, None) => CookieState::Invalid,
+            (_, Some(_)) => CookieState::Valid,
+        };
+        if cookie == CookieState::Invalid {
+            tracing::debug!("session cookie rejected before any store access");
+        }
+        let phase = match token {
+            Some(token) => Phase::Unloaded { token },
+            None => Phase::Anonymous,
+        };
+        Session {
+            shared: self.shared.clone(),
+            state: Arc::new(Mutex::new(State {
+                cookie,
+                phase,
+                pending: BTreeMap::new(),
+                to_delete: Vec::new(),
+                set_cookie: None,
+                clear_cookie: cookie == CookieState::Invalid,
+                accessed: false,
+            })),
+        }
+    }
+}
+
+/// A request's view of its session.
+///
+/// Reads load the session on first use; plain writes are buffered as a per-field delta and
+/// written once when the request ends ([`Session::finish`], called by the HTTP layer), so two
+/// requests writing different fields never undo each other. [`Session::incr`] is the exception:
+/// it runs at once, server-side, and also loads the session in the same round trip when it has not
+/// been loaded. Reads see the request's own writes.
+///
+/// Clones share state; the handle is cheap to clone.
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+    state: Arc<Mutex<State>>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+struct State {
+    cookie: CookieState,
+    phase: Phase,
+    // Buffered writes to an existing session: Some(json) sets, None removes.
+    pending: BTreeMap<String, Option<String>>,
+    // Sessions to delete at the end of the request (after any new one is created).
+    to_delete: Vec<SessionToken>,
+    set_cookie: Option<SessionToken>,
+    clear_cookie: bool,
+    accessed: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Meta {
+    created_ms: u64,
+    deadline_ms: u64,
+}
+
+enum Phase {
+    /// No session, none started.
+    Anonymous,
+    /// A validly signed token, not yet looked up.
+    Unloaded { token: SessionToken },
+    /// A session known to exist, with its fields as of the last store access.
+    Live {
+        token: SessionToken,
+        fields: Fields,
+    },
+    /// A session started in this request, to be created when the request ends.
+    Started {
+        token: SessionToken,
+        fields: Fields,
+        meta: Meta,
+    },
+    /// The cookie's session does not exist (expired or deleted), or it was destroyed here.
+    Gone,
+}
+
+/// What the end of a request must do to the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Finished {
+    /// A `Set-Cookie` header value to send, if the cookie must be set or cleared.
+    pub set_cookie: Option<String>,
+    /// Whether the handler used the session: the response then depends on the cookie and must
+    /// not be cached by shared caches.
+    pub accessed: bool,
+}
+
+impl Session {
+    fn now_ms(&self) -> u64 {
+        unix_millis(self.shared.config.clock.now())
+    }
+
+    fn access(&self) -> Access {
+        Access {
+            now_ms: self.now_ms(),
+            idle_ms: duration_millis(self.shared.config.idle_timeout).max(1),
+        }
+    }
+
+    /// What the request's cookie said.
+    pub async fn cookie_state(&self) -> CookieState {
+        self.state.lock().await.cookie
+    }
+
+    /// Reads a field, decoded from JSON; `None` when the field or the session is absent.
+    pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        let raw = match state.pending.get(name) {
+            Some(pending) => pending.clone(),
+            None => {
+                self.ensure_loaded(&mut state).await?;
+                match &state.phase {
+                    Phase::Live { fields, .. } | Phase::Started { fields, .. } => {
+                        fields.get(name).cloned()
+                    }
+                    _ => None,
+                }
+            }
+        };
+        match raw {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Decode,
+                    format!("session field {name:?} does not decode to the requested type"),
+                    e,
+                )
+            }),
+        }
+    }
+
+    /// True when the request has a live session (looking it up if needed).
+    pub async fn exists(&self) -> Result<bool> {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        self.ensure_loaded(&mut state).await?;
+        Ok(matches!(
+            state.phase,
+            Phase::Live { .. } | Phase::Started { .. }
+        ))
+    }
+
+    /// Sets a field to `value`, encoded as JSON. Written when the request ends.
+    ///
+    /// Fails with [`ErrorKind::NoSession`] when the request has no session: start one first.
+    pub async fn insert<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
+        check_field_name(name)?;
+        let json = serde_json::to_string(value).map_err(|e| {
+            Error::with_source(ErrorKind::Encode, format!("session field {name:?} does not encode as JSON"), e)
+        })?;
+        self.write(name, Some(json)).await
+    }
+
+    /// Removes a field. Written when the request ends.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        check_field_name(name)?;
+        self.write(name, None).await
+    }
+
+    async fn write(&self, name: &str, value: Option<String>) -> Result<()> {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        match &mut state.phase {
+            Phase::Started { fields, .. } => {
+                match value {
+                    Some(v) => fields.insert(name.to_owned(), v),
+                    None => fields.remove(name),
+                };
+                Ok(())
+            }
+            Phase::Live { .. } | Phase::Unloaded { .. } => {
+                state.pending.insert(name.to_owned(), value);
+                Ok(())
+            }
+            Phase::Anonymous | Phase::Gone => Err(no_session()),
+        }
+    }
+
+    /// Adds `by` to an integer field (absent counts as 0) atomically in the store and returns
+    /// the new value, or `None` when the request has no session (nothing is created).
+    ///
+    /// Runs at once in one round trip that also flushes buffered writes, slides the TTL and, if
+    /// the session was not loaded yet, loads it: calling `incr` before `get` makes a typical
+    /// request cost one round trip in all.
+    pub async fn incr(&self, name: &str, by: i64) -> Result<Option<i64>> {
+        check_field_name(name)?;
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        let token = match &mut state.phase {
+            Phase::Anonymous | Phase::Gone => return Ok(None),
+            Phase::Started { fields, .. } => {
+                let value = add_to_counter(name, fields.get(name).map(String::as_str), by)?;
+                fields.insert(name.to_owned(), value.to_string());
+                return Ok(Some(value));
+            }
+            Phase::Live { token, .. } | Phase::Unloaded { token } => token.clone(),
+        };
+        let load = matches!(state.phase, Phase::Unloaded { .. });
+        let mut ops = pending_ops(&state.pending);
+        ops.push(Op::Incr {
+            name: name.to_owned(),
+            by,
+        });
+        let apply = Apply {
+            access: self.access(),
+            ops,
+            load,
+        };
+        let applied = self.shared.store.apply(&token.key(), &apply).await?;
+        match applied {
+            Applied::Missing => {
+                state.mark_gone();
+                Ok(None)
+            }
+            Applied::Done { counters, fields } => {
+                let value = counters.last().copied().ok_or_else(|| {
+                    Error::new(ErrorKind::Corrupt, "the store returned no counter value")
+                })?;
+                let pending = std::mem::take(&mut state.pending);
+                if let Phase::Live { fields: cached, .. } = &mut state.phase {
+                    for (k, v) in pending {
+                        match v {
+                            Some(v) => cached.insert(k, v),
+                            None => cached.remove(&k),
+                        };
+                    }
+                    cached.insert(name.to_owned(), value.to_string());
+                } else if let Some(fields) = fields {
+                    state.phase = Phase::Live {
+                        token,
+                        fields,
+                    };
+                }
+                Ok(Some(value))
+            }
+        }
+    }
+
+    /// Starts a new, empty session with a fresh token (at login). Any session the request had
+    /// is deleted when the request ends, after the new one is created: its data does not carry
+    /// over, and its token stops working.
+    pub async fn start(&self) -> Result<()> {
+        let token = SessionToken::generate()?;
+        let now = self.now_ms();
+        let meta = Meta {
+            created_ms: now,
+            deadline_ms: now.saturating_add(duration_millis(self.shared.config.absolute_timeout)),
+        };
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        state.retire_current();
+        state.phase = Phase::Started {
+            token,
+            fields: Fields::new(),
+            meta,
+        };
+        Ok(())
+    }
+
+    /// Gives the session a fresh token and keeps its data and its absolute deadline (for
+    /// example when privileges change). The old token stops working when the request ends.
+    /// Returns false when the request has no session.
+    pub async fn cycle_id(&self) -> Result<bool> {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        self.ensure_loaded(&mut state).await?;
+        let (fields, meta) = match &state.phase {
+            Phase::Anonymous | Phase::Gone | Phase::Unloaded { .. } => return Ok(false),
+            Phase::Started { fields, meta, .. } => (fields.clone(), *meta),
+            Phase::Live { fields, .. } => {
+                let meta = meta_of(fields)?;
+                let mut merged = fields.clone();
+                for (k, v) in std::mem::take(&mut state.pending) {
+                    match v {
+                        Some(v) => merged.insert(k, v),
+                        None => merged.remove(&k),
+                    };
+                }
+                (merged, meta)
+            }
+        };
+        let token = SessionToken::generate()?;
+        state.retire_current();
+        state.phase = Phase::Started {
+            token,
+            fields: fields
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+                .collect(),
+            meta,
+        };
+        Ok(true)
+    }
+
+    /// Ends the session: it is deleted in the store when the request ends and the cookie is
+    /// cleared.
+    pub async fn destroy(&self) {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        state.retire_current();
+        state.phase = Phase::Gone;
+        if state.cookie != CookieState::Absent {
+            state.clear_cookie = true;
+        }
+    }
+
+    async fn ensure_loaded(&self, state: &mut State) -> Result<()> {
+        let Phase::Unloaded { token } = &state.phase else {
+            return Ok(());
+        };
+        let token = token.clone();
+        let apply = Apply {
+            access: self.access(),
+            ops: pending_ops(&state.pending),
+            load: true,
+        };
+        match self.shared.store.apply(&token.key(), &apply).await? {
+            Applied::Missing => state.mark_gone(),
+            Applied::Done { fields, .. } => {
+                state.pending.clear();
+                state.phase = Phase::Live {
+                    token,
+                    fields: fields.unwrap_or_default(),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what the request changed: creates a started session, deletes retired ones, applies
+    /// buffered writes. The HTTP layer calls this once when the handler has returned; a handler
+    /// may call it earlier to learn the outcome. Returns whether the session still exists.
+    pub async fn save(&self) -> Result<bool> {
+        let mut state = self.state.lock().await;
+        self.save_locked(&mut state).await?;
+        Ok(matches!(state.phase, Phase::Live { .. }))
+    }
+
+    async fn save_locked(&self, state: &mut State) -> Result<()> {
+        if let Phase::Started { token, fields, meta } = &state.phase {
+            let (mut token, mut fields, meta) = (token.clone(), fields.clone(), *meta);
+            let access = self.access();
+            fields.insert(META_CREATED.to_owned(), meta.created_ms.to_string());
+            fields.insert(META_DEADLINE.to_owned(), meta.deadline_ms.to_string());
+            let new = NewSession {
+                fields,
+                access,
+                deadline_ms: meta.deadline_ms,
+            };
+            // A collision of 256-bit random tokens does not happen; if the store ever says the
+            // key exists, something is wrong with randomness, and we refuse to share a session.
+            if self.shared.store.create(&token.key(), &new).await? == Created::Exists {
+                token = SessionToken::generate()?;
+                if self.shared.store.create(&token.key(), &new).await? == Created::Exists {
+                    return Err(Error::new(
+                        ErrorKind::Random,
+                        "two fresh tokens named existing sessions",
+                    ));
+                }
+            }
+            state.set_cookie = Some(token.clone());
+            state.clear_cookie = false;
+            state.phase = Phase::Live {
+                token,
+                fields: new.fields,
+            };
+        }
+        for old in std::mem::take(&mut state.to_delete) {
+            self.shared.store.delete(&old.key()).await?;
+        }
+        if !state.pending.is_empty() {
+            let token = match &state.phase {
+                Phase::Live { token, .. } | Phase::Unloaded { token } => token.clone(),
+                _ => {
+                    state.pending.clear();
+                    return Ok(());
+                }
+            };
+            let apply = Apply {
+                access: self.access(),
+                ops: pending_ops(&state.pending),
+                load: false,
+            };
+            let applied = self.shared.store.apply(&token.key(), &apply).await?;
+            let pending = std::mem::take(&mut state.pending);
+            match applied {
+                Applied::Missing => {
+                    tracing::info!(
+                        session = token.key().short(),
+                        "session ended before its changes were saved; nothing was written"
+                    );
+                    state.mark_gone();
+                }
+                Applied::Done { .. } => {
+                    if let Phase::Live { fields, .. } = &mut state.phase {
+                        for (k, v) in pending {
+                            match v {
+                                Some(v) => fields.insert(k, v),
+                                None => fields.remove(&k),
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves the request's changes and says what the response needs. Called once by the HTTP
+    /// layer when the handler has returned.
+    pub async fn finish(&self) -> Result<Finished> {
+        let mut state = self.state.lock().await;
+        self.save_locked(&mut state).await?;
+        let config = &self.shared.config;
+        let set_cookie = if let Some(token) = &state.set_cookie {
+            Some(cookie_header(config, Some(&config.signer.sign(token))))
+        } else if state.clear_cookie {
+            Some(cookie_header(config, None))
+        } else {
+            None
+        };
+        Ok(Finished {
+            set_cookie,
+            accessed: state.accessed,
+        })
+    }
+}
+
+impl State {
+    // The request's current session, if any, is to be deleted at the end of the request.
+    fn retire_current(&mut self) {
+        match std::mem::replace(&mut self.phase, Phase::Gone) {
+            Phase::Unloaded { token } | Phase::Live { token, .. } => self.to_delete.push(token),
+            // A session started and not yet created simply never exists.
+            Phase::Started { .. } | Phase::Anonymous | Phase::Gone => {}
+        }
+        self.pending.clear();
+        self.set_cookie = None;
+    }
+
+    fn mark_gone(&mut self) {
+        self.phase = Phase::Gone;
+        self.pending.clear();
+        // The browser still holds a cookie for a session that no longer exists: clear it.
+        self.clear_cookie = self.cookie != CookieState::Absent;
+    }
+}
+
+fn no_session() -> Error {
+    Error::new(
+        ErrorKind::NoSession,
+        "this request has no session; start one before writing to it",
+    )
+}
+
+fn pending_ops(pending: &BTreeMap<String, Option<String>>) -> Vec<Op> {
+    pending
+        .iter()
+        .map(|(name, value)| match value {
+            Some(value) => Op::Set {
+                name: name.clone(),
+                value: value.clone(),
+            },
+            None => Op::Remove { name: name.clone() },
+        })
+        .collect()
+}
+
+fn meta_of(fields: &Fields) -> Result<Meta> {
+    let read = |name: &str| {
+        fields
+            .get(name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Corrupt,
+                    format!("the stored session lacks a valid {name} field"),
+                )
+            })
+    };
+    Ok(Meta {
+        created_ms: read(META_CREATED)?,
+        deadline_ms: read(META_DEADLINE)?,
+    })
+}
+
+fn cookie_header(config: &SessionConfig, value: Option<&str>) -> String {
+    let mut builder = cookie::Cookie::build((config.cookie_name().to_owned(), value.unwrap_or("").to_owned()))
+        .http_only(true)
+        .secure(config.secure)
+        .path(config.path.clone())
+        .same_site(match config.same_site {
+            SameSite::Strict => cookie::SameSite::Strict,
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::None => cookie::SameSite::None,
+        });
+    if let Some(domain) = &config.domain {
+        builder = builder.domain(domain.clone());
+    }
+    let seconds = if value.is_some() {
+        i64::try_from(config.absolute_timeout.as_secs()).unwrap_or(i64::MAX)
+    } else {
+        0
+    };
+    builder = builder.max_age(cookie::time::Duration::seconds(seconds));
+    if value.is_none() {
+        builder = builder.expires(cookie::time::OffsetDateTime::UNIX_EPOCH);
+    }
+    builder.build().to_string()
+}

@@ -1,0 +1,239 @@
+//! The storage contract every backend fulfils.
+//!
+//! A session is a set of named fields whose values are JSON text, plus reserved metadata fields.
+//! Each method is one atomic step on one session, so that a networked store can run it as one
+//! script on one key in one round trip, and a cluster never sees a multi-key command.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::token::SessionKey;
+
+/// A session's fields: name to JSON text, metadata included when it comes from a store.
+pub type Fields = HashMap<String, String>;
+
+/// Field names starting with this prefix belong to cloakroom; handlers cannot write them.
+pub const RESERVED_PREFIX: &str = "__";
+/// Reserved field: when the session was created, Unix milliseconds.
+pub const META_CREATED: &str = "__created";
+/// Reserved field: the absolute deadline after which the session is gone however active it is,
+/// Unix milliseconds.
+pub const META_DEADLINE: &str = "__deadline";
+
+/// Largest magnitude of a counter: 2^53 − 1, the integers every JSON reader represents exactly.
+pub const MAX_COUNTER: i64 = (1 << 53) - 1;
+
+/// One change to one field, applied in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Op {
+    /// Set a field to a JSON text.
+    Set {
+        /// Field name.
+        name: String,
+        /// JSON text.
+        value: String,
+    },
+    /// Remove a field.
+    Remove {
+        /// Field name.
+        name: String,
+    },
+    /// Add `by` to an integer field (absent counts as 0) and report the new value.
+    Incr {
+        /// Field name.
+        name: String,
+        /// Amount, within ±[`MAX_COUNTER`].
+        by: i64,
+    },
+}
+
+/// Timing of one access: the store slides the idle TTL from `now_ms` but never past the
+/// session's absolute deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// The current time, Unix milliseconds.
+    pub now_ms: u64,
+    /// The idle timeout, milliseconds.
+    pub idle_ms: u64,
+}
+
+impl Access {
+    /// Milliseconds the session may live from now: the idle timeout, cut at the deadline.
+    /// Zero or less means the session is over.
+    pub fn ttl_ms(&self, deadline_ms: u64) -> i64 {
+        let left = i128::from(deadline_ms) - i128::from(self.now_ms);
+        let ttl = left.min(i128::from(self.idle_ms));
+        i64::try_from(ttl).unwrap_or(if ttl > 0 { i64::MAX } else { i64::MIN })
+    }
+}
+
+/// One atomic step on an existing session: check it is alive, apply `ops`, slide its TTL, and
+/// when `load` is set return all its fields as they are afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Apply {
+    /// Timing of this access.
+    pub access: Access,
+    /// Changes, applied in order; may be empty (a pure load or touch).
+    pub ops: Vec<Op>,
+    /// Return every field after the changes.
+    pub load: bool,
+}
+
+/// What [`Store::apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Applied {
+    /// The session does not exist (never did, expired, or was deleted). Nothing was written.
+    Missing,
+    /// The changes were applied and the TTL slid.
+    Done {
+        /// The new value of each `Incr`, in order.
+        counters: Vec<i64>,
+        /// All fields after the changes, metadata included, when `load` was asked.
+        fields: Option<Fields>,
+    },
+}
+
+/// What [`Store::create`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Created {
+    /// The session was written with its TTL, in one atomic step.
+    Created,
+    /// A session with that key already exists; nothing was written.
+    Exists,
+}
+
+/// A session to create: its fields (metadata included) and the timing that sets its TTL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    /// Every field, [`META_CREATED`] and [`META_DEADLINE`] included.
+    pub fields: Fields,
+    /// Timing of the creation.
+    pub access: Access,
+    /// The absolute deadline, Unix milliseconds (also in `fields`).
+    pub deadline_ms: u64,
+}
+
+/// A session storage backend.
+///
+/// Every method touches exactly one session and is atomic with respect to other calls on that
+/// session. Implementations must not offer whole-keyspace operations in request paths. There are
+/// no provided methods: each guarantee is the backend's to keep.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Inserts the session if no session has `key`; never overwrites. The data and its TTL are
+    /// written together: there is no moment when the session exists without an expiry.
+    async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created>;
+
+    /// Applies `apply` to the session if it exists and is within its deadline; a session past its
+    /// absolute deadline is deleted and reported [`Applied::Missing`]. A missing session is never
+    /// created by this call. When an `Incr` meets a field that is not an integer, or would leave
+    /// ±[`MAX_COUNTER`], the whole call fails with [`ErrorKind::NotAnInteger`] or
+    /// [`ErrorKind::OutOfRange`] and writes nothing.
+    async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied>;
+
+    /// Deletes the session; true when it existed.
+    async fn delete(&self, key: &SessionKey) -> Result<bool>;
+}
+
+/// Reads a counter as stored: a canonical decimal integer within ±[`MAX_COUNTER`].
+///
+/// Canonical means no sign but a leading `-`, no leading zeros, no `-0`: exactly the spellings
+/// Redis's `HINCRBY` accepts, so both stores agree on what a counter is.
+pub fn parse_counter(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let canonical = text == "0"
+        || (!digits.is_empty()
+            && digits.len() <= 16
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    let value: i64 = text.parse().ok()?;
+    (value.abs() <= MAX_COUNTER).then_some(value)
+}
+
+/// Adds `by` to the counter text `current` (absent is 0), with the checks every store applies.
+pub fn add_to_counter(name: &str, current: Option<&str>, by: i64) -> Result<i64> {
+    let base = match current {
+        None => 0,
+        Some(text) => parse_counter(text).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotAnInteger,
+                format!("field {name:?} does not hold an integer"),
+            )
+        })?,
+    };
+    let sum = base.checked_add(by).filter(|v| v.abs() <= MAX_COUNTER);
+    sum.ok_or_else(|| {
+        Error::new(
+            ErrorKind::OutOfRange,
+            format!("incrementing field {name:?} would leave ±(2^53 − 1)"),
+        )
+    })
+}
+
+/// Checks that a handler may write a field of this name.
+pub fn check_field_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::new(ErrorKind::InvalidFieldName, "empty field name"));
+    }
+    if name.starts_with(RESERVED_PREFIX) {
+        return Err(Error::new(
+            ErrorKind::InvalidFieldName,
+            format!("field names starting with {RESERVED_PREFIX:?} are reserved: {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_canonical_integers() {
+        assert_eq!(parse_counter("0"), Some(0));
+        assert_eq!(parse_counter("42"), Some(42));
+        assert_eq!(parse_counter("-7"), Some(-7));
+        assert_eq!(parse_counter("9007199254740991"), Some(MAX_COUNTER));
+        for bad in [
+            "", "-", "-0", "007", "+1", "1.0", "1e3", " 1", "\"1\"", "9007199254740992",
+            "99999999999999999",
+        ] {
+            assert_eq!(parse_counter(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn increments_check_range() {
+        assert_eq!(add_to_counter("v", None, 1).ok(), Some(1));
+        assert_eq!(add_to_counter("v", Some("41"), 1).ok(), Some(42));
+        let err = add_to_counter("v", Some("9007199254740991"), 1).map_err(|e| e.kind());
+        assert_eq!(err, Err(ErrorKind::OutOfRange));
+        let err = add_to_counter("v", Some("\"x\""), 1).map_err(|e| e.kind());
+        assert_eq!(err, Err(ErrorKind::NotAnInteger));
+    }
+
+    #[test]
+    fn ttl_is_cut_at_the_deadline() {
+        let a = Access { now_ms: 1_000, idle_ms: 500 };
+        assert_eq!(a.ttl_ms(10_000), 500);
+        assert_eq!(a.ttl_ms(1_200), 200);
+        assert_eq!(a.ttl_ms(1_000), 0);
+        assert_eq!(a.ttl_ms(900), -100);
+    }
+
+    #[test]
+    fn reserved_names_are_refused() {
+        assert!(check_field_name("visits").is_ok());
+        assert!(check_field_name("").is_err());
+        assert!(check_field_name(META_DEADLINE).is_err());
+        assert!(check_field_name("__anything").is_err());
+    }
+}

@@ -1,0 +1,327 @@
+//! Redis, Valkey and Amazon ElastiCache store for cloakroom sessions.
+//!
+//! Each session is one Redis HASH named `PREFIX + base64url(SHA-256(token))`, holding one field
+//! per session field (JSON text, so `redis-cli HGETALL` is readable and counters stay decimal
+//! for `HINCRBY`) and two reserved fields, `__created` and `__deadline`. Every operation is one
+//! Lua script on that one key, sent with `EVALSHA`: one round trip, atomic, and cluster-safe
+//! because no script touches a second key. Request paths never use `KEYS`, `SCAN`, `CONFIG` or
+//! `RENAME`.
+//!
+//! The connection is redis-rs's auto-reconnecting [`ConnectionManager`]; every operation is
+//! bounded by a timeout (one second by default), so while Redis is unreachable requests fail
+//! fast with [`ErrorKind::Unavailable`] and succeed again once it is back, without a restart.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloakroom_core::store::{Applied, Apply, Created, Fields, NewSession, Op, Store};
+use cloakroom_core::{Error, ErrorKind, Result, SessionKey};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+
+/// Default prefix of session keys.
+pub const DEFAULT_PREFIX: &str = "cloakroom:";
+/// Default bound on each operation, reconnection included.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A session store in Redis (or Valkey, or ElastiCache), cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: String,
+    operation_timeout: Duration,
+    create: Script,
+    apply: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("operation_timeout", &self.operation_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`RedisStore`].
+#[derive(Debug, Clone)]
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    operation_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl RedisStore {
+    /// A builder for a store at `url`: `redis://[user:password@]host[:port][/db]` or
+    /// `rediss://...` for TLS (certificates verified against the system's roots).
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            connect_timeout: DEFAULT_OPERATION_TIMEOUT,
+        }
+    }
+
+    /// Connects to `url` with the default settings.
+    pub async fn connect(url: impl Into<String>) -> Result<Self> {
+        Self::builder(url).connect().await
+    }
+
+    /// The full Redis key of a session: useful to inspect it with `redis-cli`.
+    pub fn redis_key(&self, key: &SessionKey) -> String {
+        format!("{}{}", self.prefix, key.as_str())
+    }
+
+    async fn run(&self, script: &Script, key: &SessionKey, args: Vec<Vec<u8>>) -> Result<Value> {
+        let mut invocation = script.key(self.redis_key(key));
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut connection = self.connection.clone();
+        match tokio::time::timeout(
+            self.operation_timeout,
+            invocation.invoke_async::<Value>(&mut connection),
+        )
+        .await
+        {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(map_error(e)),
+            Err(_) => Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "redis did not answer within {} ms",
+                    self.operation_timeout.as_millis()
+                ),
+            )),
+        }
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The prefix of every session key (default `cloakroom:`).
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The bound on each operation, reconnection included (default 1 s).
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// The bound on connecting at start-up (default 1 s).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects and checks the server answers. A bad URL, a refused connection or an
+    /// authentication failure is an error naming the cause: never a fallback elsewhere.
+    pub async fn connect(self) -> Result<RedisStore> {
+        let client = redis::Client::open(self.url.as_str()).map_err(|e| {
+            Error::with_source(ErrorKind::Config, "invalid Redis URL", e)
+        })?;
+        // Reconnection attempts are short and capped so that a request waiting on a reconnect
+        // is bounded by the operation timeout anyway.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.operation_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let connection = tokio::time::timeout(
+            self.connect_timeout,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("no connection to Redis within {} ms", self.connect_timeout.as_millis()),
+            )
+        })?
+        .map_err(map_error)?;
+        let store = RedisStore {
+            connection,
+            prefix: self.prefix,
+            operation_timeout: self.operation_timeout,
+            create: Script::new(include_str!("lua/create.lua")),
+            apply: Script::new(include_str!("lua/apply.lua")),
+        };
+        // Load the scripts now so the first requests cost one round trip, like the rest.
+        let mut connection = store.connection.clone();
+        for script in [&store.create, &store.apply] {
+            tokio::time::timeout(store.operation_timeout, script.load_async(&mut connection))
+                .await
+                .map_err(|_| Error::new(ErrorKind::Unavailable, "Redis did not load the scripts in time"))?
+                .map_err(map_error)?;
+        }
+        Ok(store)
+    }
+}
+
+fn map_error(e: redis::RedisError) -> Error {
+    let kind = if e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_io_error()
+    {
+        ErrorKind::Unavailable
+    } else {
+        match e.code() {
+            Some("NOTINT") => ErrorKind::NotAnInteger,
+            Some("RANGE") => ErrorKind::OutOfRange,
+            Some("WRONGTYPE") => ErrorKind::Corrupt,
+            _ => match e.kind() {
+                redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig => {
+                    ErrorKind::Config
+                }
+                redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
+                | redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
+                | redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown) => {
+                    ErrorKind::Unavailable
+                }
+                _ => ErrorKind::Backend,
+            },
+        }
+    };
+    let message = match kind {
+        ErrorKind::NotAnInteger => "session field does not hold an integer",
+        ErrorKind::OutOfRange => "session counter would leave ±(2^53 − 1)",
+        ErrorKind::Corrupt => "a session key holds data cloakroom did not write",
+        ErrorKind::Unavailable => "Redis is unavailable",
+        ErrorKind::Config => "Redis refused the connection settings",
+        _ => "Redis returned an error",
+    };
+    Error::with_source(kind, message, e)
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::new(ErrorKind::Corrupt, format!("unexpected reply from Redis: {what}"))
+}
+
+fn op_args(apply: &Apply) -> Vec<Vec<u8>> {
+    let mut args = vec![
+        apply.access.now_ms.to_string().into_bytes(),
+        apply.access.idle_ms.to_string().into_bytes(),
+        if apply.load { b"1".to_vec() } else { b"0".to_vec() },
+    ];
+    for op in &apply.ops {
+        match op {
+            Op::Set { name, value } => {
+                args.extend([b"S".to_vec(), name.clone().into_bytes(), value.clone().into_bytes()]);
+            }
+            Op::Remove { name } => {
+                args.extend([b"D".to_vec(), name.clone().into_bytes()]);
+            }
+            Op::Incr { name, by } => {
+                args.extend([b"I".to_vec(), name.clone().into_bytes(), by.to_string().into_bytes()]);
+            }
+            _ => {}
+        }
+    }
+    args
+}
+
+fn text(value: Value) -> Result<String> {
+    match value {
+        Value::BulkString(bytes) => {
+            String::from_utf8(bytes).map_err(|_| corrupt("a field is not UTF-8"))
+        }
+        Value::SimpleString(s) => Ok(s),
+        _ => Err(corrupt("a field is not a string")),
+    }
+}
+
+fn parse_fields(value: Value) -> Result<Fields> {
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Map(pairs) => {
+            let mut fields = Fields::with_capacity(pairs.len());
+            for (k, v) in pairs {
+                fields.insert(text(k)?, text(v)?);
+            }
+            return Ok(fields);
+        }
+        _ => return Err(corrupt("fields are not a list")),
+    };
+    if items.len() % 2 != 0 {
+        return Err(corrupt("odd number of field items"));
+    }
+    let mut fields = Fields::with_capacity(items.len() / 2);
+    let mut iter = items.into_iter();
+    while let (Some(k), Some(v)) = (iter.next(), iter.next()) {
+        fields.insert(text(k)?, text(v)?);
+    }
+    Ok(fields)
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
+        let ttl = session.access.ttl_ms(session.deadline_ms);
+        if ttl <= 0 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "a new session must have a deadline in the future",
+            ));
+        }
+        let mut args = Vec::with_capacity(1 + 2 * session.fields.len());
+        args.push(ttl.to_string().into_bytes());
+        for (name, value) in &session.fields {
+            args.push(name.clone().into_bytes());
+            args.push(value.clone().into_bytes());
+        }
+        match self.run(&self.create, key, args).await? {
+            Value::Int(1) => Ok(Created::Created),
+            Value::Int(0) => Ok(Created::Exists),
+            _ => Err(corrupt("create answered neither 0 nor 1")),
+        }
+    }
+
+    async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
+        let reply = self.run(&self.apply, key, op_args(apply)).await?;
+        let parts = match reply {
+            Value::Nil | Value::Boolean(false) => return Ok(Applied::Missing),
+            Value::Array(parts) if parts.len() == 2 => parts,
+            _ => return Err(corrupt("apply answered an unexpected shape")),
+        };
+        let mut parts = parts.into_iter();
+        let (Some(counters), Some(fields)) = (parts.next(), parts.next()) else {
+            return Err(corrupt("apply answered an unexpected shape"));
+        };
+        let counters = match counters {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::Int(n) => Ok(n),
+                    _ => Err(corrupt("a counter is not an integer")),
+                })
+                .collect::<Result<Vec<i64>>>()?,
+            // An empty Lua table may come back as an empty array or a nil.
+            Value::Nil => Vec::new(),
+            _ => return Err(corrupt("counters are not a list")),
+        };
+        let fields = match fields {
+            Value::Int(0) => None,
+            other => Some(parse_fields(other)?),
+        };
+        Ok(Applied::Done { counters, fields })
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        let mut connection = self.connection.clone();
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.redis_key(key));
+        match tokio::time::timeout(self.operation_timeout, cmd.query_async::<i64>(&mut connection))
+            .await
+        {
+            Ok(Ok(n)) => Ok(n > 0),
+            Ok(Err(e)) => Err(map_error(e)),
+            Err(_) => Err(Error::new(ErrorKind::Unavailable, "Redis did not answer DEL in time")),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+-- Apply a delta to an existing session, slide its TTL, optionally return all its fields.
+-- KEYS[1]: the session key
+-- ARGV[1]: now (Unix ms); ARGV[2]: idle timeout (ms); ARGV[3]: '1' to return all fields
+-- ARGV[4..]: ops, each 'S' name value | 'D' name | 'I' name by
+-- Returns false when the session is missing or past its deadline (nothing is written, a
+-- missing session is never created), else { {counter, ...}, {field, value, ...} or 0 }.
+-- A bad increment returns an error reply before anything is written.
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local idle = tonumber(ARGV[2])
+local MAX = 9007199254740991
+
+-- A hash without our deadline is not a session of ours: report it missing and leave it alone.
+-- A key of another type makes HGET fail with WRONGTYPE, which the caller sees as corruption.
+local deadline = tonumber(redis.call('HGET', key, '__deadline'))
+if not deadline then
+  return false
+end
+if deadline <= now then
+  redis.call('DEL', key)
+  return false
+end
+
+-- Counters are canonical decimal integers within +-(2^53 - 1): the spellings HINCRBY accepts
+-- and JSON readers agree on.
+local function counter(s)
+  if #s > 17 then return nil end
+  if s ~= '0' and not string.match(s, '^%-?[1-9]%d*$') then return nil end
+  local n = tonumber(s)
+  if n > MAX or n < -MAX then return nil end
+  return n
+end
+
+-- First pass: check every increment against the values it will meet, writing nothing.
+local staged = {}
+local i = 4
+while i <= #ARGV do
+  local op, name = ARGV[i], ARGV[i + 1]
+  if op == 'S' then
+    staged[name] = ARGV[i + 2]
+    i = i + 3
+  elseif op == 'D' then
+    staged[name] = false
+    i = i + 2
+  elseif op == 'I' then
+    local current = staged[name]
+    if current == nil then
+      current = redis.call('HGET', key, name)
+    end
+    local base = 0
+    if current then
+      base = counter(current)
+      if base == nil then
+        return redis.error_reply('NOTINT session field does not hold an integer')
+      end
+    end
+    local result = base + tonumber(ARGV[i + 2])
+    if result > MAX or result < -MAX then
+      return redis.error_reply('RANGE session counter would leave +-(2^53 - 1)')
+    end
+    staged[name] = string.format('%d', result)
+    i = i + 3
+  else
+    return redis.error_reply('BADOP unknown session operation')
+  end
+end
+
+-- Second pass: write.
+local counters = {}
+i = 4
+while i <= #ARGV do
+  local op, name = ARGV[i], ARGV[i + 1]
+  if op == 'S' then
+    redis.call('HSET', key, name, ARGV[i + 2])
+    i = i + 3
+  elseif op == 'D' then
+    redis.call('HDEL', key, name)
+    i = i + 2
+  else
+    counters[#counters + 1] = redis.call('HINCRBY', key, name, ARGV[i + 2])
+    i = i + 3
+  end
+end
+
+local ttl = deadline - now
+if idle < ttl then ttl = idle end
+redis.call('PEXPIRE', key, ttl)
+
+local fields = 0
+if ARGV[3] == '1' then
+  fields = redis.call('HGETALL', key)
+end
+return { counters, fields }

@@ -1,0 +1,75 @@
+//! Server-side sessions for Rust web apps, kept in Redis, Valkey, Amazon ElastiCache or in
+//! process memory.
+//!
+//! The browser holds a ticket (a signed random token in a cookie); the cloakroom keeps the coat
+//! (the session's fields). A session is one Redis HASH; handlers change fields one by one and
+//! only those changes are written, so concurrent requests never undo each other, and counters
+//! are incremented atomically in the store.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use axum::{Router, routing::get};
+//! use cloakroom::{MemoryStore, Session, SessionConfig, SessionLayer, SessionRejection};
+//!
+//! async fn index(session: Session) -> Result<String, SessionRejection> {
+//!     // One round trip: increments, slides the TTL and loads the session.
+//!     match session.incr("visits", 1).await? {
+//!         Some(visits) => {
+//!             let name: Option<String> = session.get("username").await?;
+//!             Ok(format!("{} visited {visits} times", name.unwrap_or_default()))
+//!         }
+//!         None => Ok("not logged in".to_owned()),
+//!     }
+//! }
+//!
+//! async fn login(session: Session) -> Result<&'static str, SessionRejection> {
+//!     session.start().await?; // fresh token; any previous session is deleted
+//!     session.insert("username", "alice").await?;
+//!     Ok("welcome")
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = SessionConfig::new(std::env::var("SECRET_KEY")?)?;
+//! let layer = SessionLayer::new(Arc::new(MemoryStore::new()), config)?;
+//! let app: Router = Router::new()
+//!     .route("/", get(index))
+//!     .route("/login", get(login))
+//!     .layer(layer);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With the `redis` feature, use `cloakroom::redis::RedisStore::connect("redis://...")` instead
+//! of the memory store.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `axum` | yes | [`SessionLayer`], the [`Session`] extractor, [`SessionRejection`] |
+//! | `redis` | no | [`redis::RedisStore`] for Redis, Valkey and ElastiCache |
+//!
+//! # Guarantees
+//!
+//! * Tokens are 256 bits from the OS CSPRNG; the store sees only their SHA-256 hash.
+//! * Cookies are signed; a cookie that does not verify is treated as absent without any store
+//!   access. An unknown token is never adopted: new sessions always get fresh tokens.
+//! * Idle timeout (slid by every access) and absolute lifetime are enforced together; an expired
+//!   or deleted session is never resurrected by a write.
+//! * Each store operation touches one key in one round trip.
+
+pub use cloakroom_core::*;
+
+#[cfg(feature = "axum")]
+pub use cloakroom_axum::{SessionLayer, SessionRejection, SessionService};
+
+/// The Redis store (feature `redis`).
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use cloakroom_redis::*;
+}
