@@ -1,1 +1,112 @@
-fn main() {}
+//! `cloakroom-demo`: the tutorial app. Configuration from the environment:
+//!
+//! * `REDIS_URL`: absent, the embedded memory store; present, Redis (`redis://` or `rediss://`,
+//!   with `user:password@` for ACL auth).
+//! * `SECRET_KEY`: the cookie signing key, at least 32 bytes; absent, a random key (sessions
+//!   then end when the process does) and a warning.
+//! * `SESSION_TTL`: idle timeout in seconds (default 1800).
+//! * `BIND`: address to listen on (default `127.0.0.1:3000`).
+//! * `COOKIE_SECURE`: `0` to send the cookie without `Secure` when serving plain http on an
+//!   address other than localhost (browsers accept `Secure` cookies from http://localhost).
+//! * `MAX_SESSIONS`: bound of the memory store (default 100000).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cloakroom::redis::RedisStore;
+use cloakroom::{MemoryStore, SessionConfig, SessionLayer, Store};
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn parse_env<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match env(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid value")),
+    }
+}
+
+/// The URL without its password, for printing.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let bind: SocketAddr = parse_env("BIND", SocketAddr::from(([127, 0, 0, 1], 3000)))?;
+    let ttl_secs: u64 = parse_env("SESSION_TTL", 1800)?;
+    if ttl_secs == 0 {
+        bail!("SESSION_TTL must be at least 1 second");
+    }
+    let secure = env("COOKIE_SECURE").is_none_or(|v| v != "0" && v != "false");
+    let max_sessions: usize = parse_env("MAX_SESSIONS", cloakroom::DEFAULT_MAX_SESSIONS)?;
+
+    let config = match env("SECRET_KEY") {
+        Some(secret) => SessionConfig::new(secret.as_bytes())
+            .context("SECRET_KEY is not usable (generate one with `openssl rand -base64 32`)")?,
+        None => {
+            tracing::warn!(
+                "SECRET_KEY is not set: using a random key; sessions will not survive a restart"
+            );
+            SessionConfig::with_random_secret()?
+        }
+    };
+    let config = config
+        .with_idle_timeout(Duration::from_secs(ttl_secs))
+        .with_secure(secure);
+    if secure && !bind.ip().is_loopback() {
+        tracing::warn!(
+            "cookies are Secure: browsers send them only over https (or to localhost); \
+             serve through TLS or set COOKIE_SECURE=0 for plain-http development"
+        );
+    }
+
+    let store: Arc<dyn Store> = match env("REDIS_URL") {
+        Some(url) => {
+            let store = RedisStore::connect(url.as_str())
+                .await
+                .with_context(|| format!("cannot use Redis at {}", redacted(&url)))?;
+            println!("cloakroom-demo: session store: Redis at {}", redacted(&url));
+            Arc::new(store)
+        }
+        None => {
+            println!(
+                "cloakroom-demo: session store: embedded memory store (at most {max_sessions} sessions; set REDIS_URL to use Redis)"
+            );
+            Arc::new(
+                MemoryStore::builder()
+                    .with_max_sessions(max_sessions)
+                    .build(),
+            )
+        }
+    };
+    let layer = SessionLayer::new(store, config)?;
+    let app = cloakroom_demo::app(layer);
+
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    println!("cloakroom-demo: listening on http://{bind}/");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

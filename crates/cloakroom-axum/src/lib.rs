@@ -9,6 +9,6 @@
 mod layer;
 mod rejection;
 
-pub use cloakroom_core::Session;
 pub use crate::layer::{SessionLayer, SessionService};
 pub use crate::rejection::SessionRejection;
+pub use cloakroom_core::Session;

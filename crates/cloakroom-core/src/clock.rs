@@ -39,8 +39,7 @@ impl ManualClock {
 
     /// Moves the clock forward by `by`.
     pub fn advance(&self, by: Duration) {
-        self.millis
-            .fetch_add(duration_millis(by), Ordering::SeqCst);
+        self.millis.fetch_add(duration_millis(by), Ordering::SeqCst);
     }
 
     /// Sets the clock to `to`, forwards or backwards.

@@ -67,8 +67,12 @@ impl SessionConfig {
     /// and are not shared between processes.
     pub fn with_random_secret() -> Result<Self> {
         let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret)
-            .map_err(|e| Error::new(ErrorKind::Random, format!("the OS random generator failed: {e}")))?;
+        getrandom::fill(&mut secret).map_err(|e| {
+            Error::new(
+                ErrorKind::Random,
+                format!("the OS random generator failed: {e}"),
+            )
+        })?;
         Self::new(secret)
     }
 
@@ -170,10 +174,14 @@ impl SessionConfig {
         if name.starts_with("__Secure-") && !self.secure {
             return fail("a __Secure- cookie must be Secure");
         }
-        if !self.path.starts_with('/') || self.path.bytes().any(|b| b.is_ascii_control() || b == b';') {
+        if !self.path.starts_with('/')
+            || self.path.bytes().any(|b| b.is_ascii_control() || b == b';')
+        {
             return fail("the cookie path must start with / and hold no control characters or ';'");
         }
-        if self.idle_timeout < Duration::from_millis(1) || self.absolute_timeout < Duration::from_millis(1) {
+        if self.idle_timeout < Duration::from_millis(1)
+            || self.absolute_timeout < Duration::from_millis(1)
+        {
             return fail("timeouts must be at least one millisecond");
         }
         Ok(())
@@ -199,14 +207,24 @@ mod tests {
     fn contradictions_are_refused() -> Result<()> {
         let base = SessionConfig::new([7u8; 32])?;
         let bad = [
-            base.clone().with_secure(false).with_same_site(SameSite::None),
-            base.clone().with_cookie_name("__Host-x").with_domain("example.com"),
-            base.clone().with_cookie_name("__Secure-x").with_secure(false),
+            base.clone()
+                .with_secure(false)
+                .with_same_site(SameSite::None),
+            base.clone()
+                .with_cookie_name("__Host-x")
+                .with_domain("example.com"),
+            base.clone()
+                .with_cookie_name("__Secure-x")
+                .with_secure(false),
             base.clone().with_cookie_name("bad name"),
             base.clone().with_path("nope"),
         ];
         for c in bad {
-            assert_eq!(c.validate().map_err(|e| e.kind()), Err(ErrorKind::Config), "{c:?}");
+            assert_eq!(
+                c.validate().map_err(|e| e.kind()),
+                Err(ErrorKind::Config),
+                "{c:?}"
+            );
         }
         Ok(())
     }

@@ -24,16 +24,18 @@ mod signing;
 pub mod store;
 mod token;
 
+#[cfg(feature = "axum")]
+pub use crate::axum::MissingSessionLayer;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::{
-    DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT, DEFAULT_SECURE_COOKIE_NAME,
-    SameSite, SessionConfig,
+    DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_SECURE_COOKIE_NAME, SameSite, SessionConfig,
 };
 pub use crate::error::{Error, ErrorKind, Result};
-pub use crate::memory::{DEFAULT_MAX_SESSIONS, DEFAULT_SWEEP_INTERVAL, MemoryStore, MemoryStoreBuilder};
+pub use crate::memory::{
+    DEFAULT_MAX_SESSIONS, DEFAULT_SWEEP_INTERVAL, MemoryStore, MemoryStoreBuilder,
+};
 pub use crate::session::{CookieState, Finished, Session, SessionManager};
 pub use crate::signing::{CookieSigner, MIN_SECRET_LEN, SIGNED_VALUE_LEN};
 pub use crate::store::Store;
 pub use crate::token::{SessionKey, SessionToken, TOKEN_BYTES, TOKEN_TEXT_LEN};
-#[cfg(feature = "axum")]
-pub use crate::axum::MissingSessionLayer;

@@ -243,7 +243,10 @@ impl Store for MemoryStore {
             };
             state.remove(&victim);
             state.evictions += 1;
-            tracing::debug!(victim = victim.short(), "memory store full: evicted the session idle longest");
+            tracing::debug!(
+                victim = victim.short(),
+                "memory store full: evicted the session idle longest"
+            );
         }
         state.sessions.insert(
             key.clone(),

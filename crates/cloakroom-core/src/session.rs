@@ -164,10 +164,7 @@ enum Phase {
     /// A validly signed token, not yet looked up.
     Unloaded { token: SessionToken },
     /// A session known to exist, with its fields as of the last store access.
-    Live {
-        token: SessionToken,
-        fields: Fields,
-    },
+    Live { token: SessionToken, fields: Fields },
     /// A session started in this request, to be created when the request ends.
     Started {
         token: SessionToken,
@@ -251,7 +248,11 @@ impl Session {
     pub async fn insert<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
         check_field_name(name)?;
         let json = serde_json::to_string(value).map_err(|e| {
-            Error::with_source(ErrorKind::Encode, format!("session field {name:?} does not encode as JSON"), e)
+            Error::with_source(
+                ErrorKind::Encode,
+                format!("session field {name:?} does not encode as JSON"),
+                e,
+            )
         })?;
         self.write(name, Some(json)).await
     }
@@ -331,10 +332,7 @@ impl Session {
                     }
                     cached.insert(name.to_owned(), value.to_string());
                 } else if let Some(fields) = fields {
-                    state.phase = Phase::Live {
-                        token,
-                        fields,
-                    };
+                    state.phase = Phase::Live { token, fields };
                 }
                 Ok(Some(value))
             }
@@ -442,7 +440,12 @@ impl Session {
     }
 
     async fn save_locked(&self, state: &mut State) -> Result<()> {
-        if let Phase::Started { token, fields, meta } = &state.phase {
+        if let Phase::Started {
+            token,
+            fields,
+            meta,
+        } = &state.phase
+        {
             let (mut token, mut fields, meta) = (token.clone(), fields.clone(), *meta);
             let access = self.access();
             fields.insert(META_CREATED.to_owned(), meta.created_ms.to_string());
@@ -590,15 +593,18 @@ fn meta_of(fields: &Fields) -> Result<Meta> {
 }
 
 fn cookie_header(config: &SessionConfig, value: Option<&str>) -> String {
-    let mut builder = cookie::Cookie::build((config.cookie_name().to_owned(), value.unwrap_or("").to_owned()))
-        .http_only(true)
-        .secure(config.secure)
-        .path(config.path.clone())
-        .same_site(match config.same_site {
-            SameSite::Strict => cookie::SameSite::Strict,
-            SameSite::Lax => cookie::SameSite::Lax,
-            SameSite::None => cookie::SameSite::None,
-        });
+    let mut builder = cookie::Cookie::build((
+        config.cookie_name().to_owned(),
+        value.unwrap_or("").to_owned(),
+    ))
+    .http_only(true)
+    .secure(config.secure)
+    .path(config.path.clone())
+    .same_site(match config.same_site {
+        SameSite::Strict => cookie::SameSite::Strict,
+        SameSite::Lax => cookie::SameSite::Lax,
+        SameSite::None => cookie::SameSite::None,
+    });
     if let Some(domain) = &config.domain {
         builder = builder.domain(domain.clone());
     }

@@ -115,10 +115,14 @@ mod tests {
         assert!(s.verify(&format!("{value}x")).is_none(), "appended byte");
         assert!(s.verify(&value[..value.len() - 1]).is_none(), "truncated");
         assert!(s.verify(&value.to_uppercase()).is_none(), "case changed");
-        assert!(s.verify(&value.replacen('.', "!", 1)).is_none(), "separator");
+        assert!(
+            s.verify(&value.replacen('.', "!", 1)).is_none(),
+            "separator"
+        );
         let mut flipped = value.clone().into_bytes();
         flipped[5] = if flipped[5] == b'A' { b'B' } else { b'A' };
-        let flipped = String::from_utf8(flipped).map_err(|e| Error::with_source(ErrorKind::Decode, "utf8", e))?;
+        let flipped = String::from_utf8(flipped)
+            .map_err(|e| Error::with_source(ErrorKind::Decode, "utf8", e))?;
         assert!(s.verify(&flipped).is_none(), "token byte changed");
         Ok(())
     }
@@ -126,7 +130,9 @@ mod tests {
     #[test]
     fn short_secrets_are_refused() {
         assert_eq!(
-            CookieSigner::new(b"short").map(|_| ()).map_err(|e| e.kind()),
+            CookieSigner::new(b"short")
+                .map(|_| ())
+                .map_err(|e| e.kind()),
             Err(ErrorKind::Config)
         );
     }

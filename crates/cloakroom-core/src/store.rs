@@ -155,7 +155,7 @@ pub fn parse_counter(text: &str) -> Option<i64> {
         return None;
     }
     let value: i64 = text.parse().ok()?;
-    (value.abs() <= MAX_COUNTER).then_some(value)
+    (value.unsigned_abs() <= MAX_COUNTER.unsigned_abs()).then_some(value)
 }
 
 /// Adds `by` to the counter text `current` (absent is 0), with the checks every store applies.
@@ -169,7 +169,9 @@ pub fn add_to_counter(name: &str, current: Option<&str>, by: i64) -> Result<i64>
             )
         })?,
     };
-    let sum = base.checked_add(by).filter(|v| v.abs() <= MAX_COUNTER);
+    let sum = base
+        .checked_add(by)
+        .filter(|v| v.unsigned_abs() <= MAX_COUNTER.unsigned_abs());
     sum.ok_or_else(|| {
         Error::new(
             ErrorKind::OutOfRange,
@@ -203,7 +205,16 @@ mod tests {
         assert_eq!(parse_counter("-7"), Some(-7));
         assert_eq!(parse_counter("9007199254740991"), Some(MAX_COUNTER));
         for bad in [
-            "", "-", "-0", "007", "+1", "1.0", "1e3", " 1", "\"1\"", "9007199254740992",
+            "",
+            "-",
+            "-0",
+            "007",
+            "+1",
+            "1.0",
+            "1e3",
+            " 1",
+            "\"1\"",
+            "9007199254740992",
             "99999999999999999",
         ] {
             assert_eq!(parse_counter(bad), None, "{bad:?}");
@@ -222,7 +233,10 @@ mod tests {
 
     #[test]
     fn ttl_is_cut_at_the_deadline() {
-        let a = Access { now_ms: 1_000, idle_ms: 500 };
+        let a = Access {
+            now_ms: 1_000,
+            idle_ms: 500,
+        };
         assert_eq!(a.ttl_ms(10_000), 500);
         assert_eq!(a.ttl_ms(1_200), 200);
         assert_eq!(a.ttl_ms(1_000), 0);

@@ -121,9 +121,8 @@ impl RedisStoreBuilder {
     /// Connects and checks the server answers. A bad URL, a refused connection or an
     /// authentication failure is an error naming the cause: never a fallback elsewhere.
     pub async fn connect(self) -> Result<RedisStore> {
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| {
-            Error::with_source(ErrorKind::Config, "invalid Redis URL", e)
-        })?;
+        let client = redis::Client::open(self.url.as_str())
+            .map_err(|e| Error::with_source(ErrorKind::Config, "invalid Redis URL", e))?;
         // Reconnection attempts are short and capped so that a request waiting on a reconnect
         // is bounded by the operation timeout anyway.
         let config = ConnectionManagerConfig::new()
@@ -139,7 +138,10 @@ impl RedisStoreBuilder {
         .map_err(|_| {
             Error::new(
                 ErrorKind::Unavailable,
-                format!("no connection to Redis within {} ms", self.connect_timeout.as_millis()),
+                format!(
+                    "no connection to Redis within {} ms",
+                    self.connect_timeout.as_millis()
+                ),
             )
         })?
         .map_err(map_error)?;
@@ -155,7 +157,12 @@ impl RedisStoreBuilder {
         for script in [&store.create, &store.apply] {
             tokio::time::timeout(store.operation_timeout, script.load_async(&mut connection))
                 .await
-                .map_err(|_| Error::new(ErrorKind::Unavailable, "Redis did not load the scripts in time"))?
+                .map_err(|_| {
+                    Error::new(
+                        ErrorKind::Unavailable,
+                        "Redis did not load the scripts in time",
+                    )
+                })?
                 .map_err(map_error)?;
         }
         Ok(store)
@@ -200,25 +207,40 @@ fn map_error(e: redis::RedisError) -> Error {
 }
 
 fn corrupt(what: &str) -> Error {
-    Error::new(ErrorKind::Corrupt, format!("unexpected reply from Redis: {what}"))
+    Error::new(
+        ErrorKind::Corrupt,
+        format!("unexpected reply from Redis: {what}"),
+    )
 }
 
 fn op_args(apply: &Apply) -> Vec<Vec<u8>> {
     let mut args = vec![
         apply.access.now_ms.to_string().into_bytes(),
         apply.access.idle_ms.to_string().into_bytes(),
-        if apply.load { b"1".to_vec() } else { b"0".to_vec() },
+        if apply.load {
+            b"1".to_vec()
+        } else {
+            b"0".to_vec()
+        },
     ];
     for op in &apply.ops {
         match op {
             Op::Set { name, value } => {
-                args.extend([b"S".to_vec(), name.clone().into_bytes(), value.clone().into_bytes()]);
+                args.extend([
+                    b"S".to_vec(),
+                    name.clone().into_bytes(),
+                    value.clone().into_bytes(),
+                ]);
             }
             Op::Remove { name } => {
                 args.extend([b"D".to_vec(), name.clone().into_bytes()]);
             }
             Op::Incr { name, by } => {
-                args.extend([b"I".to_vec(), name.clone().into_bytes(), by.to_string().into_bytes()]);
+                args.extend([
+                    b"I".to_vec(),
+                    name.clone().into_bytes(),
+                    by.to_string().into_bytes(),
+                ]);
             }
             _ => {}
         }
@@ -316,12 +338,18 @@ impl Store for RedisStore {
         let mut connection = self.connection.clone();
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.redis_key(key));
-        match tokio::time::timeout(self.operation_timeout, cmd.query_async::<i64>(&mut connection))
-            .await
+        match tokio::time::timeout(
+            self.operation_timeout,
+            cmd.query_async::<i64>(&mut connection),
+        )
+        .await
         {
             Ok(Ok(n)) => Ok(n > 0),
             Ok(Err(e)) => Err(map_error(e)),
-            Err(_) => Err(Error::new(ErrorKind::Unavailable, "Redis did not answer DEL in time")),
+            Err(_) => Err(Error::new(
+                ErrorKind::Unavailable,
+                "Redis did not answer DEL in time",
+            )),
         }
     }
 }

@@ -1,1 +1,87 @@
-//! placeholder
+//! Test harness for cloakroom: real `redis-server` processes on free ports, a counting proxy
+//! that shows how many commands cross the wire, a store wrapper that counts calls, and the store
+//! conformance suite that every store must pass unchanged.
+//!
+//! Set `CLOAKROOM_REDIS_SERVER` to use another server binary (for example `valkey-server`).
+
+pub mod conformance;
+mod counting;
+mod proxy;
+mod server;
+
+pub use crate::counting::{CallCounts, CountingStore};
+pub use crate::proxy::CountingProxy;
+pub use crate::server::RedisServer;
+
+use std::sync::Arc;
+
+use cloakroom_core::{MemoryStore, Store};
+use cloakroom_redis::RedisStore;
+
+/// A store under test, and whatever must stay alive while it is used.
+pub struct StoreFixture {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The server behind it, if any.
+    pub server: Option<RedisServer>,
+}
+
+impl StoreFixture {
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+}
+
+/// A fresh memory store.
+pub async fn memory_fixture() -> anyhow::Result<StoreFixture> {
+    Ok(StoreFixture {
+        store: Arc::new(MemoryStore::new()),
+        server: None,
+    })
+}
+
+/// A fresh `redis-server` and a store connected to it.
+pub async fn redis_fixture() -> anyhow::Result<StoreFixture> {
+    let server = RedisServer::spawn()?;
+    let store = RedisStore::connect(server.url()).await?;
+    Ok(StoreFixture {
+        store: Arc::new(store),
+        server: Some(server),
+    })
+}
+
+/// Runs every conformance test against the store made by `$make` (an async expression giving
+/// `anyhow::Result<StoreFixture>`), each as its own `#[tokio::test]`.
+#[macro_export]
+macro_rules! store_conformance {
+    ($make:expr) => {
+        $crate::store_conformance!(@each $make;
+            create_then_load_returns_fields,
+            create_never_overwrites,
+            write_to_missing_session_creates_nothing,
+            delta_touches_only_named_fields,
+            incr_starts_at_zero_and_reports_each_value,
+            bad_incr_fails_and_writes_nothing,
+            incr_out_of_range_fails_and_writes_nothing,
+            concurrent_increments_lose_none,
+            concurrent_writes_to_different_fields_survive,
+            delete_removes_and_reports,
+            idle_session_expires,
+            access_slides_the_idle_timeout,
+            absolute_deadline_ends_an_active_session,
+            expired_session_is_not_resurrected_by_a_write,
+            create_with_past_deadline_is_refused,
+            reads_see_the_ops_of_the_same_step
+        );
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() -> anyhow::Result<()> {
+                let fixture = $make.await?;
+                $crate::conformance::$name(fixture.store()).await
+            }
+        )*
+    };
+}

@@ -1,0 +1,435 @@
+//! The store conformance suite: the same assertions for every [`Store`].
+//!
+//! Each function takes a fresh, empty store. Timing tests use real time with short timeouts,
+//! because a networked store expires keys on its own clock.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail, ensure};
+use cloakroom_core::store::{
+    Access, Applied, Apply, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op, Store,
+};
+use cloakroom_core::{ErrorKind, SessionKey, SessionToken};
+
+const LONG: u64 = 60_000;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn key() -> anyhow::Result<SessionKey> {
+    Ok(SessionToken::generate()?.key())
+}
+
+fn access(idle_ms: u64) -> Access {
+    Access {
+        now_ms: now_ms(),
+        idle_ms,
+    }
+}
+
+/// A new session with `fields`, an idle timeout and an absolute lifetime from now.
+pub fn new_session(fields: &[(&str, &str)], idle_ms: u64, lifetime_ms: u64) -> NewSession {
+    let now = now_ms();
+    let deadline_ms = now + lifetime_ms;
+    let mut all: Fields = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    all.insert(META_CREATED.to_owned(), now.to_string());
+    all.insert(META_DEADLINE.to_owned(), deadline_ms.to_string());
+    NewSession {
+        fields: all,
+        access: Access {
+            now_ms: now,
+            idle_ms,
+        },
+        deadline_ms,
+    }
+}
+
+fn set(name: &str, value: &str) -> Op {
+    Op::Set {
+        name: name.to_owned(),
+        value: value.to_owned(),
+    }
+}
+
+fn incr(name: &str, by: i64) -> Op {
+    Op::Incr {
+        name: name.to_owned(),
+        by,
+    }
+}
+
+/// All fields of the session, or `None` when it is missing.
+pub async fn load(store: &dyn Store, key: &SessionKey) -> anyhow::Result<Option<Fields>> {
+    load_with(store, key, access(LONG)).await
+}
+
+async fn load_with(
+    store: &dyn Store,
+    key: &SessionKey,
+    access: Access,
+) -> anyhow::Result<Option<Fields>> {
+    let apply = Apply {
+        access,
+        ops: vec![],
+        load: true,
+    };
+    match store.apply(key, &apply).await? {
+        Applied::Missing => Ok(None),
+        Applied::Done { fields, .. } => Ok(Some(fields.context("load returned no fields")?)),
+        _ => bail!("unknown outcome"),
+    }
+}
+
+async fn run(store: &dyn Store, key: &SessionKey, ops: Vec<Op>) -> cloakroom_core::Result<Applied> {
+    let apply = Apply {
+        access: access(LONG),
+        ops,
+        load: false,
+    };
+    store.apply(key, &apply).await
+}
+
+fn user(fields: &Fields) -> HashMap<&str, &str> {
+    fields
+        .iter()
+        .filter(|(k, _)| !k.starts_with("__"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// A created session loads with its fields and its metadata.
+pub async fn create_then_load_returns_fields(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    let created = store
+        .create(&k, &new_session(&[("username", "\"ann\"")], LONG, LONG))
+        .await?;
+    ensure!(created == Created::Created, "{created:?}");
+    let fields = load(store, &k)
+        .await?
+        .context("session missing after create")?;
+    ensure!(user(&fields) == HashMap::from([("username", "\"ann\"")]));
+    ensure!(fields.contains_key(META_CREATED) && fields.contains_key(META_DEADLINE));
+    Ok(())
+}
+
+/// `create` is insert-if-absent: it never overwrites an existing session.
+pub async fn create_never_overwrites(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    store
+        .create(&k, &new_session(&[("a", "1")], LONG, LONG))
+        .await?;
+    let second = store
+        .create(&k, &new_session(&[("b", "2")], LONG, LONG))
+        .await?;
+    ensure!(second == Created::Exists, "{second:?}");
+    let fields = load(store, &k).await?.context("missing")?;
+    ensure!(user(&fields) == HashMap::from([("a", "1")]), "{fields:?}");
+    Ok(())
+}
+
+/// Writes and increments on a session that does not exist report `Missing` and create nothing.
+pub async fn write_to_missing_session_creates_nothing(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    ensure!(run(store, &k, vec![set("a", "1")]).await? == Applied::Missing);
+    ensure!(run(store, &k, vec![incr("visits", 1)]).await? == Applied::Missing);
+    ensure!(
+        load(store, &k).await?.is_none(),
+        "a write created a session"
+    );
+    // Nothing is there: a create under that key succeeds.
+    let created = store.create(&k, &new_session(&[], LONG, LONG)).await?;
+    ensure!(created == Created::Created, "{created:?}");
+    Ok(())
+}
+
+/// A delta changes only the fields it names.
+pub async fn delta_touches_only_named_fields(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    store
+        .create(
+            &k,
+            &new_session(&[("a", "1"), ("b", "2"), ("c", "3")], LONG, LONG),
+        )
+        .await?;
+    run(store, &k, vec![set("a", "10")]).await?;
+    run(
+        store,
+        &k,
+        vec![Op::Remove {
+            name: "b".to_owned(),
+        }],
+    )
+    .await?;
+    let fields = load(store, &k).await?.context("missing")?;
+    ensure!(
+        user(&fields) == HashMap::from([("a", "10"), ("c", "3")]),
+        "{fields:?}"
+    );
+    Ok(())
+}
+
+/// An absent counter starts at 0; each increment's new value is reported in order.
+pub async fn incr_starts_at_zero_and_reports_each_value(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    store.create(&k, &new_session(&[], LONG, LONG)).await?;
+    let applied = run(store, &k, vec![incr("v", 1), incr("v", 5), incr("w", -2)]).await?;
+    let Applied::Done { counters, .. } = applied else {
+        bail!("{applied:?}")
+    };
+    ensure!(counters == vec![1, 6, -2], "{counters:?}");
+    let fields = load(store, &k).await?.context("missing")?;
+    ensure!(fields.get("v").map(String::as_str) == Some("6"));
+    ensure!(fields.get("w").map(String::as_str) == Some("-2"));
+    Ok(())
+}
+
+/// Incrementing a field that holds no integer fails and writes nothing, not even the other ops
+/// of the same step.
+pub async fn bad_incr_fails_and_writes_nothing(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    store
+        .create(
+            &k,
+            &new_session(&[("name", "\"ann\""), ("n", "1")], LONG, LONG),
+        )
+        .await?;
+    for bad in ["\"ann\"", "1.5", "007", "-0", "true"] {
+        let result = run(store, &k, vec![set("n", bad), incr("n", 1)]).await;
+        let kind = result.err().map(|e| e.kind());
+        ensure!(kind == Some(ErrorKind::NotAnInteger), "{bad}: {kind:?}");
+    }
+    let result = run(store, &k, vec![set("other", "2"), incr("name", 1)]).await;
+    ensure!(result.err().map(|e| e.kind()) == Some(ErrorKind::NotAnInteger));
+    let fields = load(store, &k).await?.context("missing")?;
+    ensure!(
+        user(&fields) == HashMap::from([("name", "\"ann\""), ("n", "1")]),
+        "partial write: {fields:?}"
+    );
+    Ok(())
+}
+
+/// Increments that would leave ±(2^53 − 1) fail and write nothing.
+pub async fn incr_out_of_range_fails_and_writes_nothing(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    store
+        .create(&k, &new_session(&[("n", "9007199254740990")], LONG, LONG))
+        .await?;
+    let applied = run(store, &k, vec![incr("n", 1)]).await?;
+    ensure!(
+        matches!(&applied, Applied::Done { counters, .. } if counters == &vec![9007199254740991])
+    );
+    let result = run(store, &k, vec![incr("n", 1)]).await;
+    ensure!(result.err().map(|e| e.kind()) == Some(ErrorKind::OutOfRange));
+    let result = run(store, &k, vec![incr("m", i64::MIN)]).await;
+    ensure!(result.err().map(|e| e.kind()) == Some(ErrorKind::OutOfRange));
+    let fields = load(store, &k).await?.context("missing")?;
+    ensure!(
+        user(&fields) == HashMap::from([("n", "9007199254740991")]),
+        "{fields:?}"
+    );
+    Ok(())
+}
+
+/// 2,000 concurrent increments of one counter lose none.
+pub async fn concurrent_increments_lose_none(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    store.create(&k, &new_session(&[], LONG, LONG)).await?;
+    let results =
+        futures_util::future::join_all((0..2000).map(|_| run(store, &k, vec![incr("visits", 1)])))
+            .await;
+    let mut seen = Vec::new();
+    for r in results {
+        match r? {
+            Applied::Done { counters, .. } => seen.extend(counters),
+            other => bail!("{other:?}"),
+        }
+    }
+    seen.sort_unstable();
+    ensure!(
+        seen == (1..=2000).collect::<Vec<i64>>(),
+        "each increment must see its own value"
+    );
+    let fields = load(store, &k).await?.context("missing")?;
+    ensure!(fields.get("visits").map(String::as_str) == Some("2000"));
+    Ok(())
+}
+
+/// Concurrent steps writing different fields all survive.
+pub async fn concurrent_writes_to_different_fields_survive(
+    store: &dyn Store,
+) -> anyhow::Result<()> {
+    let k = key()?;
+    store.create(&k, &new_session(&[], LONG, LONG)).await?;
+    let names: Vec<String> = (0..200).map(|i| format!("f{i}")).collect();
+    let results =
+        futures_util::future::join_all(names.iter().map(|n| run(store, &k, vec![set(n, "true")])))
+            .await;
+    for r in results {
+        r?;
+    }
+    let fields = load(store, &k).await?.context("missing")?;
+    ensure!(
+        user(&fields).len() == 200,
+        "{} of 200 fields survived",
+        user(&fields).len()
+    );
+    Ok(())
+}
+
+/// `delete` removes the session and says whether it existed.
+pub async fn delete_removes_and_reports(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    store
+        .create(&k, &new_session(&[("a", "1")], LONG, LONG))
+        .await?;
+    ensure!(
+        store.delete(&k).await?,
+        "delete of an existing session said false"
+    );
+    ensure!(!store.delete(&k).await?, "second delete said true");
+    ensure!(load(store, &k).await?.is_none());
+    Ok(())
+}
+
+async fn wait_until_missing(
+    store: &dyn Store,
+    k: &SessionKey,
+    within: Duration,
+) -> anyhow::Result<()> {
+    // Poll with writes, which must never bring the session back; bounded.
+    let start = std::time::Instant::now();
+    loop {
+        if run(store, k, vec![set("poke", "1")]).await? == Applied::Missing {
+            return Ok(());
+        }
+        if start.elapsed() > within {
+            bail!("session still alive after {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A session left idle past its timeout is gone.
+pub async fn idle_session_expires(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    store
+        .create(&k, &new_session(&[("a", "1")], 300, LONG))
+        .await?;
+    ensure!(load_with(store, &k, access(300)).await?.is_some());
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    ensure!(
+        load_with(store, &k, access(300)).await?.is_none(),
+        "idle session still alive"
+    );
+    Ok(())
+}
+
+/// Every access restarts the idle timeout: an active session outlives it many times over.
+pub async fn access_slides_the_idle_timeout(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    store.create(&k, &new_session(&[], 400, LONG)).await?;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        ensure!(
+            load_with(store, &k, access(400)).await?.is_some(),
+            "an active session expired"
+        );
+    }
+    // 1.2 s of activity on a 400 ms idle timeout; now idle.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    ensure!(load_with(store, &k, access(400)).await?.is_none());
+    Ok(())
+}
+
+/// The absolute deadline ends a session however active it is, and a step dated after it
+/// removes the session for good.
+pub async fn absolute_deadline_ends_an_active_session(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    store.create(&k, &new_session(&[], LONG, 500)).await?;
+    // A clock that has jumped past the deadline sees no session, and the session is gone.
+    let late = Access {
+        now_ms: now_ms() + 1_000,
+        idle_ms: LONG,
+    };
+    ensure!(load_with(store, &k, late).await?.is_none());
+    ensure!(
+        load(store, &k).await?.is_none(),
+        "a session past its deadline came back"
+    );
+    // Real time: active every 100 ms, still ended by the 500 ms deadline.
+    let k = key()?;
+    store.create(&k, &new_session(&[], LONG, 500)).await?;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(400) {
+        ensure!(
+            load(store, &k).await?.is_some(),
+            "ended before its deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_until_missing(store, &k, Duration::from_millis(1_000)).await
+}
+
+/// After expiry, writes and increments report `Missing` and nothing comes back.
+pub async fn expired_session_is_not_resurrected_by_a_write(
+    store: &dyn Store,
+) -> anyhow::Result<()> {
+    let k = key()?;
+    store
+        .create(&k, &new_session(&[("a", "1")], 200, LONG))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    ensure!(run(store, &k, vec![set("a", "2")]).await? == Applied::Missing);
+    ensure!(run(store, &k, vec![incr("visits", 1)]).await? == Applied::Missing);
+    ensure!(
+        load(store, &k).await?.is_none(),
+        "a write resurrected an expired session"
+    );
+    Ok(())
+}
+
+/// A session whose deadline has already passed cannot be created.
+pub async fn create_with_past_deadline_is_refused(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    let mut session = new_session(&[], LONG, LONG);
+    session.deadline_ms = session.access.now_ms.saturating_sub(1);
+    let result = store.create(&k, &session).await;
+    ensure!(result.is_err(), "{result:?}");
+    ensure!(load(store, &k).await?.is_none());
+    Ok(())
+}
+
+/// Within one step, ops apply in order and a load sees their result.
+pub async fn reads_see_the_ops_of_the_same_step(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    store
+        .create(&k, &new_session(&[("n", "1")], LONG, LONG))
+        .await?;
+    let apply = Apply {
+        access: access(LONG),
+        ops: vec![set("n", "5"), incr("n", 2), set("s", "\"x\"")],
+        load: true,
+    };
+    let applied = store.apply(&k, &apply).await?;
+    let Applied::Done {
+        counters,
+        fields: Some(fields),
+    } = applied
+    else {
+        bail!("{applied:?}")
+    };
+    ensure!(counters == vec![7]);
+    ensure!(
+        user(&fields) == HashMap::from([("n", "7"), ("s", "\"x\"")]),
+        "{fields:?}"
+    );
+    Ok(())
+}

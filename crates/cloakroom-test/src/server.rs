@@ -1,0 +1,151 @@
+//! Spawning real `redis-server` processes on free ports.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A `redis-server` process owned by a test; killed when dropped.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+}
+
+fn server_binary() -> String {
+    std::env::var("CLOAKROOM_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    // Other processes may hold 6379 and more: ask the OS for a port nobody holds right now.
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a probe socket")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl RedisServer {
+    /// Spawns a server with persistence off on a free port and waits until it answers.
+    pub fn spawn() -> anyhow::Result<Self> {
+        Self::spawn_with_args(&[])
+    }
+
+    /// Spawns a server with extra command-line arguments (for example `--requirepass x`).
+    pub fn spawn_with_args(extra: &[&str]) -> anyhow::Result<Self> {
+        let extra_args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut last_error = None;
+        // A port found free can be taken before the server binds it: try a few.
+        for _ in 0..5 {
+            let port = free_port()?;
+            let mut server = Self {
+                child: None,
+                port,
+                dir: tempfile::tempdir().context("creating a directory for redis-server")?,
+                extra_args: extra_args.clone(),
+            };
+            match server.start() {
+                Ok(()) => return Ok(server),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    fn start(&mut self) -> anyhow::Result<()> {
+        let binary = server_binary();
+        let child = Command::new(&binary)
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.log_path())
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "`{binary}` was not found: install it (Debian: apt-get install redis-server) \
+                 or point CLOAKROOM_REDIS_SERVER at a server binary"
+            ),
+            Err(e) => return Err(e).with_context(|| format!("spawning {binary}")),
+        };
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                bail!("{binary} exited with {status}: {log}");
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.ping() {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                self.kill();
+                bail!("{binary} did not answer on port {} within 10 s", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
+            return false;
+        };
+        // Any answer means the server is up, including NOAUTH from a password-protected one.
+        match redis::cmd("PING").query::<String>(&mut conn) {
+            Ok(_) => true,
+            Err(e) => e.code().is_some(),
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A blocking client for inspecting the server from tests.
+    pub fn connection(&self) -> anyhow::Result<redis::Connection> {
+        Ok(redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(2))?)
+    }
+
+    /// Kills the server with SIGKILL and waits for it to die.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (empty: persistence is off).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.start()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,5 @@
+//! Store-level tests: the conformance suite over every store, and store-specific checks.
+
+mod memory;
+mod redis;
+mod session;

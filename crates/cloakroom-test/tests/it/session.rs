@@ -1,0 +1,448 @@
+//! Handle-level tests: the Session API over both stores, as a request would use it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, ensure};
+use cloakroom_core::{
+    CookieState, ErrorKind, ManualClock, MemoryStore, Session, SessionConfig, SessionManager,
+    SessionToken, Store,
+};
+use cloakroom_test::{CountingStore, StoreFixture};
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
+
+fn manager(store: Arc<dyn Store>) -> anyhow::Result<SessionManager> {
+    Ok(SessionManager::new(store, SessionConfig::new(SECRET)?)?)
+}
+
+/// The `name=value` pair a browser would send back after this response, if the response set a
+/// cookie; `Some("")` when it cleared it.
+fn returned_cookie(set_cookie: &Option<String>) -> Option<String> {
+    let header = set_cookie.as_ref()?;
+    let pair = header.split(';').next()?.trim().to_owned();
+    Some(if pair.ends_with('=') {
+        String::new()
+    } else {
+        pair
+    })
+}
+
+async fn login(m: &SessionManager, name: &str) -> anyhow::Result<String> {
+    let s = m.session_from_cookie_headers([]);
+    s.start().await?;
+    s.insert("username", name).await?;
+    let finished = s.finish().await?;
+    returned_cookie(&finished.set_cookie).context("login set no cookie")
+}
+
+fn request(m: &SessionManager, cookie: &str) -> Session {
+    m.session_from_cookie_headers([cookie])
+}
+
+macro_rules! over_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(cloakroom_test::memory_fixture().await?).await
+                }
+            )*
+        }
+        mod on_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(cloakroom_test::redis_fixture().await?).await
+                }
+            )*
+        }
+    };
+}
+
+over_both_stores!(
+    login_then_read_and_count,
+    reads_see_the_requests_own_writes,
+    logout_invalidates_the_old_cookie,
+    login_rotation_invalidates_the_pre_login_token,
+    cycle_id_keeps_data_and_kills_the_old_token,
+    concurrent_requests_writing_different_fields_both_survive,
+    concurrent_increments_through_handles_lose_none,
+    forged_and_garbage_cookies_never_reach_the_store,
+    writes_without_a_session_are_refused,
+    reserved_fields_cannot_be_written,
+    an_untouched_session_costs_no_store_access,
+    a_write_to_an_expired_session_creates_nothing,
+);
+
+async fn login_then_read_and_count(f: StoreFixture) -> anyhow::Result<()> {
+    let m = manager(f.store.clone())?;
+    let cookie = login(&m, "ann").await?;
+    for expected in 1..=3 {
+        let s = request(&m, &cookie);
+        ensure!(s.incr("visits", 1).await? == Some(expected));
+        ensure!(s.get::<String>("username").await?.as_deref() == Some("ann"));
+        let finished = s.finish().await?;
+        ensure!(
+            finished.set_cookie.is_none(),
+            "an ordinary request re-set the cookie"
+        );
+        ensure!(finished.accessed);
+    }
+    Ok(())
+}
+
+async fn reads_see_the_requests_own_writes(f: StoreFixture) -> anyhow::Result<()> {
+    let m = manager(f.store.clone())?;
+    let cookie = login(&m, "ann").await?;
+    let s = request(&m, &cookie);
+    s.insert("theme", "dark").await?;
+    ensure!(s.get::<String>("theme").await?.as_deref() == Some("dark"));
+    s.remove("username").await?;
+    ensure!(s.get::<String>("username").await?.is_none());
+    s.insert("n", &5).await?;
+    ensure!(
+        s.incr("n", 1).await? == Some(6),
+        "incr must see the buffered set"
+    );
+    s.finish().await?;
+    let s = request(&m, &cookie);
+    ensure!(s.get::<String>("theme").await?.as_deref() == Some("dark"));
+    ensure!(s.get::<String>("username").await?.is_none());
+    ensure!(s.get::<i64>("n").await? == Some(6));
+    let err = s.get::<i64>("theme").await.err().map(|e| e.kind());
+    ensure!(err == Some(ErrorKind::Decode), "{err:?}");
+    Ok(())
+}
+
+async fn logout_invalidates_the_old_cookie(f: StoreFixture) -> anyhow::Result<()> {
+    let m = manager(f.store.clone())?;
+    let cookie = login(&m, "ann").await?;
+    let s = request(&m, &cookie);
+    s.destroy().await;
+    let finished = s.finish().await?;
+    ensure!(
+        returned_cookie(&finished.set_cookie).as_deref() == Some(""),
+        "logout did not clear the cookie"
+    );
+    // A browser (or thief) replaying the old cookie is anonymous, and gets nothing written.
+    let s = request(&m, &cookie);
+    ensure!(!s.exists().await?);
+    ensure!(s.incr("visits", 1).await?.is_none());
+    let finished = s.finish().await?;
+    ensure!(
+        returned_cookie(&finished.set_cookie).as_deref() == Some(""),
+        "stale cookie not cleared"
+    );
+    Ok(())
+}
+
+async fn login_rotation_invalidates_the_pre_login_token(f: StoreFixture) -> anyhow::Result<()> {
+    let m = manager(f.store.clone())?;
+    let before = login(&m, "guest").await?;
+    // Logging in again from a browser holding `before`.
+    let s = request(&m, &before);
+    s.start().await?;
+    s.insert("username", "ann").await?;
+    let after = returned_cookie(&s.finish().await?.set_cookie).context("no new cookie")?;
+    ensure!(after != before, "the token did not change at login");
+    ensure!(
+        !request(&m, &before).exists().await?,
+        "the pre-login token still works"
+    );
+    let s = request(&m, &after);
+    ensure!(s.get::<String>("username").await?.as_deref() == Some("ann"));
+    ensure!(
+        s.get::<i64>("visits").await?.is_none(),
+        "old data leaked into the new session"
+    );
+    Ok(())
+}
+
+async fn cycle_id_keeps_data_and_kills_the_old_token(f: StoreFixture) -> anyhow::Result<()> {
+    let m = manager(f.store.clone())?;
+    let old = login(&m, "ann").await?;
+    let s = request(&m, &old);
+    s.insert("cart", &vec![1, 2, 3]).await?;
+    ensure!(s.cycle_id().await?);
+    let new = returned_cookie(&s.finish().await?.set_cookie).context("no new cookie")?;
+    ensure!(new != old);
+    ensure!(!request(&m, &old).exists().await?);
+    let s = request(&m, &new);
+    ensure!(s.get::<String>("username").await?.as_deref() == Some("ann"));
+    ensure!(s.get::<Vec<i32>>("cart").await? == Some(vec![1, 2, 3]));
+    Ok(())
+}
+
+async fn concurrent_requests_writing_different_fields_both_survive(
+    f: StoreFixture,
+) -> anyhow::Result<()> {
+    let m = manager(f.store.clone())?;
+    let cookie = login(&m, "ann").await?;
+    // Both requests load the session before either saves: the classic lost-update schedule.
+    let a = request(&m, &cookie);
+    let b = request(&m, &cookie);
+    ensure!(a.exists().await? && b.exists().await?);
+    a.insert("theme", "dark").await?;
+    b.insert("lang", "fr").await?;
+    let (ra, rb) = tokio::join!(a.finish(), b.finish());
+    ra?;
+    rb?;
+    let s = request(&m, &cookie);
+    ensure!(s.get::<String>("theme").await?.as_deref() == Some("dark"));
+    ensure!(s.get::<String>("lang").await?.as_deref() == Some("fr"));
+    ensure!(s.get::<String>("username").await?.as_deref() == Some("ann"));
+    Ok(())
+}
+
+async fn concurrent_increments_through_handles_lose_none(f: StoreFixture) -> anyhow::Result<()> {
+    let m = manager(f.store.clone())?;
+    let cookie = login(&m, "ann").await?;
+    let tasks: Vec<_> = (0..2000)
+        .map(|_| {
+            let s = request(&m, &cookie);
+            tokio::spawn(async move {
+                let v = s.incr("visits", 1).await?;
+                s.finish().await?;
+                Ok::<_, cloakroom_core::Error>(v)
+            })
+        })
+        .collect();
+    let mut values = Vec::new();
+    for t in tasks {
+        values.push(t.await??.context("session vanished")?);
+    }
+    values.sort_unstable();
+    ensure!(
+        values == (1..=2000).collect::<Vec<_>>(),
+        "increments were lost or duplicated"
+    );
+    ensure!(request(&m, &cookie).get::<i64>("visits").await? == Some(2000));
+    Ok(())
+}
+
+async fn forged_and_garbage_cookies_never_reach_the_store(f: StoreFixture) -> anyhow::Result<()> {
+    let counting = CountingStore::new(f.store.clone());
+    let counts = counting.counts();
+    let m = manager(Arc::new(counting))?;
+    let name = m.config().cookie_name().to_owned();
+    let real = login(&m, "ann").await?;
+    let real_value = real
+        .split_once('=')
+        .map(|x| x.1)
+        .unwrap_or_default()
+        .to_owned();
+    let other_key = SessionManager::new(
+        Arc::new(MemoryStore::new()),
+        SessionConfig::new(b"another-secret-another-secret-another!!")?,
+    )?;
+    let foreign = login(&other_key, "eve").await?;
+    let token = SessionToken::generate()?.to_text();
+    let cases: Vec<String> = vec![
+        format!("{name}="),
+        format!("{name}=garbage"),
+        format!("{name}={token}"),
+        format!("{name}={token}.AAAA"),
+        format!("{name}={real_value}x"),
+        format!("{name}={}", &real_value[..real_value.len() - 1]),
+        format!("{name}={}", real_value.to_uppercase()),
+        format!("{name}=\"{real_value}\""),
+        format!("{name}={}", real_value.replace('.', "%2E")),
+        format!("{name}={real_value}; {name}={real_value}"),
+        foreign.clone(),
+        format!("{name}={}", "A".repeat(10_000)),
+        format!("{name}=\u{0}\u{1}"),
+    ];
+    let before = counts.total();
+    for case in &cases {
+        let s = request(&m, case);
+        ensure!(
+            s.cookie_state().await == CookieState::Invalid,
+            "{case:?} was not rejected"
+        );
+        ensure!(!s.exists().await?, "{case:?} found a session");
+        ensure!(s.incr("visits", 1).await?.is_none());
+        ensure!(s.get::<String>("username").await?.is_none());
+        let finished = s.finish().await?;
+        ensure!(
+            returned_cookie(&finished.set_cookie).as_deref() == Some(""),
+            "{case:?}: bad cookie not cleared"
+        );
+    }
+    ensure!(
+        counts.total() == before,
+        "rejected cookies reached the store {} times",
+        counts.total() - before
+    );
+    // And the real cookie still works, through the same counting store.
+    let s = request(&m, &real);
+    ensure!(s.cookie_state().await == CookieState::Valid);
+    ensure!(s.exists().await?);
+    ensure!(counts.total() == before + 1);
+    Ok(())
+}
+
+async fn writes_without_a_session_are_refused(f: StoreFixture) -> anyhow::Result<()> {
+    let counting = CountingStore::new(f.store.clone());
+    let counts = counting.counts();
+    let m = manager(Arc::new(counting))?;
+    let s = m.session_from_cookie_headers([]);
+    let err = s.insert("a", "b").await.err().map(|e| e.kind());
+    ensure!(err == Some(ErrorKind::NoSession), "{err:?}");
+    ensure!(s.incr("visits", 1).await?.is_none());
+    ensure!(!s.cycle_id().await?);
+    let finished = s.finish().await?;
+    ensure!(finished.set_cookie.is_none());
+    ensure!(
+        counts.total() == 0,
+        "an anonymous request reached the store"
+    );
+    Ok(())
+}
+
+async fn reserved_fields_cannot_be_written(f: StoreFixture) -> anyhow::Result<()> {
+    let m = manager(f.store.clone())?;
+    let cookie = login(&m, "ann").await?;
+    let s = request(&m, &cookie);
+    for name in ["__deadline", "__created", "__x", ""] {
+        let kinds = [
+            s.insert(name, &0).await.err().map(|e| e.kind()),
+            s.remove(name).await.err().map(|e| e.kind()),
+            s.incr(name, 1).await.err().map(|e| e.kind()),
+        ];
+        ensure!(
+            kinds
+                .iter()
+                .all(|k| *k == Some(ErrorKind::InvalidFieldName)),
+            "{name:?}: {kinds:?}"
+        );
+    }
+    Ok(())
+}
+
+async fn an_untouched_session_costs_no_store_access(f: StoreFixture) -> anyhow::Result<()> {
+    let counting = CountingStore::new(f.store.clone());
+    let counts = counting.counts();
+    let m = manager(Arc::new(counting))?;
+    let cookie = login(&m, "ann").await?;
+    let before = counts.total();
+    let s = request(&m, &cookie);
+    let finished = s.finish().await?;
+    ensure!(
+        counts.total() == before,
+        "a request that never used its session reached the store"
+    );
+    ensure!(!finished.accessed && finished.set_cookie.is_none());
+    Ok(())
+}
+
+async fn a_write_to_an_expired_session_creates_nothing(f: StoreFixture) -> anyhow::Result<()> {
+    let config = SessionConfig::new(SECRET)?.with_idle_timeout(Duration::from_millis(200));
+    let m = SessionManager::new(f.store.clone(), config)?;
+    let cookie = login(&m, "ann").await?;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let s = request(&m, &cookie);
+    s.insert("late", "write").await?; // buffered: the session is not known to be gone yet
+    ensure!(!s.save().await?, "save reported a live session");
+    let finished = s.finish().await?;
+    ensure!(returned_cookie(&finished.set_cookie).as_deref() == Some(""));
+    let s = request(&m, &cookie);
+    ensure!(!s.exists().await?, "the write resurrected the session");
+    Ok(())
+}
+
+// Deterministic expiry through the handle, on the memory store with a manual clock.
+
+fn clocked() -> anyhow::Result<(SessionManager, ManualClock)> {
+    let clock = ManualClock::new(SystemTime::now());
+    let store = MemoryStore::builder()
+        .with_clock(Arc::new(clock.clone()))
+        .with_sweep_interval(None)
+        .build();
+    let config = SessionConfig::new(SECRET)?
+        .with_idle_timeout(Duration::from_secs(30 * 60))
+        .with_absolute_timeout(Duration::from_secs(24 * 3600))
+        .with_clock(Arc::new(clock.clone()));
+    Ok((SessionManager::new(Arc::new(store), config)?, clock))
+}
+
+#[tokio::test]
+async fn sliding_ttl_keeps_an_active_session_alive() -> anyhow::Result<()> {
+    let (m, clock) = clocked()?;
+    let cookie = login(&m, "ann").await?;
+    // Ten hours of a request every 20 minutes: far past the 30-minute idle timeout.
+    for _ in 0..30 {
+        clock.advance(Duration::from_secs(20 * 60));
+        // Reads count as activity.
+        ensure!(
+            request(&m, &cookie).exists().await?,
+            "an active session expired"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn idle_past_the_ttl_logs_out() -> anyhow::Result<()> {
+    let (m, clock) = clocked()?;
+    let cookie = login(&m, "ann").await?;
+    clock.advance(Duration::from_secs(29 * 60));
+    ensure!(request(&m, &cookie).exists().await?);
+    clock.advance(Duration::from_secs(31 * 60));
+    ensure!(
+        !request(&m, &cookie).exists().await?,
+        "idle session still alive"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_absolute_lifetime_ends_even_an_active_session() -> anyhow::Result<()> {
+    let (m, clock) = clocked()?;
+    let cookie = login(&m, "ann").await?;
+    let mut alive_for = Duration::ZERO;
+    while request(&m, &cookie).incr("visits", 1).await?.is_some() {
+        clock.advance(Duration::from_secs(10 * 60));
+        alive_for += Duration::from_secs(10 * 60);
+        ensure!(
+            alive_for <= Duration::from_secs(25 * 3600),
+            "the session outlived 24 h"
+        );
+    }
+    ensure!(
+        alive_for >= Duration::from_secs(23 * 3600),
+        "ended early: {alive_for:?}"
+    );
+    // Rotation does not extend the absolute lifetime either.
+    let (m, clock) = clocked()?;
+    let mut cookie = login(&m, "ann").await?;
+    for _ in 0..(23 * 3) {
+        clock.advance(Duration::from_secs(20 * 60));
+        ensure!(request(&m, &cookie).exists().await?);
+    }
+    let s = request(&m, &cookie);
+    ensure!(s.cycle_id().await?);
+    cookie = returned_cookie(&s.finish().await?.set_cookie).context("no cookie")?;
+    clock.advance(Duration::from_secs(2 * 3600));
+    ensure!(
+        !request(&m, &cookie).exists().await?,
+        "rotation extended the lifetime"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_clock_jumping_back_does_not_revive_an_expired_session() -> anyhow::Result<()> {
+    let (m, clock) = clocked()?;
+    let cookie = login(&m, "ann").await?;
+    let start = SystemTime::now();
+    clock.advance(Duration::from_secs(3600));
+    ensure!(!request(&m, &cookie).exists().await?);
+    clock.set(start);
+    ensure!(
+        !request(&m, &cookie).exists().await?,
+        "expired session revived by the clock"
+    );
+    Ok(())
+}
