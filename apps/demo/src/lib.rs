@@ -103,6 +103,11 @@ pub fn validate_username(raw: &str) -> Result<&str, &'static str> {
     if name.chars().any(char::is_control) {
         return Err("Usernames cannot contain control characters.");
     }
+    // The form decoder replaces bytes that are not UTF-8 with U+FFFD: refuse rather than store
+    // a name the user did not type.
+    if name.contains(char::REPLACEMENT_CHARACTER) {
+        return Err("Usernames must be valid UTF-8 text.");
+    }
     Ok(name)
 }
 

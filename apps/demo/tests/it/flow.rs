@@ -1,0 +1,171 @@
+//! The tutorial's flow, headers and concurrency, over both stores.
+
+use std::sync::Arc;
+
+use anyhow::ensure;
+use axum::http::{StatusCode, header};
+use cloakroom::Store;
+use cloakroom_test::StoreFixture;
+
+use crate::support::{app_over, get, login, post_form, visits};
+
+macro_rules! over_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(cloakroom_test::memory_fixture().await?).await
+                }
+            )*
+        }
+        mod on_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(cloakroom_test::redis_fixture().await?).await
+                }
+            )*
+        }
+    };
+}
+
+over_both_stores!(
+    the_tutorial_flow_end_to_end,
+    session_responses_are_not_cacheable,
+    login_rotates_the_token,
+    two_thousand_concurrent_visits_lose_none,
+);
+
+fn store(f: &StoreFixture) -> Arc<dyn Store> {
+    f.store.clone()
+}
+
+async fn the_tutorial_flow_end_to_end(f: StoreFixture) -> anyhow::Result<()> {
+    let app = app_over(store(&f))?;
+    let anon = get(&app, "/", None).await?;
+    ensure!(anon.status == StatusCode::OK && anon.body.contains("You are not logged in"));
+    ensure!(
+        anon.headers.get(header::SET_COOKIE).is_none(),
+        "anonymous visit set a cookie"
+    );
+
+    let form = get(&app, "/login", None).await?;
+    ensure!(form.status == StatusCode::OK && form.body.contains("name=\"username\""));
+
+    let reply = post_form(&app, "/login", None, "username=%3Cb%3E%26Ann").await?;
+    ensure!(reply.status == StatusCode::SEE_OTHER);
+    ensure!(reply.header(header::LOCATION) == Some("/"));
+    let set_cookie = reply.set_cookie_header().unwrap_or_default().to_owned();
+    for attribute in [
+        "__Host-cloakroom=",
+        "HttpOnly",
+        "Secure",
+        "SameSite=Lax",
+        "Path=/",
+    ] {
+        ensure!(
+            set_cookie.contains(attribute),
+            "{attribute} missing from {set_cookie}"
+        );
+    }
+    ensure!(!set_cookie.contains("Domain"), "{set_cookie}");
+    let cookie = reply.cookie().unwrap_or_default();
+
+    for expected in 1..=2 {
+        let page = get(&app, "/", Some(&cookie)).await?;
+        ensure!(page.status == StatusCode::OK);
+        ensure!(
+            page.body.contains("Logged in as &lt;b&gt;&amp;Ann.<br>"),
+            "name not escaped: {}",
+            page.body
+        );
+        ensure!(visits(&page.body) == Some(expected), "{}", page.body);
+        ensure!(
+            page.headers.get(header::SET_COOKIE).is_none(),
+            "ordinary visit re-set the cookie"
+        );
+    }
+
+    let out = get(&app, "/logout", Some(&cookie)).await?;
+    ensure!(out.status == StatusCode::SEE_OTHER && out.header(header::LOCATION) == Some("/"));
+    ensure!(
+        out.cookie().as_deref() == Some(""),
+        "logout did not clear the cookie"
+    );
+    let after = get(&app, "/", Some(&cookie)).await?;
+    ensure!(
+        after.body.contains("You are not logged in"),
+        "old cookie still logged in"
+    );
+    Ok(())
+}
+
+async fn session_responses_are_not_cacheable(f: StoreFixture) -> anyhow::Result<()> {
+    let app = app_over(store(&f))?;
+    let cookie = login(&app, "ann").await?;
+    for reply in [
+        get(&app, "/", Some(&cookie)).await?,
+        get(&app, "/", None).await?,
+        post_form(&app, "/login", None, "username=bob").await?,
+    ] {
+        ensure!(
+            reply.header(header::CACHE_CONTROL) == Some("no-store"),
+            "{reply:?}"
+        );
+        ensure!(reply.header(header::VARY) == Some("Cookie"), "{reply:?}");
+    }
+    Ok(())
+}
+
+async fn login_rotates_the_token(f: StoreFixture) -> anyhow::Result<()> {
+    let app = app_over(store(&f))?;
+    let first = login(&app, "guest").await?;
+    let reply = post_form(&app, "/login", Some(&first), "username=ann").await?;
+    let second = reply.cookie().unwrap_or_default();
+    ensure!(
+        !second.is_empty() && second != first,
+        "the token did not rotate"
+    );
+    ensure!(
+        get(&app, "/", Some(&first))
+            .await?
+            .body
+            .contains("You are not logged in")
+    );
+    let page = get(&app, "/", Some(&second)).await?;
+    ensure!(page.body.contains("Logged in as ann."), "{}", page.body);
+    ensure!(
+        visits(&page.body) == Some(1),
+        "visits carried over from the old session"
+    );
+    Ok(())
+}
+
+async fn two_thousand_concurrent_visits_lose_none(f: StoreFixture) -> anyhow::Result<()> {
+    let app = app_over(store(&f))?;
+    let cookie = login(&app, "racer").await?;
+    let tasks: Vec<_> = (0..2000)
+        .map(|_| {
+            let app = app.clone();
+            let cookie = cookie.clone();
+            tokio::spawn(async move { get(&app, "/", Some(&cookie)).await })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for task in tasks {
+        let reply = task.await??;
+        ensure!(reply.status == StatusCode::OK, "{reply:?}");
+        seen.push(visits(&reply.body).unwrap_or(-1));
+    }
+    seen.sort_unstable();
+    ensure!(
+        seen == (1..=2000).collect::<Vec<_>>(),
+        "increments lost or duplicated"
+    );
+    let last = get(&app, "/", Some(&cookie)).await?;
+    let lost = 2000 - (visits(&last.body).unwrap_or(0) - 1);
+    println!("lost increments under 2000 concurrent requests: {lost}");
+    ensure!(lost == 0, "{lost} increments lost");
+    Ok(())
+}
