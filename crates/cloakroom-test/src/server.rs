@@ -137,6 +137,32 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server with SIGSTOP: connections stay open but nothing answers, as when a
+    /// network path black-holes packets.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Thaws a server frozen by [`RedisServer::pause`].
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .context("the server is not running")?;
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(status.success(), "kill {signal} {pid} failed");
+        Ok(())
+    }
+
     /// Starts the server again on the same port (empty: persistence is off).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();

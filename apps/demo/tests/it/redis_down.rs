@@ -69,3 +69,34 @@ async fn redis_down_gives_a_fast_503_and_the_app_recovers() -> anyhow::Result<()
     ensure!(page.status == StatusCode::OK && page.body.contains("Logged in as ann."));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_gives_a_503_within_about_a_second() -> anyhow::Result<()> {
+    let server = RedisServer::spawn()?;
+    let store = RedisStore::connect(server.url()).await?;
+    let app = app_over(Arc::new(store))?;
+    let cookie = login(&app, "ann").await?;
+    server.pause()?;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let reply = get(&app, "/", Some(&cookie)).await?;
+        slowest = slowest.max(started.elapsed());
+        ensure!(reply.status == StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    }
+    server.resume()?;
+    println!("slowest request while Redis was frozen: {slowest:?}");
+    ensure!(slowest < Duration::from_millis(1_500), "a request took {slowest:?} to fail");
+    let started = Instant::now();
+    loop {
+        let reply = get(&app, "/", Some(&cookie)).await?;
+        if reply.status == StatusCode::OK {
+            ensure!(reply.body.contains("Logged in as ann."), "{}", reply.body);
+            break;
+        }
+        ensure!(started.elapsed() < Duration::from_secs(10), "no recovery after thaw");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("recovered {:?} after the thaw", started.elapsed());
+    Ok(())
+}
