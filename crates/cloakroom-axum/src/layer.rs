@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use axum_core::body::Body;
 use axum_core::response::IntoResponse;
-use cloakroom_core::{Result, Session, SessionConfig, SessionManager, Store};
+use cloakroom_core::{Error, ErrorKind, Finished, Result, SessionConfig, SessionManager, Store};
 use http::header::{CACHE_CONTROL, COOKIE, HeaderValue, SET_COOKIE, VARY};
 use http::{Request, Response};
 use tower_layer::Layer;
@@ -88,13 +88,28 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let response = inner.call(request).await?;
-            Ok(finish(session, response).await)
+            let finished = if session.has_unsaved_changes().await {
+                // Writing runs in its own task: if the client goes away now, the logout's delete
+                // or the rotation's second step still happens.
+                let saving = tokio::spawn(async move { session.finish().await });
+                match saving.await {
+                    Ok(finished) => finished,
+                    Err(e) => Err(Error::new(
+                        ErrorKind::Backend,
+                        format!("saving the session did not complete: {e}"),
+                    )),
+                }
+            } else {
+                // Nothing to write: no store access, no task.
+                session.finish().await
+            };
+            Ok(finish(finished, response))
         })
     }
 }
 
-async fn finish(session: Session, mut response: Response<Body>) -> Response<Body> {
-    let finished = match session.finish().await {
+fn finish(finished: Result<Finished>, mut response: Response<Body>) -> Response<Body> {
+    let finished = match finished {
         Ok(finished) => finished,
         Err(e) => return SessionRejection(e).into_response(),
     };
@@ -109,10 +124,22 @@ async fn finish(session: Session, mut response: Response<Body>) -> Response<Body
             }
         }
     }
-    if finished.accessed || headers.contains_key(SET_COOKIE) {
+    if headers.contains_key(SET_COOKIE) {
+        // A cache that kept this response would hand the cookie, and the session, to the next
+        // visitor: whatever the handler said, nobody stores it.
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.append(VARY, HeaderValue::from_static("Cookie"));
+    } else if finished.accessed {
         // The response depends on who asked: no shared cache may keep it, and no cache may hand
-        // it to another cookie.
-        if !headers.contains_key(CACHE_CONTROL) {
+        // it to another cookie. A handler's own `private` or `no-store` policy is kept.
+        let keep = headers
+            .get(CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                let v = v.to_ascii_lowercase();
+                (v.contains("private") || v.contains("no-store")) && !v.contains("public")
+            });
+        if !keep {
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         headers.append(VARY, HeaderValue::from_static("Cookie"));

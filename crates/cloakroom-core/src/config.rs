@@ -11,6 +11,8 @@ use crate::signing::CookieSigner;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Default absolute lifetime: a session ends 24 hours after it started, however active.
 pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Longest accepted timeout: ten years, far below where millisecond arithmetic overflows.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// Cookie name when the cookie is not `Secure`.
 pub const DEFAULT_COOKIE_NAME: &str = "cloakroom";
 /// Cookie name when the cookie is `Secure`, host-only and on path `/`: the `__Host-` prefix
@@ -183,6 +185,17 @@ impl SessionConfig {
             || self.absolute_timeout < Duration::from_millis(1)
         {
             return fail("timeouts must be at least one millisecond");
+        }
+        if self.idle_timeout > MAX_TIMEOUT || self.absolute_timeout > MAX_TIMEOUT {
+            return fail("timeouts must be at most ten years");
+        }
+        if let Some(domain) = &self.domain
+            && (domain.is_empty()
+                || !domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+        {
+            return fail("the cookie domain must be a host name (letters, digits, '.', '-')");
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use crate::config::{SameSite, SessionConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{
     Access, Applied, Apply, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op,
-    RESERVED_PREFIX, Store, add_to_counter, check_field_name,
+    RESERVED_PREFIX, Store, add_to_counter, check_field_name, check_increment,
 };
 use crate::token::SessionToken;
 
@@ -114,6 +114,7 @@ impl SessionManager {
                 set_cookie: None,
                 clear_cookie: cookie == CookieState::Invalid,
                 accessed: false,
+                rotated_from: None,
             })),
         }
     }
@@ -150,6 +151,9 @@ struct State {
     set_cookie: Option<SessionToken>,
     clear_cookie: bool,
     accessed: bool,
+    // The session whose data a `cycle_id` copied: if it turns out to have been deleted meanwhile
+    // (a logout in another request), the copy must not outlive it.
+    rotated_from: Option<SessionToken>,
 }
 
 #[derive(Clone, Copy)]
@@ -290,6 +294,7 @@ impl Session {
     /// request cost one round trip in all.
     pub async fn incr(&self, name: &str, by: i64) -> Result<Option<i64>> {
         check_field_name(name)?;
+        check_increment(name, by)?;
         let mut state = self.state.lock().await;
         state.accessed = true;
         let token = match &mut state.phase {
@@ -352,6 +357,7 @@ impl Session {
         let mut state = self.state.lock().await;
         state.accessed = true;
         state.retire_current();
+        state.rotated_from = None;
         state.phase = Phase::Started {
             token,
             fields: Fields::new(),
@@ -383,6 +389,9 @@ impl Session {
             }
         };
         let token = SessionToken::generate()?;
+        if let Phase::Live { token: old, .. } = &state.phase {
+            state.rotated_from = Some(old.clone());
+        }
         state.retire_current();
         state.phase = Phase::Started {
             token,
@@ -436,6 +445,7 @@ impl Session {
     pub async fn save(&self) -> Result<bool> {
         let mut state = self.state.lock().await;
         self.save_locked(&mut state).await?;
+        self.ensure_loaded(&mut state).await?;
         Ok(matches!(state.phase, Phase::Live { .. }))
     }
 
@@ -448,6 +458,13 @@ impl Session {
         {
             let (mut token, mut fields, meta) = (token.clone(), fields.clone(), *meta);
             let access = self.access();
+            if access.ttl_ms(meta.deadline_ms) <= 0 {
+                // The absolute lifetime ran out while the request ran (a rotation near the end of
+                // a session): the session is over, not an error.
+                state.mark_gone();
+                state.clear_cookie = state.cookie != CookieState::Absent;
+                return self.delete_retired(state).await;
+            }
             fields.insert(META_CREATED.to_owned(), meta.created_ms.to_string());
             fields.insert(META_DEADLINE.to_owned(), meta.deadline_ms.to_string());
             let new = NewSession {
@@ -473,9 +490,7 @@ impl Session {
                 fields: new.fields,
             };
         }
-        for old in std::mem::take(&mut state.to_delete) {
-            self.shared.store.delete(&old.key()).await?;
-        }
+        self.delete_retired(state).await?;
         if !state.pending.is_empty() {
             let token = match &state.phase {
                 Phase::Live { token, .. } | Phase::Unloaded { token } => token.clone(),
@@ -514,6 +529,34 @@ impl Session {
         Ok(())
     }
 
+    // Deletes the sessions this request retired. A token leaves the list only once its delete
+    // has succeeded, so a failed delete is retried by the next save, never forgotten.
+    async fn delete_retired(&self, state: &mut State) -> Result<()> {
+        while let Some(old) = state.to_delete.first().cloned() {
+            let existed = self.shared.store.delete(&old.key()).await?;
+            state.to_delete.remove(0);
+            if !existed && state.rotated_from.as_ref() == Some(&old) {
+                // The session `cycle_id` copied was deleted by another request (a logout)
+                // between our load and now: its copy must not bring it back.
+                if let Phase::Live { token, .. } = &state.phase {
+                    self.shared.store.delete(&token.key()).await?;
+                }
+                state.mark_gone();
+                state.clear_cookie = state.cookie != CookieState::Absent;
+            }
+        }
+        Ok(())
+    }
+
+    /// True when ending the request will write to the store: a session to create, sessions to
+    /// delete, or buffered writes.
+    pub async fn has_unsaved_changes(&self) -> bool {
+        let state = self.state.lock().await;
+        matches!(state.phase, Phase::Started { .. })
+            || !state.to_delete.is_empty()
+            || !state.pending.is_empty()
+    }
+
     /// Saves the request's changes and says what the response needs. Called once by the HTTP
     /// layer when the handler has returned.
     pub async fn finish(&self) -> Result<Finished> {
@@ -546,11 +589,14 @@ impl State {
         self.set_cookie = None;
     }
 
+    // The session does not exist (any more). The cookie is left alone: the browser may already
+    // hold a newer one from a concurrent login, which clearing would destroy; a dead token is
+    // harmless and is replaced at the next login.
     fn mark_gone(&mut self) {
         self.phase = Phase::Gone;
         self.pending.clear();
-        // The browser still holds a cookie for a session that no longer exists: clear it.
-        self.clear_cookie = self.cookie != CookieState::Absent;
+        self.set_cookie = None;
+        self.rotated_from = None;
     }
 }
 

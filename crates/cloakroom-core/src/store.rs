@@ -158,8 +158,21 @@ pub fn parse_counter(text: &str) -> Option<i64> {
     (value.unsigned_abs() <= MAX_COUNTER.unsigned_abs()).then_some(value)
 }
 
+/// Checks an increment amount: within ±[`MAX_COUNTER`], so that every store computes it
+/// exactly (a networked store's script may add in double precision).
+pub fn check_increment(name: &str, by: i64) -> Result<()> {
+    if by.unsigned_abs() > MAX_COUNTER.unsigned_abs() {
+        return Err(Error::new(
+            ErrorKind::OutOfRange,
+            format!("increment of field {name:?} is beyond ±(2^53 − 1)"),
+        ));
+    }
+    Ok(())
+}
+
 /// Adds `by` to the counter text `current` (absent is 0), with the checks every store applies.
 pub fn add_to_counter(name: &str, current: Option<&str>, by: i64) -> Result<i64> {
+    check_increment(name, by)?;
     let base = match current {
         None => 0,
         Some(text) => parse_counter(text).ok_or_else(|| {

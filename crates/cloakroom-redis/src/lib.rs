@@ -14,7 +14,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloakroom_core::store::{Applied, Apply, Created, Fields, NewSession, Op, Store};
+use cloakroom_core::store::{
+    Applied, Apply, Created, Fields, NewSession, Op, Store, check_increment,
+};
 use cloakroom_core::{Error, ErrorKind, Result, SessionKey};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
@@ -281,6 +283,28 @@ fn parse_fields(value: Value) -> Result<Fields> {
     Ok(fields)
 }
 
+fn after_ops(mut fields: Fields, ops: &[Op], counters: &[i64]) -> Result<Fields> {
+    let mut counters = counters.iter();
+    for op in ops {
+        match op {
+            Op::Set { name, value } => {
+                fields.insert(name.clone(), value.clone());
+            }
+            Op::Remove { name } => {
+                fields.remove(name);
+            }
+            Op::Incr { name, .. } => {
+                let value = counters
+                    .next()
+                    .ok_or_else(|| corrupt("fewer counters than increments"))?;
+                fields.insert(name.clone(), value.to_string());
+            }
+            _ => {}
+        }
+    }
+    Ok(fields)
+}
+
 #[async_trait]
 impl Store for RedisStore {
     async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
@@ -305,6 +329,12 @@ impl Store for RedisStore {
     }
 
     async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
+        // The script adds in double precision: amounts beyond ±(2^53 − 1) would round.
+        for op in &apply.ops {
+            if let Op::Incr { name, by } = op {
+                check_increment(name, *by)?;
+            }
+        }
         let reply = self.run(&self.apply, key, op_args(apply)).await?;
         let parts = match reply {
             Value::Nil | Value::Boolean(false) => return Ok(Applied::Missing),
@@ -329,7 +359,9 @@ impl Store for RedisStore {
         };
         let fields = match fields {
             Value::Int(0) => None,
-            other => Some(parse_fields(other)?),
+            // The script returns the fields as they were before the ops (one HGETALL serves to
+            // read the deadline too); the ops' effect is known here, so apply it.
+            before => Some(after_ops(parse_fields(before)?, &apply.ops, &counters)?),
         };
         Ok(Applied::Done { counters, fields })
     }

@@ -206,6 +206,22 @@ pub async fn bad_incr_fails_and_writes_nothing(store: &dyn Store) -> anyhow::Res
         let kind = result.err().map(|e| e.kind());
         ensure!(kind == Some(ErrorKind::NotAnInteger), "{bad}: {kind:?}");
     }
+    // The same values met by a lone increment (the common one-op step).
+    for bad in ["\"ann\"", "1.5", "007", "-0", "true", "99999999999999999"] {
+        run(store, &k, vec![set("n", bad)]).await?;
+        let result = run(store, &k, vec![incr("n", 1)]).await;
+        let kind = result.err().map(|e| e.kind());
+        ensure!(
+            kind == Some(ErrorKind::NotAnInteger),
+            "lone incr on {bad}: {kind:?}"
+        );
+        let fields = load(store, &k).await?.context("missing")?;
+        ensure!(
+            fields.get("n").map(String::as_str) == Some(bad),
+            "{bad} was changed"
+        );
+    }
+    run(store, &k, vec![set("n", "1")]).await?;
     let result = run(store, &k, vec![set("other", "2"), incr("name", 1)]).await;
     ensure!(result.err().map(|e| e.kind()) == Some(ErrorKind::NotAnInteger));
     let fields = load(store, &k).await?.context("missing")?;
@@ -321,12 +337,12 @@ async fn wait_until_missing(
 pub async fn idle_session_expires(store: &dyn Store) -> anyhow::Result<()> {
     let k = key()?;
     store
-        .create(&k, &new_session(&[("a", "1")], 300, LONG))
+        .create(&k, &new_session(&[("a", "1")], 600, LONG))
         .await?;
-    ensure!(load_with(store, &k, access(300)).await?.is_some());
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    ensure!(load_with(store, &k, access(600)).await?.is_some());
+    tokio::time::sleep(Duration::from_millis(900)).await;
     ensure!(
-        load_with(store, &k, access(300)).await?.is_none(),
+        load_with(store, &k, access(600)).await?.is_none(),
         "idle session still alive"
     );
     Ok(())
@@ -335,17 +351,17 @@ pub async fn idle_session_expires(store: &dyn Store) -> anyhow::Result<()> {
 /// Every access restarts the idle timeout: an active session outlives it many times over.
 pub async fn access_slides_the_idle_timeout(store: &dyn Store) -> anyhow::Result<()> {
     let k = key()?;
-    store.create(&k, &new_session(&[], 400, LONG)).await?;
+    store.create(&k, &new_session(&[], 1_000, LONG)).await?;
     for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
         ensure!(
-            load_with(store, &k, access(400)).await?.is_some(),
+            load_with(store, &k, access(1_000)).await?.is_some(),
             "an active session expired"
         );
     }
-    // 1.2 s of activity on a 400 ms idle timeout; now idle.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    ensure!(load_with(store, &k, access(400)).await?.is_none());
+    // 2 s of activity on a 1 s idle timeout; now idle.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    ensure!(load_with(store, &k, access(1_000)).await?.is_none());
     Ok(())
 }
 
@@ -364,18 +380,18 @@ pub async fn absolute_deadline_ends_an_active_session(store: &dyn Store) -> anyh
         load(store, &k).await?.is_none(),
         "a session past its deadline came back"
     );
-    // Real time: active every 100 ms, still ended by the 500 ms deadline.
+    // Real time: active every 100 ms, still ended by the 1 s deadline.
     let k = key()?;
-    store.create(&k, &new_session(&[], LONG, 500)).await?;
+    store.create(&k, &new_session(&[], LONG, 1_000)).await?;
     let start = std::time::Instant::now();
-    while start.elapsed() < Duration::from_millis(400) {
+    while start.elapsed() < Duration::from_millis(600) {
         ensure!(
             load(store, &k).await?.is_some(),
             "ended before its deadline"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_until_missing(store, &k, Duration::from_millis(1_000)).await
+    wait_until_missing(store, &k, Duration::from_millis(2_000)).await
 }
 
 /// After expiry, writes and increments report `Missing` and nothing comes back.

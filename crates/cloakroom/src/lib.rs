@@ -73,3 +73,8 @@ pub use cloakroom_axum::{SessionLayer, SessionRejection, SessionService};
 pub mod redis {
     pub use cloakroom_redis::*;
 }
+
+// The README's example is compiled with the doc tests, so it cannot drift from the API.
+#[cfg(all(doctest, feature = "redis"))]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

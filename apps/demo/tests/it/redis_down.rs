@@ -86,7 +86,10 @@ async fn a_frozen_redis_gives_a_503_within_about_a_second() -> anyhow::Result<()
     }
     server.resume()?;
     println!("slowest request while Redis was frozen: {slowest:?}");
-    ensure!(slowest < Duration::from_millis(1_500), "a request took {slowest:?} to fail");
+    ensure!(
+        slowest < Duration::from_millis(1_500),
+        "a request took {slowest:?} to fail"
+    );
     let started = Instant::now();
     loop {
         let reply = get(&app, "/", Some(&cookie)).await?;
@@ -94,7 +97,10 @@ async fn a_frozen_redis_gives_a_503_within_about_a_second() -> anyhow::Result<()
             ensure!(reply.body.contains("Logged in as ann."), "{}", reply.body);
             break;
         }
-        ensure!(started.elapsed() < Duration::from_secs(10), "no recovery after thaw");
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "no recovery after thaw"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("recovered {:?} after the thaw", started.elapsed());

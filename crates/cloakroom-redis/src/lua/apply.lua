@@ -3,22 +3,63 @@
 -- ARGV[1]: now (Unix ms); ARGV[2]: idle timeout (ms); ARGV[3]: '1' to return all fields
 -- ARGV[4..]: ops, each 'S' name value | 'D' name | 'I' name by
 -- Returns false when the session is missing or past its deadline (nothing is written, a
--- missing session is never created), else { {counter, ...}, {field, value, ...} or 0 }.
--- A bad increment returns an error reply before anything is written.
+-- missing session is never created), else { {counter, ...}, fields }, where fields is the flat
+-- HGETALL list as it was BEFORE the ops (the caller applies the ops to it) or 0 when not asked.
+-- A bad increment returns an error reply and leaves the session exactly as it was.
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
 local idle = tonumber(ARGV[2])
 local MAX = 9007199254740991
 
--- A hash without our deadline is not a session of ours: report it missing and leave it alone.
--- A key of another type makes HGET fail with WRONGTYPE, which the caller sees as corruption.
-local deadline = tonumber(redis.call('HGET', key, '__deadline'))
+-- Read the deadline, from the full hash when it is wanted anyway (one command, not two).
+-- A key of another type makes the read fail with WRONGTYPE: the caller reports corruption.
+local fields = 0
+local deadline
+if ARGV[3] == '1' then
+  fields = redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    if fields[i] == '__deadline' then
+      deadline = tonumber(fields[i + 1])
+      break
+    end
+  end
+else
+  deadline = tonumber(redis.call('HGET', key, '__deadline'))
+end
+-- Missing, or a hash without our deadline (not a session of ours: left alone).
 if not deadline then
   return false
 end
 if deadline <= now then
   redis.call('DEL', key)
   return false
+end
+
+local function slide()
+  local ttl = deadline - now
+  if idle < ttl then ttl = idle end
+  redis.call('PEXPIRE', key, ttl)
+end
+
+-- Fast path, the common request: one increment and nothing else. HINCRBY refuses any value
+-- that is not an integer without writing; a result outside +-(2^53 - 1) is undone at once
+-- (the script is atomic, so nobody sees it).
+if #ARGV == 6 and ARGV[4] == 'I' then
+  local name, by = ARGV[5], tonumber(ARGV[6])
+  local result = redis.pcall('HINCRBY', key, name, ARGV[6])
+  if type(result) == 'table' then
+    return redis.error_reply('NOTINT session field does not hold an integer')
+  end
+  if result > MAX or result < -MAX then
+    redis.call('HINCRBY', key, name, -by)
+    local before = result - by
+    if before > MAX or before < -MAX then
+      return redis.error_reply('NOTINT session field does not hold an integer')
+    end
+    return redis.error_reply('RANGE session counter would leave +-(2^53 - 1)')
+  end
+  slide()
+  return { { result }, fields }
 end
 
 -- Counters are canonical decimal integers within +-(2^53 - 1): the spellings HINCRBY accepts
@@ -31,7 +72,8 @@ local function counter(s)
   return n
 end
 
--- First pass: check every increment against the values it will meet, writing nothing.
+-- General path, first pass: check every increment against the values it will meet, writing
+-- nothing, so that a bad increment cannot leave earlier ops of the same step applied.
 local staged = {}
 local i = 4
 while i <= #ARGV do
@@ -82,12 +124,5 @@ while i <= #ARGV do
   end
 end
 
-local ttl = deadline - now
-if idle < ttl then ttl = idle end
-redis.call('PEXPIRE', key, ttl)
-
-local fields = 0
-if ARGV[3] == '1' then
-  fields = redis.call('HGETALL', key)
-end
+slide()
 return { counters, fields }
