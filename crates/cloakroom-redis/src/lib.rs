@@ -76,11 +76,14 @@ impl RedisStore {
         format!("{}{}", self.prefix, key.as_str())
     }
 
-    async fn run(&self, script: &Script, key: &SessionKey, args: Vec<Vec<u8>>) -> Result<Value> {
+    async fn run(
+        &self,
+        script: &Script,
+        key: &SessionKey,
+        add_args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<Value> {
         let mut invocation = script.key(self.redis_key(key));
-        for arg in args {
-            invocation.arg(arg);
-        }
+        add_args(&mut invocation);
         let mut connection = self.connection.clone();
         match tokio::time::timeout(
             self.operation_timeout,
@@ -129,7 +132,9 @@ impl RedisStoreBuilder {
         // is bounded by the operation timeout anyway.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.operation_timeout))
+            // Each operation is bounded by `operation_timeout` around the whole call (reconnection
+            // included), so no second per-response timer is needed.
+            .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
         let connection = tokio::time::timeout(
@@ -215,39 +220,26 @@ fn corrupt(what: &str) -> Error {
     )
 }
 
-fn op_args(apply: &Apply) -> Vec<Vec<u8>> {
-    let mut args = vec![
-        apply.access.now_ms.to_string().into_bytes(),
-        apply.access.idle_ms.to_string().into_bytes(),
-        if apply.load {
-            b"1".to_vec()
-        } else {
-            b"0".to_vec()
-        },
-    ];
+// Arguments go straight into the command buffer: no intermediate strings.
+fn add_op_args(invocation: &mut redis::ScriptInvocation<'_>, apply: &Apply) {
+    invocation
+        .arg(apply.access.now_ms)
+        .arg(apply.access.idle_ms)
+        .arg(if apply.load { "1" } else { "0" });
     for op in &apply.ops {
         match op {
             Op::Set { name, value } => {
-                args.extend([
-                    b"S".to_vec(),
-                    name.clone().into_bytes(),
-                    value.clone().into_bytes(),
-                ]);
+                invocation.arg("S").arg(name).arg(value);
             }
             Op::Remove { name } => {
-                args.extend([b"D".to_vec(), name.clone().into_bytes()]);
+                invocation.arg("D").arg(name);
             }
             Op::Incr { name, by } => {
-                args.extend([
-                    b"I".to_vec(),
-                    name.clone().into_bytes(),
-                    by.to_string().into_bytes(),
-                ]);
+                invocation.arg("I").arg(name).arg(*by);
             }
             _ => {}
         }
     }
-    args
 }
 
 fn text(value: Value) -> Result<String> {
@@ -315,13 +307,13 @@ impl Store for RedisStore {
                 "a new session must have a deadline in the future",
             ));
         }
-        let mut args = Vec::with_capacity(1 + 2 * session.fields.len());
-        args.push(ttl.to_string().into_bytes());
-        for (name, value) in &session.fields {
-            args.push(name.clone().into_bytes());
-            args.push(value.clone().into_bytes());
-        }
-        match self.run(&self.create, key, args).await? {
+        let add_args = |inv: &mut redis::ScriptInvocation<'_>| {
+            inv.arg(ttl);
+            for (name, value) in &session.fields {
+                inv.arg(name).arg(value);
+            }
+        };
+        match self.run(&self.create, key, add_args).await? {
             Value::Int(1) => Ok(Created::Created),
             Value::Int(0) => Ok(Created::Exists),
             _ => Err(corrupt("create answered neither 0 nor 1")),
@@ -335,7 +327,9 @@ impl Store for RedisStore {
                 check_increment(name, *by)?;
             }
         }
-        let reply = self.run(&self.apply, key, op_args(apply)).await?;
+        let reply = self
+            .run(&self.apply, key, |inv| add_op_args(inv, apply))
+            .await?;
         let parts = match reply {
             Value::Nil | Value::Boolean(false) => return Ok(Applied::Missing),
             Value::Array(parts) if parts.len() == 2 => parts,
