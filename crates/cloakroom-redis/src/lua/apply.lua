@@ -3,8 +3,9 @@
 -- ARGV[1]: now (Unix ms); ARGV[2]: idle timeout (ms); ARGV[3]: '1' to return all fields
 -- ARGV[4..]: ops, each 'S' name value | 'D' name | 'I' name by
 -- Returns false when the session is missing or past its deadline (nothing is written, a
--- missing session is never created), else { {counter, ...}, fields }, where fields is the flat
--- HGETALL list as it was BEFORE the ops (the caller applies the ops to it) or 0 when not asked.
+-- missing session is never created), else { {counter, ...}, fields }, where fields is a JSON
+-- object of every field as it was BEFORE the ops (the caller applies the ops to it), or 0 when
+-- not asked.
 -- A bad increment returns an error reply and leaves the session exactly as it was.
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
@@ -35,6 +36,16 @@ if deadline <= now then
   return false
 end
 
+-- One JSON text instead of a list of 2n strings: cheaper to return and to parse.
+local function encoded()
+  if fields == 0 then return 0 end
+  local map = {}
+  for i = 1, #fields, 2 do
+    map[fields[i]] = fields[i + 1]
+  end
+  return cjson.encode(map)
+end
+
 local function slide()
   local ttl = deadline - now
   if idle < ttl then ttl = idle end
@@ -59,7 +70,7 @@ if #ARGV == 6 and ARGV[4] == 'I' then
     return redis.error_reply('RANGE session counter would leave +-(2^53 - 1)')
   end
   slide()
-  return { { result }, fields }
+  return { { result }, encoded() }
 end
 
 -- Counters are canonical decimal integers within +-(2^53 - 1): the spellings HINCRBY accepts
@@ -125,4 +136,4 @@ while i <= #ARGV do
 end
 
 slide()
-return { counters, fields }
+return { counters, encoded() }

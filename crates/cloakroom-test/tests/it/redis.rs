@@ -213,3 +213,25 @@ async fn a_bad_url_is_a_clear_error() {
         .map(|e| e.kind());
     assert_eq!(kind, Some(ErrorKind::Config));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_script_cache_is_refilled_without_an_error() -> anyhow::Result<()> {
+    let server = RedisServer::spawn()?;
+    let store = RedisStore::connect(server.url()).await?;
+    let k = SessionToken::generate()?.key();
+    // As after a failover to a replica that never saw SCRIPT LOAD, or an operator's flush.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut server.connection()?)?;
+    store
+        .create(&k, &new_session(&[("a", "1")], 60_000, 3_600_000))
+        .await?;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut server.connection()?)?;
+    let fields = load(&store, &k)
+        .await?
+        .context("missing after a script flush")?;
+    ensure!(fields.get("a").map(String::as_str) == Some("1"));
+    Ok(())
+}
