@@ -15,7 +15,8 @@ use tower_service::Service;
 
 use crate::rejection::SessionRejection;
 
-/// Adds a [`Session`] to every request and saves it when the handler has returned.
+/// Adds a [`Session`](cloakroom_core::Session) to every request and saves it when the handler
+/// has returned.
 #[derive(Debug, Clone)]
 pub struct SessionLayer {
     manager: SessionManager,
