@@ -85,3 +85,28 @@ macro_rules! store_conformance {
         )*
     };
 }
+
+/// Turns each named `async fn(StoreFixture) -> anyhow::Result<()>` in scope into two tests, one
+/// over a fresh memory store (`on_memory::NAME`) and one over a fresh `redis-server`
+/// (`on_redis::NAME`).
+#[macro_export]
+macro_rules! test_over_each_store {
+    ($($name:ident),* $(,)?) => {
+        mod on_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name($crate::memory_fixture().await?).await
+                }
+            )*
+        }
+        mod on_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name($crate::redis_fixture().await?).await
+                }
+            )*
+        }
+    };
+}

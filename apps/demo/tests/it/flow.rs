@@ -9,28 +9,7 @@ use cloakroom_test::StoreFixture;
 
 use crate::support::{app_over, get, login, post_form, visits};
 
-macro_rules! over_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod on_memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(cloakroom_test::memory_fixture().await?).await
-                }
-            )*
-        }
-        mod on_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(cloakroom_test::redis_fixture().await?).await
-                }
-            )*
-        }
-    };
-}
-
-over_both_stores!(
+cloakroom_test::test_over_each_store!(
     the_tutorial_flow_end_to_end,
     session_responses_are_not_cacheable,
     login_rotates_the_token,

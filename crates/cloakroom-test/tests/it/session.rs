@@ -40,28 +40,7 @@ fn request(m: &SessionManager, cookie: &str) -> Session {
     m.session_from_cookie_headers([cookie])
 }
 
-macro_rules! over_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod on_memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(cloakroom_test::memory_fixture().await?).await
-                }
-            )*
-        }
-        mod on_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(cloakroom_test::redis_fixture().await?).await
-                }
-            )*
-        }
-    };
-}
-
-over_both_stores!(
+cloakroom_test::test_over_each_store!(
     login_then_read_and_count,
     reads_see_the_requests_own_writes,
     logout_invalidates_the_old_cookie,
