@@ -275,14 +275,27 @@ fn add_op_args(invocation: &mut redis::Cmd, apply: &Apply) {
     }
 }
 
-// The script returns the fields as one JSON object (built by Redis's cjson): one reply item
-// instead of two per field, which is cheaper to parse on both sides.
+// The script returns the HGETALL list as one JSON array of strings (built by Redis's cjson): one
+// reply item instead of two per field, which is cheaper to produce and to parse.
 fn parse_fields(value: Value) -> Result<Fields> {
-    match value {
-        Value::BulkString(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|_| corrupt("the fields are not a JSON object of strings")),
-        _ => Err(corrupt("the fields are not a JSON text")),
+    let Value::BulkString(bytes) = value else {
+        return Err(corrupt("the fields are not a JSON text"));
+    };
+    // An empty Lua table encodes as `{}`.
+    if bytes.as_slice() == b"{}" {
+        return Ok(Fields::new());
     }
+    let items: Vec<String> = serde_json::from_slice(&bytes)
+        .map_err(|_| corrupt("the fields are not a JSON array of strings"))?;
+    if items.len() % 2 != 0 {
+        return Err(corrupt("odd number of field items"));
+    }
+    let mut fields = Fields::with_capacity(items.len() / 2);
+    let mut items = items.into_iter();
+    while let (Some(name), Some(value)) = (items.next(), items.next()) {
+        fields.insert(name, value);
+    }
+    Ok(fields)
 }
 
 fn after_ops(mut fields: Fields, ops: &[Op], counters: &[i64]) -> Result<Fields> {
