@@ -355,6 +355,29 @@ impl Store for RedisStore {
             .await?;
         let parts = match reply {
             Value::Nil | Value::Boolean(false) => return Ok(Applied::Missing),
+            // A lone increment: the new value, or every field after it.
+            Value::Int(counter) => {
+                return Ok(Applied::Done {
+                    counters: vec![counter],
+                    fields: None,
+                });
+            }
+            Value::BulkString(_) => {
+                let fields = parse_fields(reply)?;
+                let Some(Op::Incr { name, .. }) = apply.ops.first() else {
+                    return Err(corrupt(
+                        "apply answered fields to a step that is not an increment",
+                    ));
+                };
+                let counter = fields
+                    .get(name)
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .ok_or_else(|| corrupt("the incremented field is missing from the reply"))?;
+                return Ok(Applied::Done {
+                    counters: vec![counter],
+                    fields: Some(fields),
+                });
+            }
             Value::Array(parts) if parts.len() == 2 => parts,
             _ => return Err(corrupt("apply answered an unexpected shape")),
         };

@@ -447,5 +447,35 @@ pub async fn reads_see_the_ops_of_the_same_step(store: &dyn Store) -> anyhow::Re
         user(&fields) == HashMap::from([("n", "7"), ("s", "\"x\"")]),
         "{fields:?}"
     );
+    // A lone increment with a load (the common request), on an existing and an absent counter,
+    // near the top of the range so that no exponent notation creeps in.
+    run(store, &k, vec![set("big", "9007199254740990")]).await?;
+    for (name, expected, text) in [
+        ("big", 9007199254740991, "9007199254740991"),
+        ("fresh", 1, "1"),
+    ] {
+        let apply = Apply {
+            access: access(LONG),
+            ops: vec![incr(name, 1)],
+            load: true,
+        };
+        let applied = store.apply(&k, &apply).await?;
+        let Applied::Done {
+            counters,
+            fields: Some(fields),
+        } = applied
+        else {
+            bail!("{applied:?}")
+        };
+        ensure!(counters == vec![expected], "{counters:?}");
+        ensure!(
+            fields.get(name).map(String::as_str) == Some(text),
+            "{fields:?}"
+        );
+        ensure!(
+            fields.get("s").map(String::as_str) == Some("\"x\""),
+            "{fields:?}"
+        );
+    }
     Ok(())
 }

@@ -2,28 +2,39 @@
 -- KEYS[1]: the session key
 -- ARGV[1]: now (Unix ms); ARGV[2]: idle timeout (ms); ARGV[3]: '1' to return all fields
 -- ARGV[4..]: ops, each 'S' name value | 'D' name | 'I' name by
--- Returns false when the session is missing or past its deadline (nothing is written, a
--- missing session is never created), else { {counter, ...}, fields }, where fields is the
--- HGETALL list as it was BEFORE the ops (the caller applies the ops to it), encoded as one JSON
--- array ["name", "value", ...] because one string is cheaper to return and parse than 2n, or 0
--- when not asked. The code is written inline, without local functions, because every closure is
--- created anew on each call.
+--
+-- Replies:
+-- * false: the session is missing or past its deadline. Nothing is written; a missing session
+--   is never created.
+-- * one increment and nothing else (the common request), fields asked: the JSON text of the
+--   flat field list AFTER the increment, ["name", "value", ...]; the caller reads the new
+--   counter from it. Fields not asked: the new counter, an integer.
+-- * otherwise: { {counter, ...}, fields }, where fields is the JSON text of the flat field list
+--   BEFORE the ops (the caller applies the ops to it), or 0 when not asked.
+-- One JSON string is much cheaper for Redis to return, and for the client to parse, than a
+-- nested array of 2n strings. The code is inline, without local functions, because a closure is
+-- created anew on every call.
 -- A bad increment returns an error reply and leaves the session exactly as it was.
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
 local idle = tonumber(ARGV[2])
 local MAX = 9007199254740991
+local lone_incr = #ARGV == 6 and ARGV[4] == 'I'
+local incr_name = ARGV[5]
 
 -- Read the deadline, from the full hash when it is wanted anyway (one command, not two).
 -- A key of another type makes the read fail with WRONGTYPE: the caller reports corruption.
 local fields = 0
 local deadline
+local counter_at
 if ARGV[3] == '1' then
   fields = redis.call('HGETALL', key)
   for i = 1, #fields, 2 do
-    if fields[i] == '__deadline' then
+    local name = fields[i]
+    if name == '__deadline' then
       deadline = tonumber(fields[i + 1])
-      break
+    elseif name == incr_name then
+      counter_at = i + 1
     end
   end
 else
@@ -41,8 +52,8 @@ end
 -- Fast path, the common request: one increment and nothing else. HINCRBY refuses any value
 -- that is not an integer without writing; a result outside +-(2^53 - 1) is undone at once
 -- (the script is atomic, so nobody sees it).
-if #ARGV == 6 and ARGV[4] == 'I' then
-  local name, by = ARGV[5], tonumber(ARGV[6])
+if lone_incr then
+  local name, by = incr_name, tonumber(ARGV[6])
   local result = redis.pcall('HINCRBY', key, name, ARGV[6])
   if type(result) == 'table' then
     return redis.error_reply('NOTINT session field does not hold an integer')
@@ -58,8 +69,18 @@ if #ARGV == 6 and ARGV[4] == 'I' then
   local ttl = deadline - now
   if idle < ttl then ttl = idle end
   redis.call('PEXPIRE', key, ttl)
-  if fields ~= 0 then fields = cjson.encode(fields) end
-  return { { result }, fields }
+  if fields == 0 then
+    return result
+  end
+  -- %d, not tostring: tostring writes large numbers in exponent notation.
+  local text = string.format('%d', result)
+  if counter_at then
+    fields[counter_at] = text
+  else
+    fields[#fields + 1] = name
+    fields[#fields + 1] = text
+  end
+  return cjson.encode(fields)
 end
 
 -- Counters are canonical decimal integers within +-(2^53 - 1): the spellings HINCRBY accepts
