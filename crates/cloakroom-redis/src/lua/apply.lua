@@ -31,14 +31,17 @@ if ARGV[3] == '1' then
   fields = redis.call('HGETALL', key)
   for i = 1, #fields, 2 do
     local name = fields[i]
-    if name == '__deadline' then
-      deadline = tonumber(fields[i + 1])
+    if name == '__meta' then
+      deadline = tonumber(string.match(fields[i + 1], '"deadline":(%d+)'))
     elseif name == incr_name then
       counter_at = i + 1
     end
   end
 else
-  deadline = tonumber(redis.call('HGET', key, '__deadline'))
+  local meta = redis.call('HGET', key, '__meta')
+  if meta then
+    deadline = tonumber(string.match(meta, '"deadline":(%d+)'))
+  end
 end
 -- Missing, or a hash without our deadline (not a session of ours: left alone).
 if not deadline then
