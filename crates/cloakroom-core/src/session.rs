@@ -12,8 +12,8 @@ use crate::clock::{duration_millis, unix_millis};
 use crate::config::{SameSite, SessionConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{
-    Access, Applied, Apply, Created, Fields, META_FIELD, NewSession, Op, RESERVED_PREFIX,
-    SessionMeta, Store, add_to_counter, check_field_name, check_increment,
+    Access, Applied, Apply, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op,
+    RESERVED_PREFIX, Store, add_to_counter, check_field_name, check_increment,
 };
 use crate::token::SessionToken;
 
@@ -465,14 +465,8 @@ impl Session {
                 state.clear_cookie = state.cookie != CookieState::Absent;
                 return self.delete_retired(state).await;
             }
-            fields.insert(
-                META_FIELD.to_owned(),
-                SessionMeta {
-                    created: meta.created_ms,
-                    deadline: meta.deadline_ms,
-                }
-                .to_json(),
-            );
+            fields.insert(META_CREATED.to_owned(), meta.created_ms.to_string());
+            fields.insert(META_DEADLINE.to_owned(), meta.deadline_ms.to_string());
             let new = NewSession {
                 fields,
                 access,
@@ -627,18 +621,20 @@ fn pending_ops(pending: &BTreeMap<String, Option<String>>) -> Vec<Op> {
 }
 
 fn meta_of(fields: &Fields) -> Result<Meta> {
-    let meta = fields
-        .get(META_FIELD)
-        .and_then(|text| SessionMeta::from_json(text))
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::Corrupt,
-                format!("the stored session lacks a valid {META_FIELD} field"),
-            )
-        })?;
+    let read = |name: &str| {
+        fields
+            .get(name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Corrupt,
+                    format!("the stored session lacks a valid {name} field"),
+                )
+            })
+    };
     Ok(Meta {
-        created_ms: meta.created,
-        deadline_ms: meta.deadline,
+        created_ms: read(META_CREATED)?,
+        deadline_ms: read(META_DEADLINE)?,
     })
 }
 

@@ -16,36 +16,11 @@ pub type Fields = HashMap<String, String>;
 
 /// Field names starting with this prefix belong to cloakroom; handlers cannot write them.
 pub const RESERVED_PREFIX: &str = "__";
-/// Reserved field holding the session's metadata as JSON, see [`SessionMeta`]: one field rather
-/// than one per item, because every field costs memory and time in every load.
-pub const META_FIELD: &str = "__meta";
-
-/// A session's metadata, stored as JSON in [`META_FIELD`]:
-/// `{"created":1795651200000,"deadline":1795737600000}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SessionMeta {
-    /// When the session was created, Unix milliseconds.
-    pub created: u64,
-    /// The absolute deadline after which the session is gone however active it is, Unix
-    /// milliseconds. Stores read it (networked stores inside their scripts, by the key
-    /// `"deadline":`), so its JSON spelling is part of the storage format.
-    pub deadline: u64,
-}
-
-impl SessionMeta {
-    /// The JSON text stored in [`META_FIELD`].
-    pub fn to_json(&self) -> String {
-        format!(
-            "{{\"created\":{},\"deadline\":{}}}",
-            self.created, self.deadline
-        )
-    }
-
-    /// Reads the JSON text stored in [`META_FIELD`].
-    pub fn from_json(text: &str) -> Option<Self> {
-        serde_json::from_str(text).ok()
-    }
-}
+/// Reserved field: when the session was created, Unix milliseconds.
+pub const META_CREATED: &str = "__created";
+/// Reserved field: the absolute deadline after which the session is gone however active it is,
+/// Unix milliseconds.
+pub const META_DEADLINE: &str = "__deadline";
 
 /// Largest magnitude of a counter: 2^53 − 1, the integers every JSON reader represents exactly.
 pub const MAX_COUNTER: i64 = (1 << 53) - 1;
@@ -135,7 +110,7 @@ pub enum Created {
 /// A session to create: its fields (metadata included) and the timing that sets its TTL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSession {
-    /// Every field, [`META_FIELD`] included.
+    /// Every field, [`META_CREATED`] and [`META_DEADLINE`] included.
     pub fields: Fields,
     /// Timing of the creation.
     pub access: Access,
@@ -282,25 +257,10 @@ mod tests {
     }
 
     #[test]
-    fn metadata_round_trips_as_json() {
-        let meta = SessionMeta {
-            created: 1_795_651_200_000,
-            deadline: 1_795_737_600_000,
-        };
-        let text = meta.to_json();
-        assert_eq!(
-            text,
-            r#"{"created":1795651200000,"deadline":1795737600000}"#
-        );
-        assert_eq!(SessionMeta::from_json(&text), Some(meta));
-        assert_eq!(SessionMeta::from_json("{}"), None);
-    }
-
-    #[test]
     fn reserved_names_are_refused() {
         assert!(check_field_name("visits").is_ok());
         assert!(check_field_name("").is_err());
-        assert!(check_field_name(META_FIELD).is_err());
+        assert!(check_field_name(META_DEADLINE).is_err());
         assert!(check_field_name("__anything").is_err());
     }
 }

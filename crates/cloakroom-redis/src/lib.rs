@@ -2,9 +2,9 @@
 //!
 //! Each session is one Redis HASH named `PREFIX + base64url(SHA-256(token))`, holding one field
 //! per session field (JSON text, so `redis-cli HGETALL` is readable and counters stay decimal
-//! for `HINCRBY`) and one reserved field, `__meta`, holding the creation time and the absolute
-//! deadline as JSON. Every operation is one Lua script on that one key, sent with `EVALSHA`: one
-//! round trip, atomic, and cluster-safe because no script touches a second key. Request paths never use `KEYS`, `SCAN`, `CONFIG` or
+//! for `HINCRBY`) and two reserved fields, `__created` and `__deadline`. Every operation is one
+//! Lua script on that one key, sent with `EVALSHA`: one round trip, atomic, and cluster-safe
+//! because no script touches a second key. Request paths never use `KEYS`, `SCAN`, `CONFIG` or
 //! `RENAME`.
 //!
 //! The connection is redis-rs's auto-reconnecting [`ConnectionManager`]; every operation is
@@ -287,7 +287,7 @@ fn parse_fields(value: Value) -> Result<Fields> {
     }
     let items: Vec<String> = serde_json::from_slice(&bytes)
         .map_err(|_| corrupt("the fields are not a JSON array of strings"))?;
-    if !items.len().is_multiple_of(2) {
+    if items.len() % 2 != 0 {
         return Err(corrupt("odd number of field items"));
     }
     let mut fields = Fields::with_capacity(items.len() / 2);

@@ -31,17 +31,14 @@ if ARGV[3] == '1' then
   fields = redis.call('HGETALL', key)
   for i = 1, #fields, 2 do
     local name = fields[i]
-    if name == '__meta' then
-      deadline = tonumber(string.match(fields[i + 1], '"deadline":(%d+)'))
+    if name == '__deadline' then
+      deadline = tonumber(fields[i + 1])
     elseif name == incr_name then
       counter_at = i + 1
     end
   end
 else
-  local meta = redis.call('HGET', key, '__meta')
-  if meta then
-    deadline = tonumber(string.match(meta, '"deadline":(%d+)'))
-  end
+  deadline = tonumber(redis.call('HGET', key, '__deadline'))
 end
 -- Missing, or a hash without our deadline (not a session of ours: left alone).
 if not deadline then

@@ -285,7 +285,7 @@ async fn reserved_fields_cannot_be_written(f: StoreFixture) -> anyhow::Result<()
     let m = manager(f.store.clone())?;
     let cookie = login(&m, "ann").await?;
     let s = request(&m, &cookie);
-    for name in ["__meta", "__deadline", "__x", ""] {
+    for name in ["__deadline", "__created", "__x", ""] {
         let kinds = [
             s.insert(name, &0).await.err().map(|e| e.kind()),
             s.remove(name).await.err().map(|e| e.kind()),
