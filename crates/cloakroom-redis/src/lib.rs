@@ -287,7 +287,7 @@ fn parse_fields(value: Value) -> Result<Fields> {
     }
     let items: Vec<String> = serde_json::from_slice(&bytes)
         .map_err(|_| corrupt("the fields are not a JSON array of strings"))?;
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err(corrupt("odd number of field items"));
     }
     let mut fields = Fields::with_capacity(items.len() / 2);
