@@ -33,9 +33,13 @@ impl std::error::Error for SessionRejection {
 impl SessionRejection {
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
-        match self.0.kind() {
-            ErrorKind::Unavailable | ErrorKind::Backend => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        // Anything wrong with the store (unreachable, erroring, holding unreadable data, or
+        // refusing our credentials after a reconnect) is a 503: the service cannot keep
+        // sessions right now. Mistakes in the handler's own use of the session are 500s.
+        if self.0.is_storage() || self.0.kind() == ErrorKind::Config {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
         }
     }
 }

@@ -154,8 +154,9 @@ impl RedisServer {
             .as_ref()
             .map(Child::id)
             .context("the server is not running")?;
-        let status = Command::new("kill")
-            .arg(signal)
+        // The shell's built-in `kill`: no dependency on a separate kill program.
+        let status = Command::new("sh")
+            .args(["-c", "kill \"$1\" \"$2\"", "sh", signal])
             .arg(pid.to_string())
             .status()
             .context("running kill")?;
