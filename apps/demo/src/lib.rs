@@ -42,10 +42,12 @@ fn page(body: &str) -> Response {
 }
 
 fn index_page(username: &str, visits: i64) -> Response {
-    page(&format!(
-        "<p>Logged in as {}.<br>\nVisits: {visits}</p>\n<p><a href=\"/logout\">Log out</a></p>\n",
+    Html(format!(
+        "{HEAD}<p>Logged in as {}.<br>\nVisits: {visits}</p>\n\
+         <p><a href=\"/logout\">Log out</a></p>\n{FOOT}",
         escape(username)
     ))
+    .into_response()
 }
 
 fn anonymous_page() -> Response {

@@ -73,7 +73,10 @@ impl RedisStore {
 
     /// The full Redis key of a session: useful to inspect it with `redis-cli`.
     pub fn redis_key(&self, key: &SessionKey) -> String {
-        format!("{}{}", self.prefix, key.as_str())
+        let mut full = String::with_capacity(self.prefix.len() + key.as_str().len());
+        full.push_str(&self.prefix);
+        full.push_str(key.as_str());
+        full
     }
 
     // One EVALSHA on one key. The command is built by hand rather than through redis-rs's
@@ -88,8 +91,9 @@ impl RedisStore {
     ) -> Result<Value> {
         let redis_key = self.redis_key(key);
         let call = async {
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(&script.sha).arg(1).arg(&redis_key);
+            // Sized for a typical call, so that building it does not reallocate.
+            let mut cmd = redis::Cmd::with_capacity(16, 256);
+            cmd.arg("EVALSHA").arg(&script.sha).arg(1).arg(&redis_key);
             add_args(&mut cmd);
             let mut connection = self.connection.clone();
             match cmd.query_async::<Value>(&mut connection).await {
@@ -285,17 +289,40 @@ fn parse_fields(value: Value) -> Result<Fields> {
     if bytes.as_slice() == b"{}" {
         return Ok(Fields::new());
     }
-    let items: Vec<String> = serde_json::from_slice(&bytes)
-        .map_err(|_| corrupt("the fields are not a JSON array of strings"))?;
-    if !items.len().is_multiple_of(2) {
-        return Err(corrupt("odd number of field items"));
+    serde_json::from_slice::<FlatFields>(&bytes)
+        .map(|flat| flat.0)
+        .map_err(|_| corrupt("the fields are not a JSON array of name, value strings"))
+}
+
+/// `["name", "value", ...]` read straight into a map, without an intermediate list.
+struct FlatFields(Fields);
+
+impl<'de> serde::Deserialize<'de> for FlatFields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = FlatFields;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of name, value strings")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<FlatFields, A::Error> {
+                let mut fields = Fields::with_capacity(seq.size_hint().unwrap_or(8) / 2);
+                while let Some(name) = seq.next_element::<String>()? {
+                    let value = seq
+                        .next_element::<String>()?
+                        .ok_or_else(|| serde::de::Error::custom("a name without a value"))?;
+                    fields.insert(name, value);
+                }
+                Ok(FlatFields(fields))
+            }
+        }
+        deserializer.deserialize_seq(Pairs)
     }
-    let mut fields = Fields::with_capacity(items.len() / 2);
-    let mut items = items.into_iter();
-    while let (Some(name), Some(value)) = (items.next(), items.next()) {
-        fields.insert(name, value);
-    }
-    Ok(fields)
 }
 
 fn after_ops(mut fields: Fields, ops: &[Op], counters: &[i64]) -> Result<Fields> {
@@ -423,5 +450,40 @@ impl Store for RedisStore {
                 "Redis did not answer DEL in time",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(json: &str) -> Result<Fields> {
+        parse_fields(Value::BulkString(json.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn field_lists_parse_into_maps() -> Result<()> {
+        let parsed = fields(r#"["username","\"ann\"","visits","3"]"#)?;
+        assert_eq!(parsed.get("username").map(String::as_str), Some("\"ann\""));
+        assert_eq!(parsed.get("visits").map(String::as_str), Some("3"));
+        assert!(fields("{}")?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn malformed_field_lists_are_corruption_not_panics() {
+        for bad in [
+            r#"["a"]"#,
+            r#"["a",1]"#,
+            r#"{"a":"b"}"#,
+            "not json",
+            "",
+            "[\"\u{0}",
+        ] {
+            let kind = fields(bad).map_err(|e| e.kind());
+            assert_eq!(kind, Err(ErrorKind::Corrupt), "{bad:?}");
+        }
+        let kind = parse_fields(Value::Int(3)).map_err(|e| e.kind());
+        assert_eq!(kind, Err(ErrorKind::Corrupt));
     }
 }
