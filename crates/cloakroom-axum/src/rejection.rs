@@ -48,9 +48,9 @@ impl IntoResponse for SessionRejection {
     fn into_response(self) -> Response {
         let status = self.status();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            tracing::warn!(error = %self.0, "session store unavailable");
+            tracing::warn!(error = ?self.0, "session store unavailable");
         } else {
-            tracing::error!(error = %self.0, kind = ?self.0.kind(), "session error");
+            tracing::error!(error = ?self.0, "session error");
         }
         let body = if status == StatusCode::SERVICE_UNAVAILABLE {
             "Service temporarily unavailable, please retry shortly.\n"

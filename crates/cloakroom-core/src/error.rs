@@ -113,13 +113,11 @@ impl fmt::Debug for Error {
     }
 }
 
+// The message only: the cause is reported through `source()`, so that error reporters that walk
+// the chain (anyhow's `{:#}`, tracing's error fields) do not print it twice.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
-        }
-        Ok(())
+        f.write_str(&self.message)
     }
 }
 
