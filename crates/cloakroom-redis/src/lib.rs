@@ -371,10 +371,18 @@ impl Store for RedisStore {
     }
 
     async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
-        // The script adds in double precision: amounts beyond ±(2^53 − 1) would round.
         for op in &apply.ops {
-            if let Op::Incr { name, by } = op {
-                check_increment(name, *by)?;
+            match op {
+                // The script adds in double precision: amounts beyond ±(2^53 − 1) would round.
+                Op::Incr { name, by } => check_increment(name, *by)?,
+                Op::Set { .. } | Op::Remove { .. } => {}
+                // A kind of change this store does not know must fail, not vanish.
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::Backend,
+                        "the Redis store does not support this session operation",
+                    ));
+                }
             }
         }
         let reply = self

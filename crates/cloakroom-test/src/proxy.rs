@@ -115,14 +115,15 @@ fn parse_command(buf: &[u8]) -> Option<(String, usize)> {
     for i in 0..count {
         let (len_line, next) = read_line(buf, at)?;
         let len = read_number(len_line.strip_prefix(b"$")?)?;
-        let data = buf.get(next..next + len)?;
-        if buf.get(next + len..next + len + 2)? != b"\r\n" {
+        let end = next.checked_add(len)?;
+        let data = buf.get(next..end)?;
+        if buf.get(end..end.checked_add(2)?)? != b"\r\n" {
             return None;
         }
         if i == 0 {
             name = String::from_utf8_lossy(data).to_uppercase();
         }
-        at = next + len + 2;
+        at = end + 2;
     }
     Some((name, at))
 }
