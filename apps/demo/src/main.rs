@@ -8,6 +8,8 @@
 //! * `BIND`: address to listen on (default `127.0.0.1:3000`).
 //! * `COOKIE_SECURE`: `0` to send the cookie without `Secure` when serving plain http on an
 //!   address other than localhost (browsers accept `Secure` cookies from http://localhost).
+//! * `REDIS_CA_FILE`: a PEM file of the CA that signed the Redis server's certificate, for a
+//!   `rediss://` server with a private CA (verification stays on).
 //! * `MAX_SESSIONS`: bound of the memory store (default 100000).
 
 use std::net::SocketAddr;
@@ -90,7 +92,14 @@ async fn run() -> anyhow::Result<()> {
 
     let store: Arc<dyn Store> = match env("REDIS_URL") {
         Some(url) => {
-            let store = RedisStore::connect(url.as_str())
+            let mut builder = RedisStore::builder(url.as_str());
+            if let Some(path) = env("REDIS_CA_FILE") {
+                let pem = std::fs::read(&path)
+                    .with_context(|| format!("cannot read REDIS_CA_FILE {path}"))?;
+                builder = builder.with_root_certificate_pem(pem);
+            }
+            let store = builder
+                .connect()
                 .await
                 .with_context(|| format!("cannot use Redis at {}", redacted(&url)))?;
             println!("cloakroom-demo: session store: Redis at {}", redacted(&url));

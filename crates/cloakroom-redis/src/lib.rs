@@ -46,12 +46,13 @@ impl std::fmt::Debug for RedisStore {
 }
 
 /// Builds a [`RedisStore`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisStoreBuilder {
     url: String,
     prefix: String,
     operation_timeout: Duration,
     connect_timeout: Duration,
+    root_certificate: Option<Vec<u8>>,
 }
 
 impl RedisStore {
@@ -63,6 +64,7 @@ impl RedisStore {
             prefix: DEFAULT_PREFIX.to_owned(),
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             connect_timeout: DEFAULT_OPERATION_TIMEOUT,
+            root_certificate: None,
         }
     }
 
@@ -136,6 +138,18 @@ impl ScriptSource {
     }
 }
 
+impl std::fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: never print it.
+        f.debug_struct("RedisStoreBuilder")
+            .field("prefix", &self.prefix)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("root_certificate", &self.root_certificate.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl RedisStoreBuilder {
     /// The prefix of every session key (default `cloakroom:`).
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -149,6 +163,13 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Trust this CA certificate (PEM) instead of the system's roots for a `rediss://` URL: for
+    /// servers whose certificate a private CA signed. Verification stays on.
+    pub fn with_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificate = Some(pem.into());
+        self
+    }
+
     /// The bound on connecting at start-up (default 1 s).
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -158,8 +179,31 @@ impl RedisStoreBuilder {
     /// Connects and checks the server answers. A bad URL, a refused connection or an
     /// authentication failure is an error naming the cause: never a fallback elsewhere.
     pub async fn connect(self) -> Result<RedisStore> {
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|e| Error::with_source(ErrorKind::Config, "invalid Redis URL", e))?;
+        if self.url.starts_with("rediss://") {
+            // rustls needs a process-wide crypto provider; with more than one compiled in (as
+            // when another crate enables aws-lc-rs) it cannot pick one itself and would panic
+            // at the first handshake. Install ring unless the application installed one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = match &self.root_certificate {
+            None => redis::Client::open(self.url.as_str())
+                .map_err(|e| Error::with_source(ErrorKind::Config, "invalid Redis URL", e))?,
+            Some(pem) => {
+                if !self.url.starts_with("rediss://") {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        "a CA certificate was given but the URL does not start with rediss://",
+                    ));
+                }
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                };
+                redis::Client::build_with_tls(self.url.as_str(), certificates).map_err(|e| {
+                    Error::with_source(ErrorKind::Config, "invalid Redis URL or CA certificate", e)
+                })?
+            }
+        };
         // Reconnection attempts are short and capped so that a request waiting on a reconnect
         // is bounded by the operation timeout anyway.
         let config = ConnectionManagerConfig::new()

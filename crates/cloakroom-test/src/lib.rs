@@ -51,6 +51,20 @@ pub async fn redis_fixture() -> anyhow::Result<StoreFixture> {
     })
 }
 
+/// A fresh TLS-only `redis-server` and a store connected to it with `rediss://`, trusting the
+/// server's private CA (certificate verification on).
+pub async fn redis_tls_fixture() -> anyhow::Result<StoreFixture> {
+    let server = RedisServer::spawn_tls()?;
+    let store = RedisStore::builder(server.url())
+        .with_root_certificate_pem(server.ca_certificate_pem()?)
+        .connect()
+        .await?;
+    Ok(StoreFixture {
+        store: Arc::new(store),
+        server: Some(server),
+    })
+}
+
 /// Runs every conformance test against the store made by `$make` (an async expression giving
 /// `anyhow::Result<StoreFixture>`), each as its own `#[tokio::test]`.
 #[macro_export]
@@ -86,9 +100,9 @@ macro_rules! store_conformance {
     };
 }
 
-/// Turns each named `async fn(StoreFixture) -> anyhow::Result<()>` in scope into two tests, one
-/// over a fresh memory store (`on_memory::NAME`) and one over a fresh `redis-server`
-/// (`on_redis::NAME`).
+/// Turns each named `async fn(StoreFixture) -> anyhow::Result<()>` in scope into three tests:
+/// over a fresh memory store (`on_memory::NAME`), a fresh `redis-server` (`on_redis::NAME`) and
+/// a fresh TLS-only `redis-server` reached with `rediss://` (`on_redis_tls::NAME`).
 #[macro_export]
 macro_rules! test_over_each_store {
     ($($name:ident),* $(,)?) => {
@@ -105,6 +119,14 @@ macro_rules! test_over_each_store {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() -> anyhow::Result<()> {
                     super::$name($crate::redis_fixture().await?).await
+                }
+            )*
+        }
+        mod on_redis_tls {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name($crate::redis_tls_fixture().await?).await
                 }
             )*
         }

@@ -13,6 +13,7 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     extra_args: Vec<String>,
+    tls: bool,
 }
 
 fn server_binary() -> String {
@@ -43,6 +44,7 @@ impl RedisServer {
                 port,
                 dir: tempfile::tempdir().context("creating a directory for redis-server")?,
                 extra_args: extra_args.clone(),
+                tls: false,
             };
             match server.start() {
                 Ok(()) => return Ok(server),
@@ -50,6 +52,145 @@ impl RedisServer {
             }
         }
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
+    }
+
+    /// Spawns a server that speaks only TLS, with a certificate for 127.0.0.1 signed by a CA
+    /// made for this server alone (see [`RedisServer::ca_certificate_pem`]).
+    pub fn spawn_tls() -> anyhow::Result<Self> {
+        let mut last_error = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            let mut server = Self {
+                child: None,
+                port,
+                dir: tempfile::tempdir().context("creating a directory for redis-server")?,
+                extra_args: Vec::new(),
+                tls: true,
+            };
+            server.make_certificates()?;
+            let dir = server.dir.path();
+            server.extra_args = vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                dir.join("server.crt").display().to_string(),
+                "--tls-key-file".into(),
+                dir.join("server.key").display().to_string(),
+                "--tls-ca-cert-file".into(),
+                dir.join("ca.crt").display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ];
+            match server.start() {
+                Ok(()) => return Ok(server),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start with TLS")))
+    }
+
+    // A throwaway CA and a server certificate for 127.0.0.1 and localhost, with openssl.
+    fn make_certificates(&self) -> anyhow::Result<()> {
+        let dir = self.dir.path();
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )?;
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let steps: [Vec<&str>; 3] = [
+            [
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=cloakroom test CA",
+                ],
+            ]
+            .concat(),
+            [
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+            vec![
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+            ],
+        ];
+        for args in steps {
+            let output = Command::new("openssl")
+                .args(&args)
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .output();
+            let output = match output {
+                Ok(output) => output,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    bail!("`openssl` was not found: install it (Debian: apt-get install openssl)")
+                }
+                Err(e) => return Err(e).context("running openssl"),
+            };
+            anyhow::ensure!(
+                output.status.success(),
+                "openssl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// The PEM certificate of the CA that signed a TLS server's certificate.
+    pub fn ca_certificate_pem(&self) -> anyhow::Result<Vec<u8>> {
+        anyhow::ensure!(self.tls, "this server does not speak TLS");
+        Ok(std::fs::read(self.dir.path().join("ca.crt"))?)
+    }
+
+    fn client(&self) -> anyhow::Result<redis::Client> {
+        if self.tls {
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(self.ca_certificate_pem()?),
+            };
+            Ok(redis::Client::build_with_tls(self.url(), certificates)?)
+        } else {
+            Ok(redis::Client::open(self.url())?)
+        }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -101,7 +242,7 @@ impl RedisServer {
     }
 
     fn ping(&self) -> bool {
-        let Ok(client) = redis::Client::open(self.url()) else {
+        let Ok(client) = self.client() else {
             return false;
         };
         let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
@@ -119,14 +260,17 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// A blocking client for inspecting the server from tests.
     pub fn connection(&self) -> anyhow::Result<redis::Connection> {
-        Ok(redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(2))?)
+        Ok(self
+            .client()?
+            .get_connection_with_timeout(Duration::from_secs(2))?)
     }
 
     /// Kills the server with SIGKILL and waits for it to die.

@@ -3,3 +3,4 @@
 mod memory;
 mod redis;
 mod session;
+mod tls;
