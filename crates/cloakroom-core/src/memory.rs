@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use crate::clock::{Clock, SystemClock, unix_millis};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{
-    Access, Applied, Apply, Created, Fields, NewSession, Op, Store, add_to_counter,
+    Access, Applied, Apply, Created, Fields, NewSession, Op, Store, add_to_counter, check_ops,
 };
 use crate::token::SessionKey;
 
@@ -261,6 +261,7 @@ impl Store for MemoryStore {
     }
 
     async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
+        check_ops(&apply.ops)?;
         let now = apply.access.now_ms;
         let mut state = self.lock();
         let Some(entry) = state.sessions.get(key) else {

@@ -133,7 +133,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// absolute deadline is deleted and reported [`Applied::Missing`]. A missing session is never
     /// created by this call. When an `Incr` meets a field that is not an integer, or would leave
     /// ±[`MAX_COUNTER`], the whole call fails with [`ErrorKind::NotAnInteger`] or
-    /// [`ErrorKind::OutOfRange`] and writes nothing.
+    /// [`ErrorKind::OutOfRange`] and writes nothing; ops on reserved names fail with
+    /// [`ErrorKind::InvalidFieldName`] (see [`check_ops`]).
     async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied>;
 
     /// Deletes the session; true when it existed.
@@ -191,6 +192,21 @@ pub fn add_to_counter(name: &str, current: Option<&str>, by: i64) -> Result<i64>
             format!("incrementing field {name:?} would leave ±(2^53 − 1)"),
         )
     })
+}
+
+/// Checks a step's ops before any store runs them: no reserved name (writing `__deadline` would
+/// move the absolute deadline), no increment beyond ±[`MAX_COUNTER`].
+pub fn check_ops(ops: &[Op]) -> Result<()> {
+    for op in ops {
+        match op {
+            Op::Set { name, .. } | Op::Remove { name } => check_field_name(name)?,
+            Op::Incr { name, by } => {
+                check_field_name(name)?;
+                check_increment(name, *by)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks that a handler may write a field of this name.

@@ -14,9 +14,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloakroom_core::store::{
-    Applied, Apply, Created, Fields, NewSession, Op, Store, check_increment,
-};
+use cloakroom_core::store::{Applied, Apply, Created, Fields, NewSession, Op, Store, check_ops};
 use cloakroom_core::{Error, ErrorKind, Result, SessionKey};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
@@ -179,7 +177,10 @@ impl RedisStoreBuilder {
     /// Connects and checks the server answers. A bad URL, a refused connection or an
     /// authentication failure is an error naming the cause: never a fallback elsewhere.
     pub async fn connect(self) -> Result<RedisStore> {
-        if self.url.starts_with("rediss://") {
+        let info = redis::IntoConnectionInfo::into_connection_info(self.url.as_str())
+            .map_err(|e| Error::with_source(ErrorKind::Config, "invalid Redis URL", e))?;
+        let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        if tls {
             // rustls needs a process-wide crypto provider; with more than one compiled in (as
             // when another crate enables aws-lc-rs) it cannot pick one itself and would panic
             // at the first handshake. Install ring unless the application installed one.
@@ -189,10 +190,19 @@ impl RedisStoreBuilder {
             None => redis::Client::open(self.url.as_str())
                 .map_err(|e| Error::with_source(ErrorKind::Config, "invalid Redis URL", e))?,
             Some(pem) => {
-                if !self.url.starts_with("rediss://") {
+                if !tls {
                     return Err(Error::new(
                         ErrorKind::Config,
-                        "a CA certificate was given but the URL does not start with rediss://",
+                        "a CA certificate was given but the URL is not a TLS one (rediss://)",
+                    ));
+                }
+                use rustls::pki_types::pem::PemObject as _;
+                let certificates_in_pem =
+                    rustls::pki_types::CertificateDer::pem_slice_iter(pem).filter(Result::is_ok);
+                if certificates_in_pem.count() == 0 {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        "the CA file holds no PEM certificate",
                     ));
                 }
                 let certificates = redis::TlsCertificates {
@@ -415,18 +425,16 @@ impl Store for RedisStore {
     }
 
     async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
+        // Reserved names and increments beyond ±(2^53 − 1) (which the script, adding in double
+        // precision, would round) are refused before anything is sent.
+        check_ops(&apply.ops)?;
         for op in &apply.ops {
-            match op {
-                // The script adds in double precision: amounts beyond ±(2^53 − 1) would round.
-                Op::Incr { name, by } => check_increment(name, *by)?,
-                Op::Set { .. } | Op::Remove { .. } => {}
+            if !matches!(op, Op::Set { .. } | Op::Remove { .. } | Op::Incr { .. }) {
                 // A kind of change this store does not know must fail, not vanish.
-                _ => {
-                    return Err(Error::new(
-                        ErrorKind::Backend,
-                        "the Redis store does not support this session operation",
-                    ));
-                }
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    "the Redis store does not support this session operation",
+                ));
             }
         }
         let reply = self

@@ -207,9 +207,19 @@ pub async fn bad_incr_fails_and_writes_nothing(store: &dyn Store) -> anyhow::Res
         ensure!(kind == Some(ErrorKind::NotAnInteger), "{bad}: {kind:?}");
     }
     // The same values met by a lone increment (the common one-op step).
-    for bad in ["\"ann\"", "1.5", "007", "-0", "true", "99999999999999999"] {
+    for (bad, by) in [
+        ("\"ann\"", 1),
+        ("1.5", 1),
+        ("007", 1),
+        ("-0", 1),
+        ("true", 1),
+        ("99999999999999999", 1),
+        // Beyond the range but brought back into it by the increment: still not a counter.
+        ("9007199254740993", -2),
+        ("-9007199254740993", 2),
+    ] {
         run(store, &k, vec![set("n", bad)]).await?;
-        let result = run(store, &k, vec![incr("n", 1)]).await;
+        let result = run(store, &k, vec![incr("n", by)]).await;
         let kind = result.err().map(|e| e.kind());
         ensure!(
             kind == Some(ErrorKind::NotAnInteger),
@@ -382,8 +392,8 @@ pub async fn absolute_deadline_ends_an_active_session(store: &dyn Store) -> anyh
     );
     // Real time: active every 100 ms, still ended by the 1 s deadline.
     let k = key()?;
-    store.create(&k, &new_session(&[], LONG, 1_000)).await?;
     let start = std::time::Instant::now();
+    store.create(&k, &new_session(&[], LONG, 1_000)).await?;
     while start.elapsed() < Duration::from_millis(600) {
         ensure!(
             load(store, &k).await?.is_some(),
@@ -420,6 +430,35 @@ pub async fn create_with_past_deadline_is_refused(store: &dyn Store) -> anyhow::
     let result = store.create(&k, &session).await;
     ensure!(result.is_err(), "{result:?}");
     ensure!(load(store, &k).await?.is_none());
+    Ok(())
+}
+
+/// Reserved names cannot be written through the store either: writing `__deadline` would move
+/// the absolute deadline.
+pub async fn reserved_names_are_refused_by_the_store(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    store
+        .create(&k, &new_session(&[("a", "1")], LONG, LONG))
+        .await?;
+    let before = load(store, &k).await?.context("missing")?;
+    for ops in [
+        vec![set(META_DEADLINE, "99999999999999")],
+        vec![Op::Remove {
+            name: META_DEADLINE.to_owned(),
+        }],
+        vec![incr(META_DEADLINE, 1)],
+        vec![set("a", "2"), set("__other", "1")],
+    ] {
+        let kind = run(store, &k, ops.clone()).await.err().map(|e| e.kind());
+        ensure!(
+            kind == Some(ErrorKind::InvalidFieldName),
+            "{ops:?}: {kind:?}"
+        );
+    }
+    ensure!(
+        load(store, &k).await?.context("missing")? == before,
+        "a refused step wrote"
+    );
     Ok(())
 }
 

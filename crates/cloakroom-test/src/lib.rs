@@ -18,6 +18,10 @@ use std::sync::Arc;
 use cloakroom_core::{MemoryStore, Store};
 use cloakroom_redis::RedisStore;
 
+// Fixtures test behaviour, not speed: a loaded CI machine must not turn a slow answer into a
+// failure. The fail-fast tests build their stores with the default one-second bound.
+const FIXTURE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A store under test, and whatever must stay alive while it is used.
 pub struct StoreFixture {
     /// The store.
@@ -44,7 +48,11 @@ pub async fn memory_fixture() -> anyhow::Result<StoreFixture> {
 /// A fresh `redis-server` and a store connected to it.
 pub async fn redis_fixture() -> anyhow::Result<StoreFixture> {
     let server = RedisServer::spawn()?;
-    let store = RedisStore::connect(server.url()).await?;
+    let store = RedisStore::builder(server.url())
+        .with_operation_timeout(FIXTURE_TIMEOUT)
+        .with_connect_timeout(FIXTURE_TIMEOUT)
+        .connect()
+        .await?;
     Ok(StoreFixture {
         store: Arc::new(store),
         server: Some(server),
@@ -57,6 +65,8 @@ pub async fn redis_tls_fixture() -> anyhow::Result<StoreFixture> {
     let server = RedisServer::spawn_tls()?;
     let store = RedisStore::builder(server.url())
         .with_root_certificate_pem(server.ca_certificate_pem()?)
+        .with_operation_timeout(FIXTURE_TIMEOUT)
+        .with_connect_timeout(FIXTURE_TIMEOUT)
         .connect()
         .await?;
     Ok(StoreFixture {
@@ -86,7 +96,8 @@ macro_rules! store_conformance {
             absolute_deadline_ends_an_active_session,
             expired_session_is_not_resurrected_by_a_write,
             create_with_past_deadline_is_refused,
-            reads_see_the_ops_of_the_same_step
+            reads_see_the_ops_of_the_same_step,
+            reserved_names_are_refused_by_the_store
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {

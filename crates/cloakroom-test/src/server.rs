@@ -230,8 +230,16 @@ impl RedisServer {
                 let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
                 bail!("{binary} exited with {status}: {log}");
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.ping() {
-                return Ok(());
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                match self.answering_pid() {
+                    Some(pid) if Some(pid) == self.child.as_ref().map(Child::id) => return Ok(()),
+                    Some(pid) => {
+                        // Another process won the race for this port: never adopt its server.
+                        self.kill();
+                        bail!("port {} is held by another server (pid {pid})", self.port);
+                    }
+                    None => {}
+                }
             }
             if started.elapsed() > Duration::from_secs(10) {
                 self.kill();
@@ -241,18 +249,16 @@ impl RedisServer {
         }
     }
 
-    fn ping(&self) -> bool {
-        let Ok(client) = self.client() else {
-            return false;
-        };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
-            return false;
-        };
-        // Any answer means the server is up, including NOAUTH from a password-protected one.
-        match redis::cmd("PING").query::<String>(&mut conn) {
-            Ok(_) => true,
-            Err(e) => e.code().is_some(),
-        }
+    // The process id of the server answering on our port, once it answers.
+    fn answering_pid(&self) -> Option<u32> {
+        let client = self.client().ok()?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
+        let info: String = redis::cmd("INFO").arg("server").query(&mut conn).ok()?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
     }
 
     /// The port it listens on.

@@ -56,14 +56,23 @@ if lone_incr then
   local name, by = incr_name, tonumber(ARGV[6])
   local result = redis.pcall('HINCRBY', key, name, ARGV[6])
   if type(result) == 'table' then
+    local message = result.err or ''
+    -- A value HINCRBY cannot read, or one so large that adding overflows 64 bits: either way
+    -- not a counter of ours. Any other failure (out of memory, ...) is passed on as it is.
+    if string.find(message, 'not an integer', 1, true) or string.find(message, 'overflow', 1, true) then
+      return redis.error_reply('NOTINT session field does not hold an integer')
+    end
+    return result
+  end
+  -- HINCRBY accepts any 64-bit integer; a counter of ours stays within +-(2^53 - 1), before and
+  -- after. Otherwise undo at once (the script is atomic, so nobody sees it).
+  local before = result - by
+  if before > MAX or before < -MAX then
+    redis.call('HINCRBY', key, name, -by)
     return redis.error_reply('NOTINT session field does not hold an integer')
   end
   if result > MAX or result < -MAX then
     redis.call('HINCRBY', key, name, -by)
-    local before = result - by
-    if before > MAX or before < -MAX then
-      return redis.error_reply('NOTINT session field does not hold an integer')
-    end
     return redis.error_reply('RANGE session counter would leave +-(2^53 - 1)')
   end
   local ttl = deadline - now

@@ -15,6 +15,7 @@ async fn a_certificate_from_an_unknown_ca_is_refused() -> anyhow::Result<()> {
     // Trusting another CA, and trusting only the system's roots: both must fail.
     let wrong_ca = RedisStore::builder(server.url())
         .with_root_certificate_pem(other.ca_certificate_pem()?)
+        .with_connect_timeout(std::time::Duration::from_secs(10))
         .connect()
         .await;
     let err = wrong_ca.err().context("connected with the wrong CA")?;
@@ -22,6 +23,17 @@ async fn a_certificate_from_an_unknown_ca_is_refused() -> anyhow::Result<()> {
     ensure!(
         text.contains("certificate"),
         "the error does not name the cause: {text}"
+    );
+    let not_a_certificate = RedisStore::builder(server.url())
+        .with_root_certificate_pem(
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".to_vec(),
+        )
+        .connect()
+        .await;
+    let kind = not_a_certificate.err().map(|e| e.kind());
+    ensure!(
+        kind == Some(ErrorKind::Config),
+        "a CA file without a certificate: {kind:?}"
     );
     let system_roots = RedisStore::connect(server.url()).await;
     ensure!(
