@@ -47,7 +47,7 @@ async fn redis_down_gives_a_fast_503_and_the_app_recovers() -> anyhow::Result<()
     }
     println!("slowest request while Redis was down: {slowest:?}");
     ensure!(
-        slowest < Duration::from_millis(1_000),
+        slowest < Duration::from_millis(1_500),
         "a request took {slowest:?} to fail"
     );
     // Requests that never touch the session still work.
