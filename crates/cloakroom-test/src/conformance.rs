@@ -97,6 +97,21 @@ async fn run(store: &dyn Store, key: &SessionKey, ops: Vec<Op>) -> cloakroom_cor
     store.apply(key, &apply).await
 }
 
+/// Fails unless the session's non-reserved fields are exactly `expected`.
+async fn ensure_user_fields(
+    store: &dyn Store,
+    k: &SessionKey,
+    expected: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let fields = load(store, k).await?.context("session missing")?;
+    let expected: HashMap<&str, &str> = expected.iter().copied().collect();
+    ensure!(
+        user(&fields) == expected,
+        "expected {expected:?}, found {fields:?} (a partial or lost write)"
+    );
+    Ok(())
+}
+
 fn user(fields: &Fields) -> HashMap<&str, &str> {
     fields
         .iter()
@@ -130,8 +145,7 @@ pub async fn create_never_overwrites(store: &dyn Store) -> anyhow::Result<()> {
         .create(&k, &new_session(&[("b", "2")], LONG, LONG))
         .await?;
     ensure!(second == Created::Exists, "{second:?}");
-    let fields = load(store, &k).await?.context("missing")?;
-    ensure!(user(&fields) == HashMap::from([("a", "1")]), "{fields:?}");
+    ensure_user_fields(store, &k, &[("a", "1")]).await?;
     Ok(())
 }
 
@@ -168,11 +182,7 @@ pub async fn delta_touches_only_named_fields(store: &dyn Store) -> anyhow::Resul
         }],
     )
     .await?;
-    let fields = load(store, &k).await?.context("missing")?;
-    ensure!(
-        user(&fields) == HashMap::from([("a", "10"), ("c", "3")]),
-        "{fields:?}"
-    );
+    ensure_user_fields(store, &k, &[("a", "10"), ("c", "3")]).await?;
     Ok(())
 }
 
@@ -234,11 +244,7 @@ pub async fn bad_incr_fails_and_writes_nothing(store: &dyn Store) -> anyhow::Res
     run(store, &k, vec![set("n", "1")]).await?;
     let result = run(store, &k, vec![set("other", "2"), incr("name", 1)]).await;
     ensure!(result.err().map(|e| e.kind()) == Some(ErrorKind::NotAnInteger));
-    let fields = load(store, &k).await?.context("missing")?;
-    ensure!(
-        user(&fields) == HashMap::from([("name", "\"ann\""), ("n", "1")]),
-        "partial write: {fields:?}"
-    );
+    ensure_user_fields(store, &k, &[("name", "\"ann\""), ("n", "1")]).await?;
     Ok(())
 }
 
@@ -256,11 +262,7 @@ pub async fn incr_out_of_range_fails_and_writes_nothing(store: &dyn Store) -> an
     ensure!(result.err().map(|e| e.kind()) == Some(ErrorKind::OutOfRange));
     let result = run(store, &k, vec![incr("m", i64::MIN)]).await;
     ensure!(result.err().map(|e| e.kind()) == Some(ErrorKind::OutOfRange));
-    let fields = load(store, &k).await?.context("missing")?;
-    ensure!(
-        user(&fields) == HashMap::from([("n", "9007199254740991")]),
-        "{fields:?}"
-    );
+    ensure_user_fields(store, &k, &[("n", "9007199254740991")]).await?;
     Ok(())
 }
 

@@ -48,23 +48,24 @@ pub async fn memory_fixture() -> anyhow::Result<StoreFixture> {
 /// A fresh `redis-server` and a store connected to it.
 pub async fn redis_fixture() -> anyhow::Result<StoreFixture> {
     let server = RedisServer::spawn()?;
-    let store = RedisStore::builder(server.url())
-        .with_operation_timeout(FIXTURE_TIMEOUT)
-        .with_connect_timeout(FIXTURE_TIMEOUT)
-        .connect()
-        .await?;
-    Ok(StoreFixture {
-        store: Arc::new(store),
-        server: Some(server),
-    })
+    let builder = RedisStore::builder(server.url());
+    fixture_over(server, builder).await
 }
 
 /// A fresh TLS-only `redis-server` and a store connected to it with `rediss://`, trusting the
 /// server's private CA (certificate verification on).
 pub async fn redis_tls_fixture() -> anyhow::Result<StoreFixture> {
     let server = RedisServer::spawn_tls()?;
-    let store = RedisStore::builder(server.url())
-        .with_root_certificate_pem(server.ca_certificate_pem()?)
+    let builder =
+        RedisStore::builder(server.url()).with_root_certificate_pem(server.ca_certificate_pem()?);
+    fixture_over(server, builder).await
+}
+
+async fn fixture_over(
+    server: RedisServer,
+    builder: cloakroom_redis::RedisStoreBuilder,
+) -> anyhow::Result<StoreFixture> {
+    let store = builder
         .with_operation_timeout(FIXTURE_TIMEOUT)
         .with_connect_timeout(FIXTURE_TIMEOUT)
         .connect()

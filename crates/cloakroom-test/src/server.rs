@@ -34,61 +34,55 @@ impl RedisServer {
 
     /// Spawns a server with extra command-line arguments (for example `--requirepass x`).
     pub fn spawn_with_args(extra: &[&str]) -> anyhow::Result<Self> {
-        let extra_args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        Self::spawn_on_free_port(false, |_| Ok(extra.clone()))
+    }
+
+    /// Spawns a server that speaks only TLS, with a certificate for 127.0.0.1 signed by a CA
+    /// made for this server alone (see [`RedisServer::ca_certificate_pem`]).
+    pub fn spawn_tls() -> anyhow::Result<Self> {
+        Self::spawn_on_free_port(true, |server| {
+            server.make_certificates()?;
+            let dir = server.dir.path();
+            let file = |name: &str| dir.join(name).display().to_string();
+            Ok(vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                server.port.to_string(),
+                "--tls-cert-file".into(),
+                file("server.crt"),
+                "--tls-key-file".into(),
+                file("server.key"),
+                "--tls-ca-cert-file".into(),
+                file("ca.crt"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ])
+        })
+    }
+
+    // A port found free can be taken before the server binds it: try a few.
+    fn spawn_on_free_port(
+        tls: bool,
+        args: impl Fn(&Self) -> anyhow::Result<Vec<String>>,
+    ) -> anyhow::Result<Self> {
         let mut last_error = None;
-        // A port found free can be taken before the server binds it: try a few.
         for _ in 0..5 {
-            let port = free_port()?;
             let mut server = Self {
                 child: None,
-                port,
+                port: free_port()?,
                 dir: tempfile::tempdir().context("creating a directory for redis-server")?,
-                extra_args: extra_args.clone(),
-                tls: false,
+                extra_args: Vec::new(),
+                tls,
             };
+            server.extra_args = args(&server)?;
             match server.start() {
                 Ok(()) => return Ok(server),
                 Err(e) => last_error = Some(e),
             }
         }
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
-    }
-
-    /// Spawns a server that speaks only TLS, with a certificate for 127.0.0.1 signed by a CA
-    /// made for this server alone (see [`RedisServer::ca_certificate_pem`]).
-    pub fn spawn_tls() -> anyhow::Result<Self> {
-        let mut last_error = None;
-        for _ in 0..5 {
-            let port = free_port()?;
-            let mut server = Self {
-                child: None,
-                port,
-                dir: tempfile::tempdir().context("creating a directory for redis-server")?,
-                extra_args: Vec::new(),
-                tls: true,
-            };
-            server.make_certificates()?;
-            let dir = server.dir.path();
-            server.extra_args = vec![
-                "--port".into(),
-                "0".into(),
-                "--tls-port".into(),
-                port.to_string(),
-                "--tls-cert-file".into(),
-                dir.join("server.crt").display().to_string(),
-                "--tls-key-file".into(),
-                dir.join("server.key").display().to_string(),
-                "--tls-ca-cert-file".into(),
-                dir.join("ca.crt").display().to_string(),
-                "--tls-auth-clients".into(),
-                "no".into(),
-            ];
-            match server.start() {
-                Ok(()) => return Ok(server),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start with TLS")))
     }
 
     // A throwaway CA and a server certificate for 127.0.0.1 and localhost, with openssl.
