@@ -329,12 +329,7 @@ impl Session {
                 })?;
                 let pending = std::mem::take(&mut state.pending);
                 if let Phase::Live { fields: cached, .. } = &mut state.phase {
-                    for (k, v) in pending {
-                        match v {
-                            Some(v) => cached.insert(k, v),
-                            None => cached.remove(&k),
-                        };
-                    }
+                    merge_pending(cached, pending);
                     cached.insert(name.to_owned(), value.to_string());
                 } else if let Some(fields) = fields {
                     state.phase = Phase::Live { token, fields };
@@ -379,12 +374,7 @@ impl Session {
             Phase::Live { fields, .. } => {
                 let meta = meta_of(fields)?;
                 let mut merged = fields.clone();
-                for (k, v) in std::mem::take(&mut state.pending) {
-                    match v {
-                        Some(v) => merged.insert(k, v),
-                        None => merged.remove(&k),
-                    };
-                }
+                merge_pending(&mut merged, std::mem::take(&mut state.pending));
                 (merged, meta)
             }
         };
@@ -410,10 +400,7 @@ impl Session {
         let mut state = self.state.lock().await;
         state.accessed = true;
         state.retire_current();
-        state.phase = Phase::Gone;
-        if state.cookie != CookieState::Absent {
-            state.clear_cookie = true;
-        }
+        state.end_here();
     }
 
     async fn ensure_loaded(&self, state: &mut State) -> Result<()> {
@@ -461,8 +448,7 @@ impl Session {
             if access.ttl_ms(meta.deadline_ms) <= 0 {
                 // The absolute lifetime ran out while the request ran (a rotation near the end of
                 // a session): the session is over, not an error.
-                state.mark_gone();
-                state.clear_cookie = state.cookie != CookieState::Absent;
+                state.end_here();
                 return self.delete_retired(state).await;
             }
             fields.insert(META_CREATED.to_owned(), meta.created_ms.to_string());
@@ -516,12 +502,7 @@ impl Session {
                 }
                 Applied::Done { .. } => {
                     if let Phase::Live { fields, .. } = &mut state.phase {
-                        for (k, v) in pending {
-                            match v {
-                                Some(v) => fields.insert(k, v),
-                                None => fields.remove(&k),
-                            };
-                        }
+                        merge_pending(fields, pending);
                     }
                 }
             }
@@ -541,8 +522,7 @@ impl Session {
                 if let Phase::Live { token, .. } = &state.phase {
                     self.shared.store.delete(&token.key()).await?;
                 }
-                state.mark_gone();
-                state.clear_cookie = state.cookie != CookieState::Absent;
+                state.end_here();
             }
         }
         Ok(())
@@ -598,6 +578,13 @@ impl State {
         self.set_cookie = None;
         self.rotated_from = None;
     }
+
+    // The session ended by this request's own doing (logout, its lifetime running out, a
+    // rotation that lost to a logout): gone, and the browser's cookie is cleared.
+    fn end_here(&mut self) {
+        self.mark_gone();
+        self.clear_cookie = self.cookie != CookieState::Absent;
+    }
 }
 
 fn no_session() -> Error {
@@ -605,6 +592,16 @@ fn no_session() -> Error {
         ErrorKind::NoSession,
         "this request has no session; start one before writing to it",
     )
+}
+
+// Applies buffered writes (Some sets, None removes) to a cached copy of the fields.
+fn merge_pending(fields: &mut Fields, pending: BTreeMap<String, Option<String>>) {
+    for (name, value) in pending {
+        match value {
+            Some(value) => fields.insert(name, value),
+            None => fields.remove(&name),
+        };
+    }
 }
 
 fn pending_ops(pending: &BTreeMap<String, Option<String>>) -> Vec<Op> {

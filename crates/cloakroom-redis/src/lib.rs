@@ -106,17 +106,23 @@ impl RedisStore {
                 other => other,
             }
         };
-        match tokio::time::timeout(self.operation_timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(map_error(e)),
-            Err(_) => Err(Error::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "redis did not answer within {} ms",
-                    self.operation_timeout.as_millis()
-                ),
-            )),
-        }
+        bounded(self.operation_timeout, "answer", call).await
+    }
+}
+
+// Runs a Redis call within `limit`: a late answer is `Unavailable`, like a refused connection,
+// and Redis's own errors are mapped to their kinds.
+async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result.map_err(map_error),
+        Err(_) => Err(Error::new(
+            ErrorKind::Unavailable,
+            format!("Redis did not {what} within {} ms", limit.as_millis()),
+        )),
     }
 }
 
@@ -223,21 +229,12 @@ impl RedisStoreBuilder {
             .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let connection = tokio::time::timeout(
+        let connection = bounded(
             self.connect_timeout,
+            "accept a connection",
             ConnectionManager::new_with_config(client, config),
         )
-        .await
-        .map_err(|_| {
-            Error::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "no connection to Redis within {} ms",
-                    self.connect_timeout.as_millis()
-                ),
-            )
-        })?
-        .map_err(map_error)?;
+        .await?;
         let store = RedisStore {
             connection,
             prefix: self.prefix,
@@ -250,18 +247,12 @@ impl RedisStoreBuilder {
         for script in [&store.create, &store.apply] {
             let mut load = redis::cmd("SCRIPT");
             load.arg("LOAD").arg(script.source);
-            tokio::time::timeout(
+            bounded(
                 store.operation_timeout,
+                "load the scripts",
                 load.query_async::<String>(&mut connection),
             )
-            .await
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::Unavailable,
-                    "Redis did not load the scripts in time",
-                )
-            })?
-            .map_err(map_error)?;
+            .await?;
         }
         Ok(store)
     }
@@ -497,19 +488,13 @@ impl Store for RedisStore {
         let mut connection = self.connection.clone();
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.redis_key(key));
-        match tokio::time::timeout(
+        let deleted = bounded(
             self.operation_timeout,
+            "answer DEL",
             cmd.query_async::<i64>(&mut connection),
         )
-        .await
-        {
-            Ok(Ok(n)) => Ok(n > 0),
-            Ok(Err(e)) => Err(map_error(e)),
-            Err(_) => Err(Error::new(
-                ErrorKind::Unavailable,
-                "Redis did not answer DEL in time",
-            )),
-        }
+        .await?;
+        Ok(deleted > 0)
     }
 }
 
