@@ -7,17 +7,27 @@
 //! because no script touches a second key. Request paths never use `KEYS`, `SCAN`, `CONFIG` or
 //! `RENAME`.
 //!
-//! The connection is redis-rs's auto-reconnecting [`ConnectionManager`]; every operation is
-//! bounded by a timeout (one second by default), so while Redis is unreachable requests fail
-//! fast with [`ErrorKind::Unavailable`] and succeed again once it is back, without a restart.
+//! The same URL serves a standalone server and a cluster: the store asks the seed node whether
+//! it is part of a cluster (see [`ClusterMode`]) and then uses redis-rs's auto-reconnecting
+//! [`ConnectionManager`](redis::aio::ConnectionManager) or its cluster client, which discovers
+//! the nodes, follows `MOVED`/`ASK` and refreshes its slot map after a failover or a reshard.
+//! Every operation is bounded by a timeout (one second by default), so while Redis is
+//! unreachable requests fail fast with [`ErrorKind::Unavailable`] and succeed again once it is
+//! back, without a restart.
 
+mod connection;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cloakroom_core::store::{Applied, Apply, Created, Fields, NewSession, Op, Store, check_ops};
 use cloakroom_core::{Error, ErrorKind, Result, SessionKey};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
+
+pub use crate::connection::ClusterMode;
+use crate::connection::Connection;
 
 /// Default prefix of session keys.
 pub const DEFAULT_PREFIX: &str = "cloakroom:";
@@ -27,9 +37,11 @@ pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(1);
 /// A session store in Redis (or Valkey, or ElastiCache), cheap to clone.
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: String,
     operation_timeout: Duration,
+    replica_acks: Option<ReplicaAcks>,
+    unconfirmed_writes: Arc<AtomicU64>,
     create: ScriptSource,
     apply: ScriptSource,
 }
@@ -37,9 +49,49 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
+            .field("cluster", &self.connection.is_cluster())
             .field("prefix", &self.prefix)
             .field("operation_timeout", &self.operation_timeout)
+            .field("replica_acks", &self.replica_acks)
             .finish_non_exhaustive()
+    }
+}
+
+/// Which writes wait for replicas (Redis `WAIT`) before they are acknowledged.
+///
+/// Replication is asynchronous: a write the primary acknowledged can be lost if the primary dies
+/// before a replica has it and the replica is promoted. For most session writes that only
+/// costs a visit count or a login, but a lost *delete* brings a logged-out session back. With
+/// this set, the write and a `WAIT` go out together in one pipeline (still one round trip), and
+/// a write that fewer replicas confirmed within the timeout is logged and counted
+/// ([`RedisStore::unconfirmed_writes`]); it still happened on the primary, so it is not an
+/// error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaAcks {
+    replicas: u32,
+    timeout: Duration,
+    every_write: bool,
+}
+
+impl ReplicaAcks {
+    /// Deletes (logout, and the old id when a session id rotates) wait until `replicas`
+    /// replicas have them, or `timeout` passes. The timeout must be shorter than the
+    /// operation timeout.
+    pub fn on_deletes(replicas: u32, timeout: Duration) -> Self {
+        Self {
+            replicas,
+            timeout,
+            every_write: false,
+        }
+    }
+
+    /// Every write waits: creates, field writes and increments too. Each write then costs the
+    /// replication delay.
+    pub fn on_every_write(replicas: u32, timeout: Duration) -> Self {
+        Self {
+            every_write: true,
+            ..Self::on_deletes(replicas, timeout)
+        }
     }
 }
 
@@ -51,11 +103,15 @@ pub struct RedisStoreBuilder {
     operation_timeout: Duration,
     connect_timeout: Duration,
     root_certificate: Option<Vec<u8>>,
+    accept_invalid_certificates: bool,
+    cluster_mode: ClusterMode,
+    replica_acks: Option<ReplicaAcks>,
 }
 
 impl RedisStore {
     /// A builder for a store at `url`: `redis://[user:password@]host[:port][/db]` or
-    /// `rediss://...` for TLS (certificates verified against the system's roots).
+    /// `rediss://...` for TLS (certificates verified against the system's roots). In cluster
+    /// mode the URL names any one node, or ElastiCache's configuration endpoint.
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
             url: url.into(),
@@ -63,12 +119,25 @@ impl RedisStore {
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             connect_timeout: DEFAULT_OPERATION_TIMEOUT,
             root_certificate: None,
+            accept_invalid_certificates: false,
+            cluster_mode: ClusterMode::Auto,
+            replica_acks: None,
         }
     }
 
     /// Connects to `url` with the default settings.
     pub async fn connect(url: impl Into<String>) -> Result<Self> {
         Self::builder(url).connect().await
+    }
+
+    /// Whether the store talks to a cluster (detected at start-up, or as configured).
+    pub fn is_cluster(&self) -> bool {
+        self.connection.is_cluster()
+    }
+
+    /// How many writes fewer replicas confirmed than [`ReplicaAcks`] asked for, since start-up.
+    pub fn unconfirmed_writes(&self) -> u64 {
+        self.unconfirmed_writes.load(Ordering::Relaxed)
     }
 
     /// The full Redis key of a session: useful to inspect it with `redis-cli`.
@@ -79,6 +148,10 @@ impl RedisStore {
         full
     }
 
+    fn waits_on_every_write(&self) -> Option<ReplicaAcks> {
+        self.replica_acks.filter(|acks| acks.every_write)
+    }
+
     // One EVALSHA on one key. The command is built by hand rather than through redis-rs's
     // script invocation, which copies every argument once more; if the server has lost its
     // script cache (restart, failover, SCRIPT FLUSH) the source is sent once with EVAL, which
@@ -87,6 +160,7 @@ impl RedisStore {
         &self,
         script: &ScriptSource,
         key: &SessionKey,
+        replica_acks: Option<ReplicaAcks>,
         add_args: impl Fn(&mut redis::Cmd),
     ) -> Result<Value> {
         let redis_key = self.redis_key(key);
@@ -95,18 +169,49 @@ impl RedisStore {
             let mut cmd = redis::Cmd::with_capacity(16, 256);
             cmd.arg("EVALSHA").arg(&script.sha).arg(1).arg(&redis_key);
             add_args(&mut cmd);
-            let mut connection = self.connection.clone();
-            match cmd.query_async::<Value>(&mut connection).await {
+            match self.send(cmd, replica_acks).await {
                 Err(e) if e.code() == Some("NOSCRIPT") => {
                     let mut cmd = redis::cmd("EVAL");
                     cmd.arg(script.source).arg(1).arg(&redis_key);
                     add_args(&mut cmd);
-                    cmd.query_async::<Value>(&mut connection).await
+                    self.send(cmd, replica_acks).await
                 }
                 other => other,
             }
         };
         bounded(self.operation_timeout, "answer", call).await
+    }
+
+    // Sends one command, followed by a `WAIT` in the same pipeline when replicas must confirm.
+    async fn send(
+        &self,
+        cmd: redis::Cmd,
+        replica_acks: Option<ReplicaAcks>,
+    ) -> redis::RedisResult<Value> {
+        let Some(acks) = replica_acks else {
+            return self.connection.query(&cmd).await;
+        };
+        let mut pipeline = redis::pipe();
+        pipeline
+            .add_command(cmd)
+            .cmd("WAIT")
+            .arg(acks.replicas)
+            .arg(
+                u64::try_from(acks.timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            );
+        let (reply, confirmed): (Value, u32) = self.connection.query_pipeline(&pipeline).await?;
+        if confirmed < acks.replicas {
+            self.unconfirmed_writes.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                confirmed,
+                wanted = acks.replicas,
+                "a session write was not confirmed by enough replicas in time; a failover now \
+                 could undo it"
+            );
+        }
+        Ok(reply)
     }
 }
 
@@ -150,18 +255,25 @@ impl std::fmt::Debug for RedisStoreBuilder {
             .field("operation_timeout", &self.operation_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("root_certificate", &self.root_certificate.is_some())
+            .field(
+                "accept_invalid_certificates",
+                &self.accept_invalid_certificates,
+            )
+            .field("cluster_mode", &self.cluster_mode)
+            .field("replica_acks", &self.replica_acks)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStoreBuilder {
-    /// The prefix of every session key (default `cloakroom:`).
+    /// The prefix of every session key (default `cloakroom:`). In cluster mode keep it free of
+    /// `{`: a hash tag in the prefix would put every session in one slot, on one node.
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
     }
 
-    /// The bound on each operation, reconnection included (default 1 s).
+    /// The bound on each operation, reconnection and cluster redirections included (default 1 s).
     pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = timeout;
         self
@@ -174,83 +286,73 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Turns TLS certificate verification off, and logs a warning when connecting. For tests
+    /// against servers with throwaway certificates only: without verification anyone on the
+    /// network path can read and change sessions. A `#insecure` URL fragment is refused unless
+    /// this is set.
+    pub fn danger_accept_invalid_certificates(mut self) -> Self {
+        self.accept_invalid_certificates = true;
+        self
+    }
+
+    /// Standalone or cluster (default: [`ClusterMode::Auto`], ask the server).
+    pub fn with_cluster_mode(mut self, mode: ClusterMode) -> Self {
+        self.cluster_mode = mode;
+        self
+    }
+
+    /// Makes writes wait for replicas: see [`ReplicaAcks`]. Off by default.
+    pub fn with_replica_acks(mut self, acks: ReplicaAcks) -> Self {
+        self.replica_acks = Some(acks);
+        self
+    }
+
     /// The bound on connecting at start-up (default 1 s).
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// Connects and checks the server answers. A bad URL, a refused connection or an
-    /// authentication failure is an error naming the cause: never a fallback elsewhere.
+    /// Connects and checks the server answers. A bad URL, a refused connection, a TLS failure
+    /// or an authentication failure is an error naming the cause: never a fallback elsewhere.
     pub async fn connect(self) -> Result<RedisStore> {
-        let info = redis::IntoConnectionInfo::into_connection_info(self.url.as_str())
-            .map_err(|e| Error::with_source(ErrorKind::Config, "invalid Redis URL", e))?;
-        let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
-        if tls {
-            // rustls needs a process-wide crypto provider; with more than one compiled in (as
-            // when another crate enables aws-lc-rs) it cannot pick one itself and would panic
-            // at the first handshake. Install ring unless the application installed one.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+        if let Some(acks) = self.replica_acks
+            && (acks.timeout >= self.operation_timeout || acks.replicas == 0)
+        {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "replica acknowledgement needs at least one replica and a timeout shorter than \
+                 the operation timeout",
+            ));
         }
-        let client = match &self.root_certificate {
-            None => redis::Client::open(self.url.as_str())
-                .map_err(|e| Error::with_source(ErrorKind::Config, "invalid Redis URL", e))?,
-            Some(pem) => {
-                if !tls {
-                    return Err(Error::new(
-                        ErrorKind::Config,
-                        "a CA certificate was given but the URL is not a TLS one (rediss://)",
-                    ));
-                }
-                use rustls::pki_types::pem::PemObject as _;
-                let certificates_in_pem =
-                    rustls::pki_types::CertificateDer::pem_slice_iter(pem).filter(Result::is_ok);
-                if certificates_in_pem.count() == 0 {
-                    return Err(Error::new(
-                        ErrorKind::Config,
-                        "the CA file holds no PEM certificate",
-                    ));
-                }
-                let certificates = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                };
-                redis::Client::build_with_tls(self.url.as_str(), certificates).map_err(|e| {
-                    Error::with_source(ErrorKind::Config, "invalid Redis URL or CA certificate", e)
-                })?
-            }
-        };
-        // Reconnection attempts are short and capped so that a request waiting on a reconnect
-        // is bounded by the operation timeout anyway.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            // Each operation is bounded by `operation_timeout` around the whole call (reconnection
-            // included), so no second per-response timer is needed.
-            .set_response_timeout(None)
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let connection = bounded(
-            self.connect_timeout,
-            "accept a connection",
-            ConnectionManager::new_with_config(client, config),
-        )
+        let connection = connection::open(&connection::Settings {
+            url: &self.url,
+            cluster_mode: self.cluster_mode,
+            root_certificate: self.root_certificate.as_deref(),
+            accept_invalid_certificates: self.accept_invalid_certificates,
+            connect_timeout: self.connect_timeout,
+            operation_timeout: self.operation_timeout,
+        })
         .await?;
         let store = RedisStore {
             connection,
             prefix: self.prefix,
             operation_timeout: self.operation_timeout,
+            replica_acks: self.replica_acks,
+            unconfirmed_writes: Arc::new(AtomicU64::new(0)),
             create: ScriptSource::new(include_str!("lua/create.lua")),
             apply: ScriptSource::new(include_str!("lua/apply.lua")),
         };
-        // Load the scripts now so the first requests cost one round trip, like the rest.
-        let mut connection = store.connection.clone();
+        // Load the scripts now (on every primary, in cluster mode) so the first requests cost
+        // one round trip, like the rest. This is also the start-up check that the server answers
+        // and that the user may run scripts.
         for script in [&store.create, &store.apply] {
             let mut load = redis::cmd("SCRIPT");
             load.arg("LOAD").arg(script.source);
             bounded(
                 store.operation_timeout,
                 "load the scripts",
-                load.query_async::<String>(&mut connection),
+                store.connection.query::<Value>(&load),
             )
             .await?;
         }
@@ -277,7 +379,10 @@ fn map_error(e: redis::RedisError) -> Error {
                 redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
                 | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
                 | redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
-                | redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown) => {
+                | redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
+                // Cluster mode: no connection to the node owning the slot (it is down, or the
+                // slot map is being refreshed after a failover).
+                | redis::ErrorKind::ClusterConnectionNotFound => {
                     ErrorKind::Unavailable
                 }
                 _ => ErrorKind::Backend,
@@ -408,7 +513,8 @@ impl Store for RedisStore {
                 inv.arg(name).arg(value);
             }
         };
-        match self.run(&self.create, key, add_args).await? {
+        let acks = self.waits_on_every_write();
+        match self.run(&self.create, key, acks, add_args).await? {
             Value::Int(1) => Ok(Created::Created),
             Value::Int(0) => Ok(Created::Exists),
             _ => Err(corrupt("create answered neither 0 nor 1")),
@@ -428,8 +534,12 @@ impl Store for RedisStore {
                 ));
             }
         }
+        // Reads (no ops) never wait for replicas.
+        let acks = self
+            .waits_on_every_write()
+            .filter(|_| !apply.ops.is_empty());
         let reply = self
-            .run(&self.apply, key, |inv| add_op_args(inv, apply))
+            .run(&self.apply, key, acks, |inv| add_op_args(inv, apply))
             .await?;
         let parts = match reply {
             Value::Nil | Value::Boolean(false) => return Ok(Applied::Missing),
@@ -485,16 +595,15 @@ impl Store for RedisStore {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        let mut connection = self.connection.clone();
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.redis_key(key));
         let deleted = bounded(
             self.operation_timeout,
             "answer DEL",
-            cmd.query_async::<i64>(&mut connection),
+            self.send(cmd, self.replica_acks),
         )
         .await?;
-        Ok(deleted > 0)
+        Ok(matches!(deleted, Value::Int(n) if n > 0))
     }
 }
 

@@ -2,16 +2,21 @@
 //! that shows how many commands cross the wire, a store wrapper that counts calls, and the store
 //! conformance suite that every store must pass unchanged.
 //!
-//! Set `CLOAKROOM_REDIS_SERVER` to use another server binary (for example `valkey-server`).
+//! Set `CLOAKROOM_REDIS_SERVER` to use another server binary (for example `valkey-server`) and
+//! `CLOAKROOM_REDIS_CLI` for another `redis-cli` (for example `valkey-cli`).
 
+mod certificates;
+mod cluster;
 pub mod conformance;
 mod counting;
 mod proxy;
 mod server;
 
+pub use crate::certificates::TestCertificates;
+pub use crate::cluster::{ClusterNode, NODE_TIMEOUT, RedisCluster};
 pub use crate::counting::{CallCounts, CountingStore};
 pub use crate::proxy::CountingProxy;
-pub use crate::server::RedisServer;
+pub use crate::server::{ADMIN_USER, RedisServer, SESSION_USER, SESSION_USER_RULES, ServerOptions};
 
 use std::sync::Arc;
 
@@ -28,6 +33,8 @@ pub struct StoreFixture {
     pub store: Arc<dyn Store>,
     /// The server behind it, if any.
     pub server: Option<RedisServer>,
+    /// The cluster behind it, if any.
+    pub cluster: Option<RedisCluster>,
 }
 
 impl StoreFixture {
@@ -42,6 +49,7 @@ pub async fn memory_fixture() -> anyhow::Result<StoreFixture> {
     Ok(StoreFixture {
         store: Arc::new(MemoryStore::new()),
         server: None,
+        cluster: None,
     })
 }
 
@@ -49,7 +57,7 @@ pub async fn memory_fixture() -> anyhow::Result<StoreFixture> {
 pub async fn redis_fixture() -> anyhow::Result<StoreFixture> {
     let server = RedisServer::spawn()?;
     let builder = RedisStore::builder(server.url());
-    fixture_over(server, builder).await
+    fixture_over(Some(server), None, builder).await
 }
 
 /// A fresh TLS-only `redis-server` and a store connected to it with `rediss://`, trusting the
@@ -58,11 +66,42 @@ pub async fn redis_tls_fixture() -> anyhow::Result<StoreFixture> {
     let server = RedisServer::spawn_tls()?;
     let builder =
         RedisStore::builder(server.url()).with_root_certificate_pem(server.ca_certificate_pem()?);
-    fixture_over(server, builder).await
+    fixture_over(Some(server), None, builder).await
+}
+
+/// A fresh `redis-server` whose default user is off, and a store logged in as the
+/// least-privilege [`SESSION_USER`].
+pub async fn redis_acl_fixture() -> anyhow::Result<StoreFixture> {
+    let server = RedisServer::spawn_acl()?;
+    let builder = RedisStore::builder(server.url_as(SESSION_USER));
+    fixture_over(Some(server), None, builder).await
+}
+
+/// A fresh three-primary, three-replica cluster and a store given one node's URL (cluster mode
+/// detected, not configured).
+pub async fn redis_cluster_fixture() -> anyhow::Result<StoreFixture> {
+    let cluster = RedisCluster::spawn()?;
+    let builder = RedisStore::builder(cluster.url());
+    fixture_over(None, Some(cluster), builder).await
+}
+
+/// A fresh three-primary, three-replica cluster speaking only TLS (clients, bus and replication),
+/// default user off, and a store logged in as [`SESSION_USER`] with `rediss://`.
+pub async fn redis_cluster_tls_acl_fixture() -> anyhow::Result<StoreFixture> {
+    let options = ServerOptions {
+        tls: Some(TestCertificates::generate()?),
+        acl: true,
+        ..ServerOptions::default()
+    };
+    let cluster = RedisCluster::spawn_with(options, 1)?;
+    let builder = RedisStore::builder(cluster.url_as(SESSION_USER))
+        .with_root_certificate_pem(cluster.ca_certificate_pem()?);
+    fixture_over(None, Some(cluster), builder).await
 }
 
 async fn fixture_over(
-    server: RedisServer,
+    server: Option<RedisServer>,
+    cluster: Option<RedisCluster>,
     builder: cloakroom_redis::RedisStoreBuilder,
 ) -> anyhow::Result<StoreFixture> {
     let store = builder
@@ -70,9 +109,14 @@ async fn fixture_over(
         .with_connect_timeout(FIXTURE_TIMEOUT)
         .connect()
         .await?;
+    anyhow::ensure!(
+        store.is_cluster() == cluster.is_some(),
+        "cluster mode was detected wrongly"
+    );
     Ok(StoreFixture {
         store: Arc::new(store),
-        server: Some(server),
+        server,
+        cluster,
     })
 }
 

@@ -3,9 +3,37 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use crate::certificates::TestCertificates;
+
+/// The ACL user the harness itself uses on servers spawned with [`ServerOptions::acl`]: it may do
+/// anything (create the cluster, replicate, inspect keys). The default user is turned off.
+pub const ADMIN_USER: (&str, &str) = ("admin", "admin-password");
+
+/// The ACL user a session store uses on servers spawned with [`ServerOptions::acl`]: only the
+/// commands cloakroom sends (and the ones its scripts call), only on `cloakroom:` keys. This is
+/// the least-privilege user the operator guide recommends.
+pub const SESSION_USER: (&str, &str) = ("cloakroom", "session-password");
+
+/// The ACL rules of [`SESSION_USER`].
+pub const SESSION_USER_RULES: &str = "~cloakroom:* resetchannels -@all +evalsha +eval \
+     +script|load +del +wait +exists +hget +hgetall +hset +hdel +hincrby +pexpire \
+     +cluster|slots +readonly +ping";
+
+/// What kind of server to spawn.
+#[derive(Clone, Default)]
+pub struct ServerOptions {
+    /// Speak TLS only, with a certificate from these (shared by every node of a cluster).
+    pub tls: Option<Arc<TestCertificates>>,
+    /// Turn the default user off and create [`ADMIN_USER`] and [`SESSION_USER`].
+    pub acl: bool,
+    /// More command-line arguments.
+    pub args: Vec<String>,
+}
 
 /// A `redis-server` process owned by a test; killed when dropped.
 pub struct RedisServer {
@@ -13,14 +41,14 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     extra_args: Vec<String>,
-    tls: bool,
+    options: ServerOptions,
 }
 
 fn server_binary() -> String {
     std::env::var("CLOAKROOM_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     // Other processes may hold 6379 and more: ask the OS for a port nobody holds right now.
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a probe socket")?;
     Ok(listener.local_addr()?.port())
@@ -34,38 +62,40 @@ impl RedisServer {
 
     /// Spawns a server with extra command-line arguments (for example `--requirepass x`).
     pub fn spawn_with_args(extra: &[&str]) -> anyhow::Result<Self> {
-        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        Self::spawn_on_free_port(false, |_| Ok(extra.clone()))
+        Self::spawn_with(ServerOptions {
+            args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            ..ServerOptions::default()
+        })
     }
 
     /// Spawns a server that speaks only TLS, with a certificate for 127.0.0.1 signed by a CA
     /// made for this server alone (see [`RedisServer::ca_certificate_pem`]).
     pub fn spawn_tls() -> anyhow::Result<Self> {
-        Self::spawn_on_free_port(true, |server| {
-            server.make_certificates()?;
-            let dir = server.dir.path();
-            let file = |name: &str| dir.join(name).display().to_string();
-            Ok(vec![
-                "--port".into(),
-                "0".into(),
-                "--tls-port".into(),
-                server.port.to_string(),
-                "--tls-cert-file".into(),
-                file("server.crt"),
-                "--tls-key-file".into(),
-                file("server.key"),
-                "--tls-ca-cert-file".into(),
-                file("ca.crt"),
-                "--tls-auth-clients".into(),
-                "no".into(),
-            ])
+        Self::spawn_with(ServerOptions {
+            tls: Some(TestCertificates::generate()?),
+            ..ServerOptions::default()
         })
     }
 
-    // A port found free can be taken before the server binds it: try a few.
-    fn spawn_on_free_port(
-        tls: bool,
-        args: impl Fn(&Self) -> anyhow::Result<Vec<String>>,
+    /// Spawns a server whose default user is off: a store must log in as [`SESSION_USER`]
+    /// (see [`RedisServer::url_as`]).
+    pub fn spawn_acl() -> anyhow::Result<Self> {
+        Self::spawn_with(ServerOptions {
+            acl: true,
+            ..ServerOptions::default()
+        })
+    }
+
+    /// Spawns a server of the given kind.
+    pub fn spawn_with(options: ServerOptions) -> anyhow::Result<Self> {
+        Self::spawn_on_free_port(options, |_| Ok(Vec::new()))
+    }
+
+    // A port found free can be taken before the server binds it: try a few. `more_args` adds
+    // arguments that depend on the chosen port or directory.
+    pub(crate) fn spawn_on_free_port(
+        options: ServerOptions,
+        more_args: impl Fn(&Self) -> anyhow::Result<Vec<String>>,
     ) -> anyhow::Result<Self> {
         let mut last_error = None;
         for _ in 0..5 {
@@ -74,9 +104,12 @@ impl RedisServer {
                 port: free_port()?,
                 dir: tempfile::tempdir().context("creating a directory for redis-server")?,
                 extra_args: Vec::new(),
-                tls,
+                options: options.clone(),
             };
-            server.extra_args = args(&server)?;
+            let mut args = server.option_args();
+            args.extend(options.args.iter().cloned());
+            args.extend(more_args(&server)?);
+            server.extra_args = args;
             match server.start() {
                 Ok(()) => return Ok(server),
                 Err(e) => last_error = Some(e),
@@ -85,105 +118,68 @@ impl RedisServer {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
     }
 
-    // A throwaway CA and a server certificate for 127.0.0.1 and localhost, with openssl.
-    fn make_certificates(&self) -> anyhow::Result<()> {
-        let dir = self.dir.path();
-        std::fs::write(
-            dir.join("san.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-        )?;
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        let steps: [Vec<&str>; 3] = [
-            [
-                &["req", "-x509"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.crt",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=cloakroom test CA",
-                ],
-            ]
-            .concat(),
-            [
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "server.key",
-                    "-out",
-                    "server.csr",
-                    "-subj",
-                    "/CN=127.0.0.1",
-                ],
-            ]
-            .concat(),
-            vec![
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.crt",
-                "-days",
-                "2",
-                "-extfile",
-                "san.ext",
-            ],
-        ];
-        for args in steps {
-            let output = Command::new("openssl")
-                .args(&args)
-                .current_dir(dir)
-                .stdin(Stdio::null())
-                .output();
-            let output = match output {
-                Ok(output) => output,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    bail!("`openssl` was not found: install it (Debian: apt-get install openssl)")
-                }
-                Err(e) => return Err(e).context("running openssl"),
-            };
-            anyhow::ensure!(
-                output.status.success(),
-                "openssl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr)
-            );
+    fn option_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(certificates) = &self.options.tls {
+            args.extend([
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                self.port.to_string(),
+                "--tls-cert-file".into(),
+                certificates.file("server.crt"),
+                "--tls-key-file".into(),
+                certificates.file("server.key"),
+                "--tls-ca-cert-file".into(),
+                certificates.file("ca.crt"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]);
+        } else {
+            args.extend(["--port".into(), self.port.to_string()]);
         }
-        Ok(())
+        if self.options.acl {
+            let (admin, admin_password) = ADMIN_USER;
+            let (user, password) = SESSION_USER;
+            // redis-server joins the words after `--user` into one config line: each word must
+            // be its own argument (a space inside one would become part of the user name).
+            for rules in [
+                "default off".to_owned(),
+                format!("{admin} on >{admin_password} ~* &* +@all"),
+                format!("{user} on >{password} {SESSION_USER_RULES}"),
+            ] {
+                args.push("--user".into());
+                args.extend(rules.split_whitespace().map(str::to_owned));
+            }
+        }
+        args
     }
 
     /// The PEM certificate of the CA that signed a TLS server's certificate.
     pub fn ca_certificate_pem(&self) -> anyhow::Result<Vec<u8>> {
-        anyhow::ensure!(self.tls, "this server does not speak TLS");
-        Ok(std::fs::read(self.dir.path().join("ca.crt"))?)
+        self.options
+            .tls
+            .as_ref()
+            .context("this server does not speak TLS")?
+            .ca_pem()
     }
 
+    // The harness's own client: as the admin user on an ACL server.
     fn client(&self) -> anyhow::Result<redis::Client> {
-        if self.tls {
-            let certificates = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(self.ca_certificate_pem()?),
-            };
-            Ok(redis::Client::build_with_tls(self.url(), certificates)?)
+        let url = if self.options.acl {
+            self.url_as(ADMIN_USER)
         } else {
-            Ok(redis::Client::open(self.url())?)
+            self.url()
+        };
+        match &self.options.tls {
+            Some(certificates) => {
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(certificates.ca_pem()?),
+                };
+                Ok(redis::Client::build_with_tls(url, certificates)?)
+            }
+            None => Ok(redis::Client::open(url)?),
         }
     }
 
@@ -194,8 +190,6 @@ impl RedisServer {
     fn start(&mut self) -> anyhow::Result<()> {
         let binary = server_binary();
         let child = Command::new(&binary)
-            .arg("--port")
-            .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -262,8 +256,34 @@ impl RedisServer {
 
     /// `redis://127.0.0.1:PORT`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        let scheme = if self.tls { "rediss" } else { "redis" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.port)
+    }
+
+    /// The URL with a user and password in it, such as [`SESSION_USER`].
+    pub fn url_as(&self, (user, password): (&str, &str)) -> String {
+        format!(
+            "{}://{user}:{password}@127.0.0.1:{}",
+            self.scheme(),
+            self.port
+        )
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.options.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        }
+    }
+
+    /// The directory holding the server's files (log, cluster configuration).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Whether the process is running (not killed; it may be paused).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// A blocking client for inspecting the server from tests.

@@ -1,0 +1,271 @@
+//! Opening the connection: one URL, standalone or cluster, plain or TLS.
+//!
+//! A deployment is one of two shapes and the application should not have to know which: the same
+//! `REDIS_URL` names a standalone server, a Valkey node, an ElastiCache primary endpoint or the
+//! configuration endpoint of a cluster. So the seed node is asked `CLUSTER SLOTS` once at start-up:
+//! an answer means cluster mode (redis-rs's cluster client then discovers every node, follows
+//! `MOVED`/`ASK` and refreshes its slot map after failover or resharding); an `ERR` means a
+//! standalone server. [`ClusterMode`] overrides the guess.
+
+use std::time::Duration;
+
+use cloakroom_core::{Error, ErrorKind, Result};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo, RedisResult};
+
+use crate::bounded;
+
+/// Whether the server is a Redis Cluster (ElastiCache "cluster mode enabled") or a standalone
+/// server (or a primary with replicas, ElastiCache "cluster mode disabled").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterMode {
+    /// Ask the seed node at start-up (the default): a node that answers `CLUSTER SLOTS` is part
+    /// of a cluster.
+    #[default]
+    Auto,
+    /// One server: every command goes to the URL's host.
+    Standalone,
+    /// A cluster: the URL names any node (or a configuration endpoint), the rest is discovered.
+    Cluster,
+}
+
+/// A live connection of either shape. Both are cheap handles to shared, multiplexed,
+/// self-healing connections.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> RedisResult<T> {
+        match self {
+            Self::Standalone(connection) => cmd.query_async(&mut connection.clone()).await,
+            Self::Cluster(connection) => cmd.query_async(&mut connection.clone()).await,
+        }
+    }
+
+    /// A pipeline is sent in one write and answered in one read; in cluster mode it goes to the
+    /// node owning its one key (commands without a key, such as `WAIT`, follow it there).
+    pub(crate) async fn query_pipeline<T: FromRedisValue>(
+        &self,
+        pipeline: &redis::Pipeline,
+    ) -> RedisResult<T> {
+        match self {
+            Self::Standalone(connection) => pipeline.query_async(&mut connection.clone()).await,
+            Self::Cluster(connection) => pipeline.query_async(&mut connection.clone()).await,
+        }
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+}
+
+/// What [`open`] needs from the builder.
+pub(crate) struct Settings<'a> {
+    pub(crate) url: &'a str,
+    pub(crate) cluster_mode: ClusterMode,
+    pub(crate) root_certificate: Option<&'a [u8]>,
+    pub(crate) accept_invalid_certificates: bool,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) operation_timeout: Duration,
+}
+
+pub(crate) async fn open(settings: &Settings<'_>) -> Result<Connection> {
+    let info = connection_info(settings)?;
+    let certificates = tls_certificates(settings, &info)?;
+    let cluster = match settings.cluster_mode {
+        ClusterMode::Standalone => false,
+        ClusterMode::Cluster => true,
+        ClusterMode::Auto => is_cluster_node(settings, &info, certificates.clone()).await?,
+    };
+    if cluster {
+        open_cluster(settings, info, certificates).await
+    } else {
+        open_standalone(settings, info, certificates).await
+    }
+}
+
+fn config_error(message: &'static str) -> impl FnOnce(redis::RedisError) -> Error {
+    move |e| Error::with_source(ErrorKind::Config, message, e)
+}
+
+fn connection_info(settings: &Settings<'_>) -> Result<ConnectionInfo> {
+    let info = settings
+        .url
+        .into_connection_info()
+        .map_err(config_error("invalid Redis URL"))?;
+    let ConnectionAddr::TcpTls {
+        host,
+        port,
+        insecure,
+        tls_params,
+    } = info.addr().clone()
+    else {
+        if settings.accept_invalid_certificates {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "certificate checks were turned off but the URL is not a TLS one (rediss://)",
+            ));
+        }
+        return Ok(info);
+    };
+    // redis-rs reads `#insecure` at the end of a URL as "skip certificate checks". A URL is
+    // configuration that travels (environment, secrets store), so it must not be able to turn
+    // verification off silently: only the builder's explicit, logged opt-out can.
+    if insecure && !settings.accept_invalid_certificates {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "the Redis URL asks to skip certificate checks (#insecure); remove it, or opt out \
+             explicitly with RedisStoreBuilder::danger_accept_invalid_certificates (tests only)",
+        ));
+    }
+    // rustls needs a process-wide crypto provider; with more than one compiled in (as when
+    // another crate enables aws-lc-rs) it cannot pick one itself and would panic at the first
+    // handshake. Install ring unless the application installed one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if settings.accept_invalid_certificates {
+        tracing::warn!(
+            "TLS certificate checks are OFF for the Redis connection: anyone on the path can \
+             read and change session data. Use this in tests only."
+        );
+    }
+    Ok(info.set_addr(ConnectionAddr::TcpTls {
+        host,
+        port,
+        insecure: settings.accept_invalid_certificates,
+        tls_params,
+    }))
+}
+
+fn tls_certificates(
+    settings: &Settings<'_>,
+    info: &ConnectionInfo,
+) -> Result<Option<redis::TlsCertificates>> {
+    let Some(pem) = settings.root_certificate else {
+        return Ok(None);
+    };
+    if !matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "a CA certificate was given but the URL is not a TLS one (rediss://)",
+        ));
+    }
+    use rustls::pki_types::pem::PemObject as _;
+    let certificates_in_pem =
+        rustls::pki_types::CertificateDer::pem_slice_iter(pem).filter(Result::is_ok);
+    if certificates_in_pem.count() == 0 {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "the CA file holds no PEM certificate",
+        ));
+    }
+    Ok(Some(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
+    }))
+}
+
+fn client(
+    info: ConnectionInfo,
+    certificates: Option<redis::TlsCertificates>,
+) -> Result<redis::Client> {
+    match certificates {
+        None => redis::Client::open(info).map_err(config_error("invalid Redis URL")),
+        Some(certificates) => redis::Client::build_with_tls(info, certificates)
+            .map_err(config_error("invalid Redis URL or CA certificate")),
+    }
+}
+
+// One throwaway connection to the seed node. `CLUSTER SLOTS` is what the cluster client sends
+// first anyway, so an ACL user fit for cluster mode may run it; a standalone server answers
+// `ERR This instance has cluster support disabled` (and a service that hides the command,
+// `ERR unknown command`).
+async fn is_cluster_node(
+    settings: &Settings<'_>,
+    info: &ConnectionInfo,
+    certificates: Option<redis::TlsCertificates>,
+) -> Result<bool> {
+    let probe = client(info.clone(), certificates)?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(Some(settings.connect_timeout));
+    let mut connection = bounded(
+        settings.connect_timeout,
+        "accept a connection",
+        probe.get_multiplexed_async_connection_with_config(&config),
+    )
+    .await?;
+    let slots = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async::<redis::Value>(&mut connection)
+        .await;
+    match slots {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some("ERR") => Ok(false),
+        Err(e) if e.code() == Some("NOPERM") => Err(Error::with_source(
+            ErrorKind::Config,
+            "the Redis user may not run CLUSTER SLOTS, so cluster mode cannot be detected; \
+             grant +cluster|slots or set the cluster mode explicitly",
+            e,
+        )),
+        Err(e) => Err(crate::map_error(e)),
+    }
+}
+
+async fn open_standalone(
+    settings: &Settings<'_>,
+    info: ConnectionInfo,
+    certificates: Option<redis::TlsCertificates>,
+) -> Result<Connection> {
+    let client = client(info, certificates)?;
+    // Reconnection attempts are short and capped so that a request waiting on a reconnect is
+    // bounded by the operation timeout anyway.
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout))
+        // Each operation is bounded by the operation timeout around the whole call (reconnection
+        // included), so no second per-response timer is needed.
+        .set_response_timeout(None)
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(200));
+    let connection = bounded(
+        settings.connect_timeout,
+        "accept a connection",
+        ConnectionManager::new_with_config(client, config),
+    )
+    .await?;
+    Ok(Connection::Standalone(connection))
+}
+
+async fn open_cluster(
+    settings: &Settings<'_>,
+    info: ConnectionInfo,
+    certificates: Option<redis::TlsCertificates>,
+) -> Result<Connection> {
+    let mut builder = ClusterClientBuilder::new([info])
+        .connection_timeout(settings.connect_timeout)
+        // A node that stops answering is given up on within one operation; the outer bound in
+        // `bounded` caps retries and redirections together.
+        .response_timeout(settings.operation_timeout)
+        // Short waits between retries: a failover or a MOVED is usually settled within a few
+        // hundred milliseconds, and the request is bounded by the operation timeout anyway.
+        .min_retry_wait(10)
+        .max_retry_wait(200);
+    if let Some(certificates) = certificates {
+        builder = builder.certs(certificates);
+    }
+    let client = builder
+        .build()
+        .map_err(config_error("invalid Redis cluster settings"))?;
+    let connection = bounded(
+        settings.connect_timeout,
+        "accept a connection and list the cluster's slots",
+        client.get_async_connection(),
+    )
+    .await?;
+    Ok(Connection::Cluster(connection))
+}
