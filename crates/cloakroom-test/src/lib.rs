@@ -156,33 +156,30 @@ macro_rules! store_conformance {
     };
 }
 
-/// Turns each named `async fn(StoreFixture) -> anyhow::Result<()>` in scope into three tests:
-/// over a fresh memory store (`on_memory::NAME`), a fresh `redis-server` (`on_redis::NAME`) and
-/// a fresh TLS-only `redis-server` reached with `rediss://` (`on_redis_tls::NAME`).
+/// Turns each named `async fn(StoreFixture) -> anyhow::Result<()>` in scope into one test per
+/// store: a fresh memory store (`on_memory::NAME`), a `redis-server` (`on_redis::NAME`), a
+/// TLS-only one reached with `rediss://` (`on_redis_tls::NAME`), one whose only usable user is
+/// the least-privilege [`SESSION_USER`] (`on_redis_acl::NAME`), a three-primary, three-replica
+/// cluster (`on_redis_cluster::NAME`) and the same cluster with TLS and ACL
+/// (`on_redis_cluster_tls_acl::NAME`).
 #[macro_export]
 macro_rules! test_over_each_store {
     ($($name:ident),* $(,)?) => {
-        mod on_memory {
+        $crate::test_over_each_store!(@on on_memory, memory_fixture; $($name),*);
+        $crate::test_over_each_store!(@on on_redis, redis_fixture; $($name),*);
+        $crate::test_over_each_store!(@on on_redis_tls, redis_tls_fixture; $($name),*);
+        $crate::test_over_each_store!(@on on_redis_acl, redis_acl_fixture; $($name),*);
+        $crate::test_over_each_store!(@on on_redis_cluster, redis_cluster_fixture; $($name),*);
+        $crate::test_over_each_store!(
+            @on on_redis_cluster_tls_acl, redis_cluster_tls_acl_fixture; $($name),*
+        );
+    };
+    (@on $module:ident, $fixture:ident; $($name:ident),*) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() -> anyhow::Result<()> {
-                    super::$name($crate::memory_fixture().await?).await
-                }
-            )*
-        }
-        mod on_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name($crate::redis_fixture().await?).await
-                }
-            )*
-        }
-        mod on_redis_tls {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name($crate::redis_tls_fixture().await?).await
+                    super::$name($crate::$fixture().await?).await
                 }
             )*
         }

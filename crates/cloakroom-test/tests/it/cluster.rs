@@ -1,9 +1,18 @@
 //! The conformance suite over a three-primary, three-replica Redis Cluster reached through one
 //! node's URL, plain and with TLS plus a least-privilege ACL user; and what cluster mode must
-//! guarantee beyond it: sessions spread over every primary, one slot per operation, detection
-//! from the URL alone.
+//! guarantee beyond it: sessions spread over every primary, detection from any node's URL, clear
+//! errors when the settings are wrong, and replica acknowledgement.
 
-use cloakroom_test::{redis_cluster_fixture, redis_cluster_tls_acl_fixture};
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use cloakroom_core::store::Store;
+use cloakroom_core::{ErrorKind, SessionToken};
+use cloakroom_redis::{ClusterMode, RedisStore, ReplicaAcks};
+use cloakroom_test::conformance::{load, new_session};
+use cloakroom_test::{
+    RedisCluster, RedisServer, SESSION_USER, redis_cluster_fixture, redis_cluster_tls_acl_fixture,
+};
 
 cloakroom_test::store_conformance!(redis_cluster_fixture());
 
@@ -11,4 +20,176 @@ mod tls_acl {
     use super::*;
 
     cloakroom_test::store_conformance!(redis_cluster_tls_acl_fixture());
+}
+
+fn dbsize(server: &RedisServer) -> anyhow::Result<i64> {
+    Ok(redis::cmd("DBSIZE").query(&mut server.connection()?)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_spread_over_every_primary() -> anyhow::Result<()> {
+    let cluster = RedisCluster::spawn()?;
+    let store = RedisStore::connect(cluster.url()).await?;
+    ensure!(store.is_cluster(), "cluster mode was not detected");
+    let sessions = 60;
+    for _ in 0..sessions {
+        let key = SessionToken::generate()?.key();
+        store
+            .create(&key, &new_session(&[("n", "1")], 60_000, 3_600_000))
+            .await?;
+    }
+    let mut per_primary = Vec::new();
+    for node in cluster.topology()?.iter().filter(|n| n.is_primary) {
+        let index = cluster.index_of_port(node.port).context("unknown node")?;
+        per_primary.push(dbsize(&cluster.nodes()[index])?);
+    }
+    println!("sessions per primary: {per_primary:?}");
+    ensure!(per_primary.len() == 3, "{per_primary:?}");
+    ensure!(
+        per_primary.iter().all(|&n| n > 0),
+        "a primary holds no session: {per_primary:?}"
+    );
+    ensure!(per_primary.iter().sum::<i64>() == sessions);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_url_finds_the_whole_cluster() -> anyhow::Result<()> {
+    let cluster = RedisCluster::spawn()?;
+    // A replica's URL, as an application might be given by mistake: the cluster client still
+    // discovers the primaries and sends writes there.
+    let replica = cluster
+        .topology()?
+        .into_iter()
+        .find(|n| !n.is_primary)
+        .context("no replica")?;
+    let store = RedisStore::connect(format!("redis://127.0.0.1:{}", replica.port)).await?;
+    ensure!(store.is_cluster());
+    let mut keys = Vec::new();
+    for _ in 0..20 {
+        let key = SessionToken::generate()?.key();
+        store
+            .create(&key, &new_session(&[("n", "1")], 60_000, 3_600_000))
+            .await?;
+        keys.push(key);
+    }
+    for key in &keys {
+        ensure!(load(&store, key).await?.is_some(), "a session went missing");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_forced_on_a_standalone_server_is_a_clear_error() -> anyhow::Result<()> {
+    let server = RedisServer::spawn()?;
+    let result = RedisStore::builder(server.url())
+        .with_cluster_mode(ClusterMode::Cluster)
+        .connect()
+        .await;
+    let err = result.err().context("cluster mode against a standalone server")?;
+    println!("{err}: {err:?}");
+    ensure!(!err.is_usage(), "{err:?}");
+    // Forced standalone on a standalone server, and detection, both work.
+    let forced = RedisStore::builder(server.url())
+        .with_cluster_mode(ClusterMode::Standalone)
+        .connect()
+        .await?;
+    ensure!(!forced.is_cluster());
+    ensure!(!RedisStore::connect(server.url()).await?.is_cluster());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_may_not_list_slots_is_told_what_to_do() -> anyhow::Result<()> {
+    let server = RedisServer::spawn()?;
+    let mut conn = server.connection()?;
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "narrow", "on", ">narrow-password", "~cloakroom:*", "+@all"][..])
+        .arg("-cluster|slots")
+        .query(&mut conn)?;
+    let url = format!("redis://narrow:narrow-password@127.0.0.1:{}", server.port());
+    let err = RedisStore::connect(url.as_str())
+        .await
+        .err()
+        .context("detection without CLUSTER SLOTS passed")?;
+    ensure!(err.kind() == ErrorKind::Config, "{err:?}");
+    ensure!(err.to_string().contains("CLUSTER SLOTS"), "{err}");
+    // The explicit setting is the way out.
+    RedisStore::builder(url)
+        .with_cluster_mode(ClusterMode::Standalone)
+        .connect()
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_cluster_password_and_refused_connections_are_clear_errors() -> anyhow::Result<()> {
+    let cluster = RedisCluster::spawn_with(
+        cloakroom_test::ServerOptions {
+            acl: true,
+            ..Default::default()
+        },
+        0,
+    )?;
+    let good = RedisStore::connect(cluster.url_as(SESSION_USER)).await?;
+    ensure!(good.is_cluster());
+    let wrong = RedisStore::connect(cluster.url_as((SESSION_USER.0, "wrong"))).await;
+    let kind = wrong.err().map(|e| e.kind());
+    ensure!(kind == Some(ErrorKind::Config), "wrong password: {kind:?}");
+    // Nobody listens on this port: the error says so, and nothing falls back to another host.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let refused = RedisStore::connect(format!("redis://127.0.0.1:{port}"))
+        .await
+        .err()
+        .context("connected to a closed port")?;
+    ensure!(refused.is_unavailable(), "{refused:?}");
+    let text = format!("{refused:?}").to_lowercase();
+    ensure!(text.contains("refused"), "the cause is not named: {text}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_wait_for_a_replica_when_asked() -> anyhow::Result<()> {
+    let cluster = RedisCluster::spawn()?;
+    let store = RedisStore::builder(cluster.url())
+        .with_replica_acks(ReplicaAcks::on_deletes(1, Duration::from_millis(500)))
+        .connect()
+        .await?;
+    for _ in 0..10 {
+        let key = SessionToken::generate()?.key();
+        store
+            .create(&key, &new_session(&[], 60_000, 3_600_000))
+            .await?;
+        ensure!(store.delete(&key).await?, "the delete found nothing");
+        ensure!(load(&store, &key).await?.is_none());
+    }
+    ensure!(
+        store.unconfirmed_writes() == 0,
+        "replicas did not confirm {} deletes",
+        store.unconfirmed_writes()
+    );
+    // Without a replica nothing can confirm: the delete still happens, and it is reported.
+    let lone = RedisServer::spawn()?;
+    let store = RedisStore::builder(lone.url())
+        .with_replica_acks(ReplicaAcks::on_every_write(1, Duration::from_millis(50)))
+        .connect()
+        .await?;
+    let key = SessionToken::generate()?.key();
+    store
+        .create(&key, &new_session(&[], 60_000, 3_600_000))
+        .await?;
+    ensure!(store.delete(&key).await?);
+    ensure!(load(&store, &key).await?.is_none());
+    ensure!(
+        store.unconfirmed_writes() == 2,
+        "unconfirmed writes: {}",
+        store.unconfirmed_writes()
+    );
+    // A timeout that the operation timeout would cut short is refused at start-up.
+    let too_long = RedisStore::builder(lone.url())
+        .with_replica_acks(ReplicaAcks::on_deletes(1, Duration::from_secs(5)))
+        .connect()
+        .await;
+    ensure!(too_long.err().map(|e| e.kind()) == Some(ErrorKind::Config));
+    Ok(())
 }

@@ -12,6 +12,11 @@ use redis::Commands;
 
 cloakroom_test::store_conformance!(redis_fixture());
 
+/// The suite again, logged in as the least-privilege ACL user: proves its rules are enough.
+mod acl {
+    cloakroom_test::store_conformance!(cloakroom_test::redis_acl_fixture());
+}
+
 /// Every key under the prefix, and its PTTL: test-only inspection (SCAN never runs in the
 /// library).
 fn keys_and_ttls(server: &RedisServer) -> anyhow::Result<Vec<(String, i64)>> {

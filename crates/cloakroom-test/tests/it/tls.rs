@@ -60,3 +60,34 @@ async fn plain_text_to_a_tls_port_fails_instead_of_falling_back() -> anyhow::Res
     ensure!(kind == Some(ErrorKind::Config), "{kind:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_checks_are_off_only_when_the_code_says_so() -> anyhow::Result<()> {
+    let server = RedisServer::spawn_tls()?;
+    // A URL that asks to skip checks is configuration travelling through environments: refused.
+    let insecure_url = format!("{}/#insecure", server.url());
+    let kind = RedisStore::connect(insecure_url.as_str())
+        .await
+        .err()
+        .map(|e| e.kind());
+    ensure!(kind == Some(ErrorKind::Config), "#insecure URL: {kind:?}");
+    // The explicit opt-out connects to a server no configured CA vouches for.
+    let store = RedisStore::builder(server.url())
+        .danger_accept_invalid_certificates()
+        .connect()
+        .await?;
+    let key = cloakroom_core::SessionToken::generate()?.key();
+    cloakroom_core::store::Store::create(
+        &store,
+        &key,
+        &cloakroom_test::conformance::new_session(&[], 60_000, 3_600_000),
+    )
+    .await?;
+    // ...and makes no sense on a plain URL.
+    let plain = RedisStore::builder(format!("redis://127.0.0.1:{}", server.port()))
+        .danger_accept_invalid_certificates()
+        .connect()
+        .await;
+    ensure!(plain.err().map(|e| e.kind()) == Some(ErrorKind::Config));
+    Ok(())
+}
