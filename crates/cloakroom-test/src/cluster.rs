@@ -163,13 +163,22 @@ impl RedisCluster {
             .arg("KEYSLOT")
             .arg(key)
             .query(&mut connection)?;
-        let slots: Vec<(u16, u16, Vec<redis::Value>)> =
+        // Each entry: start, end, [host, port, id, ...] of the primary, then its replicas.
+        let slots: Vec<Vec<redis::Value>> =
             redis::cmd("CLUSTER").arg("SLOTS").query(&mut connection)?;
-        for (start, end, primary) in slots {
-            if (start..=end).contains(&slot) {
-                let port = match primary.get(1) {
-                    Some(redis::Value::Int(port)) => u16::try_from(*port)?,
-                    _ => bail!("CLUSTER SLOTS has no port"),
+        for entry in slots {
+            let (Some(redis::Value::Int(start)), Some(redis::Value::Int(end))) =
+                (entry.first(), entry.get(1))
+            else {
+                bail!("CLUSTER SLOTS entry without a range");
+            };
+            if (*start..=*end).contains(&i64::from(slot)) {
+                let port = match entry.get(2) {
+                    Some(redis::Value::Array(primary)) => match primary.get(1) {
+                        Some(redis::Value::Int(port)) => u16::try_from(*port)?,
+                        _ => bail!("CLUSTER SLOTS has no port"),
+                    },
+                    _ => bail!("CLUSTER SLOTS has no primary"),
                 };
                 return self
                     .index_of_port(port)

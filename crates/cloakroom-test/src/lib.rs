@@ -9,6 +9,7 @@ mod certificates;
 mod cluster;
 pub mod conformance;
 mod counting;
+pub mod ledger;
 mod proxy;
 mod server;
 

@@ -86,7 +86,9 @@ async fn cluster_mode_forced_on_a_standalone_server_is_a_clear_error() -> anyhow
         .with_cluster_mode(ClusterMode::Cluster)
         .connect()
         .await;
-    let err = result.err().context("cluster mode against a standalone server")?;
+    let err = result
+        .err()
+        .context("cluster mode against a standalone server")?;
     println!("{err}: {err:?}");
     ensure!(!err.is_usage(), "{err:?}");
     // Forced standalone on a standalone server, and detection, both work.
@@ -104,7 +106,16 @@ async fn a_user_who_may_not_list_slots_is_told_what_to_do() -> anyhow::Result<()
     let server = RedisServer::spawn()?;
     let mut conn = server.connection()?;
     let _: () = redis::cmd("ACL")
-        .arg(&["SETUSER", "narrow", "on", ">narrow-password", "~cloakroom:*", "+@all"][..])
+        .arg(
+            &[
+                "SETUSER",
+                "narrow",
+                "on",
+                ">narrow-password",
+                "~cloakroom:*",
+                "+@all",
+            ][..],
+        )
         .arg("-cluster|slots")
         .query(&mut conn)?;
     let url = format!("redis://narrow:narrow-password@127.0.0.1:{}", server.port());
@@ -137,7 +148,9 @@ async fn wrong_cluster_password_and_refused_connections_are_clear_errors() -> an
     let kind = wrong.err().map(|e| e.kind());
     ensure!(kind == Some(ErrorKind::Config), "wrong password: {kind:?}");
     // Nobody listens on this port: the error says so, and nothing falls back to another host.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let refused = RedisStore::connect(format!("redis://127.0.0.1:{port}"))
         .await
         .err()

@@ -1,0 +1,279 @@
+//! Failures of a live three-primary, three-replica cluster under load, with bookkeeping: every
+//! increment is recorded as acknowledged or failed, and the ledger reports what each failure
+//! cost (see `cloakroom_test::ledger`). Run with `--nocapture` to see the figures.
+//!
+//! Two groups of sessions run side by side: one through a store with default settings, one
+//! through a store whose writes wait for a replica (`ReplicaAcks::on_every_write`). Only the
+//! second can promise that nothing acknowledged is lost when a primary dies: asynchronous
+//! replication may not have shipped the last writes, and the first group's figure shows
+//! whether that happened in this run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use cloakroom_core::{SessionKey, Store};
+use cloakroom_redis::{RedisStore, ReplicaAcks};
+use cloakroom_test::RedisCluster;
+use cloakroom_test::ledger::{Load, Report};
+
+const SESSIONS_PER_GROUP: usize = 24;
+const WORKERS_PER_GROUP: usize = 4;
+const PAUSE: Duration = Duration::from_millis(5);
+
+struct Group {
+    title: &'static str,
+    store: Arc<RedisStore>,
+    keys: Vec<SessionKey>,
+    shard_of: Vec<usize>,
+}
+
+struct Running {
+    group: Group,
+    load: Load,
+}
+
+impl Running {
+    async fn finish(self, fault: Instant) -> anyhow::Result<(Report, u64)> {
+        let fault_at = self.load.elapsed().saturating_sub(fault.elapsed());
+        let report = self.load.finish(fault_at, &self.group.shard_of).await?;
+        report.print(self.group.title);
+        ensure!(
+            report.unexplained_increments == 0,
+            "{}: increments nobody made",
+            self.group.title
+        );
+        Ok((report, self.group.store.unconfirmed_writes()))
+    }
+}
+
+// The two groups of sessions, each key mapped to its shard (numbered by the primaries' order).
+async fn groups(cluster: &RedisCluster) -> anyhow::Result<Vec<Group>> {
+    let primaries: Vec<usize> = cluster
+        .topology()?
+        .iter()
+        .filter(|n| n.is_primary)
+        .filter_map(|n| cluster.index_of_port(n.port))
+        .collect();
+    let mut groups = Vec::new();
+    for (title, acks) in [
+        ("default store", None),
+        (
+            "store waiting for a replica on every write",
+            Some(ReplicaAcks::on_every_write(1, Duration::from_millis(200))),
+        ),
+    ] {
+        let mut builder = RedisStore::builder(cluster.url());
+        if let Some(acks) = acks {
+            builder = builder.with_replica_acks(acks);
+        }
+        let store = Arc::new(builder.connect().await?);
+        let keys = Load::create_sessions(store.as_ref(), SESSIONS_PER_GROUP).await?;
+        let shard_of = keys
+            .iter()
+            .map(|key| {
+                let node = cluster.primary_of_key(&store.redis_key(key))?;
+                primaries
+                    .iter()
+                    .position(|&p| p == node)
+                    .context("a key's primary is not a primary")
+            })
+            .collect::<anyhow::Result<Vec<usize>>>()?;
+        groups.push(Group {
+            title,
+            store,
+            keys,
+            shard_of,
+        });
+    }
+    Ok(groups)
+}
+
+fn start(groups: Vec<Group>) -> Vec<Running> {
+    groups
+        .into_iter()
+        .map(|group| {
+            let store: Arc<dyn Store> = group.store.clone();
+            let load = Load::start(store, group.keys.clone(), WORKERS_PER_GROUP, PAUSE);
+            Running { group, load }
+        })
+        .collect()
+}
+
+// Waits (on this thread: the cluster's helpers block) until the cluster is healthy again.
+fn heal(cluster: &RedisCluster) -> anyhow::Result<()> {
+    tokio::task::block_in_place(|| cluster.wait_until_healthy(Duration::from_secs(30)))
+}
+
+// The index of the primary that holds the first session, the victim of each fault.
+fn victim(cluster: &RedisCluster, group: &Group) -> anyhow::Result<usize> {
+    cluster.primary_of_key(&group.store.redis_key(&group.keys[0]))
+}
+
+// What every fault must leave behind: everything created survived, the acknowledged writes
+// that a replica confirmed are all there, and requests succeed again.
+fn check_after_fault(title: &str, results: &[(Report, u64)]) -> anyhow::Result<()> {
+    for (report, _) in results {
+        ensure!(
+            report.sessions_survived.0 == report.sessions_survived.1,
+            "{title}: sessions lost: {report:?}"
+        );
+        ensure!(
+            report.recovered_after < Duration::from_secs(20),
+            "{title}: no recovery: {report:?}"
+        );
+    }
+    let (waited, unconfirmed) = &results[1];
+    ensure!(
+        waited.lost_acknowledged <= i64::try_from(*unconfirmed)?,
+        "{title}: {} acknowledged increments lost though a replica confirmed them \
+         ({unconfirmed} writes were unconfirmed)",
+        waited.lost_acknowledged
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_killed_under_load_is_replaced_by_its_replica() -> anyhow::Result<()> {
+    let mut cluster = RedisCluster::spawn()?;
+    let groups = groups(&cluster).await?;
+    let victim = victim(&cluster, &groups[0])?;
+    let running = start(groups);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let fault = Instant::now();
+    cluster.node_mut(victim).context("no victim")?.kill();
+    heal(&cluster)?;
+    println!(
+        "SIGKILL: the cluster was healthy again {} ms after the kill",
+        fault.elapsed().as_millis()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut results = Vec::new();
+    for group in running {
+        results.push(group.finish(fault).await?);
+    }
+    ensure!(
+        results[0].0.errors > 0,
+        "no call failed: the kill did not reach the load"
+    );
+    check_after_fault("SIGKILL", &results)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_frozen_past_the_timeout_is_replaced_and_rejoins() -> anyhow::Result<()> {
+    let cluster = RedisCluster::spawn()?;
+    let groups = groups(&cluster).await?;
+    let victim = victim(&cluster, &groups[0])?;
+    let running = start(groups);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let fault = Instant::now();
+    let frozen = &cluster.nodes()[victim];
+    frozen.pause()?;
+    // Past the one-second operation timeout and the one-second node timeout: the replica is
+    // promoted while the old primary still holds its clients' connections.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    frozen.resume()?;
+    heal(&cluster)?;
+    println!(
+        "SIGSTOP for 3 s: the cluster was healthy again {} ms after the freeze",
+        fault.elapsed().as_millis()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut results = Vec::new();
+    for group in running {
+        results.push(group.finish(fault).await?);
+    }
+    ensure!(
+        results[0].0.errors > 0,
+        "no call failed: the freeze did not reach the load"
+    );
+    let roles = cluster.topology()?;
+    let old = roles
+        .iter()
+        .find(|n| n.port == cluster.nodes()[victim].port())
+        .context("the frozen node left the cluster")?;
+    ensure!(
+        !old.is_primary,
+        "the frozen primary was not demoted: {old:?}"
+    );
+    check_after_fault("SIGSTOP", &results)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_under_load_fails_no_request() -> anyhow::Result<()> {
+    let cluster = RedisCluster::spawn()?;
+    let groups = groups(&cluster).await?;
+    let source = victim(&cluster, &groups[0])?;
+    let topology = cluster.topology()?;
+    let port = cluster.nodes()[source].port();
+    let from = topology
+        .iter()
+        .find(|n| n.port == port)
+        .context("no source")?
+        .id
+        .clone();
+    let to = topology
+        .iter()
+        .find(|n| n.is_primary && n.port != port)
+        .context("no target")?
+        .id
+        .clone();
+    let before: Vec<Vec<usize>> = groups
+        .iter()
+        .map(|g| {
+            g.keys
+                .iter()
+                .map(|k| cluster.primary_of_key(&g.store.redis_key(k)))
+                .collect()
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let running = start(groups);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let fault = Instant::now();
+    let args: Vec<String> = [
+        "--cluster",
+        "reshard",
+        &format!("127.0.0.1:{port}"),
+        "--cluster-from",
+        &from,
+        "--cluster-to",
+        &to,
+        "--cluster-slots",
+        "3000",
+        "--cluster-yes",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    tokio::task::block_in_place(|| cluster.redis_cli(&args))?;
+    println!(
+        "reshard: 3000 slots moved in {} ms",
+        fault.elapsed().as_millis()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut moved = 0;
+    let mut results = Vec::new();
+    for (running, before) in running.into_iter().zip(before) {
+        for (key, was) in running.group.keys.iter().zip(before) {
+            if cluster.primary_of_key(&running.group.store.redis_key(key))? != was {
+                moved += 1;
+            }
+        }
+        results.push(running.finish(fault).await?);
+    }
+    println!("reshard: {moved} of the sessions under load changed node");
+    ensure!(moved > 0, "no session under load was moved");
+    for (report, _) in &results {
+        ensure!(report.errors == 0, "resharding failed requests: {report:?}");
+        ensure!(
+            report.lost_acknowledged == 0,
+            "resharding lost writes: {report:?}"
+        );
+    }
+    check_after_fault("reshard", &results)
+}
