@@ -1,7 +1,9 @@
 //! `cloakroom-demo`: the tutorial app. Configuration from the environment:
 //!
 //! * `REDIS_URL`: absent, the embedded memory store; present, Redis (`redis://` or `rediss://`,
-//!   with `user:password@` for ACL auth).
+//!   with `user:password@` for ACL auth). For a cluster, any one node or ElastiCache's
+//!   configuration endpoint: cluster mode is detected.
+//! * `REDIS_CLUSTER`: `auto` (default), `yes` or `no`, to override the detection.
 //! * `SECRET_KEY`: the cookie signing key, at least 32 bytes; absent, a random key (sessions
 //!   then end when the process does) and a warning.
 //! * `SESSION_TTL`: idle timeout in seconds (default 1800).
@@ -10,6 +12,10 @@
 //!   address other than localhost (browsers accept `Secure` cookies from http://localhost).
 //! * `REDIS_CA_FILE`: a PEM file of the CA that signed the Redis server's certificate, for a
 //!   `rediss://` server with a private CA (verification stays on).
+//! * `REDIS_REPLICA_ACKS`: a number of replicas; logouts (and the old id at login) then wait up
+//!   to 100 ms for that many replicas to confirm the delete, and an unconfirmed one is logged.
+//! * `REDIS_TLS_INSECURE`: `1` turns TLS certificate checks off, with a warning. For tests
+//!   against throwaway certificates only.
 //! * `MAX_SESSIONS`: bound of the memory store (default 100000).
 
 use std::net::SocketAddr;
@@ -17,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cloakroom::redis::RedisStore;
+use cloakroom::redis::{ClusterMode, RedisStore, ReplicaAcks};
 use cloakroom::{MemoryStore, SessionConfig, SessionLayer, Store};
 
 fn env(name: &str) -> Option<String> {
@@ -98,11 +104,35 @@ async fn run() -> anyhow::Result<()> {
                     .with_context(|| format!("cannot read REDIS_CA_FILE {path}"))?;
                 builder = builder.with_root_certificate_pem(pem);
             }
+            builder = builder.with_cluster_mode(match env("REDIS_CLUSTER").as_deref() {
+                None | Some("auto") => ClusterMode::Auto,
+                Some("yes" | "1" | "true") => ClusterMode::Cluster,
+                Some("no" | "0" | "false") => ClusterMode::Standalone,
+                Some(other) => bail!("REDIS_CLUSTER={other:?}: use auto, yes or no"),
+            });
+            let replicas: u32 = parse_env("REDIS_REPLICA_ACKS", 0)?;
+            if replicas > 0 {
+                builder = builder.with_replica_acks(ReplicaAcks::on_deletes(
+                    replicas,
+                    Duration::from_millis(100),
+                ));
+            }
+            if env("REDIS_TLS_INSECURE").is_some_and(|v| v == "1" || v == "true") {
+                builder = builder.danger_accept_invalid_certificates();
+            }
             let store = builder
                 .connect()
                 .await
                 .with_context(|| format!("cannot use Redis at {}", redacted(&url)))?;
-            println!("cloakroom-demo: session store: Redis at {}", redacted(&url));
+            let shape = if store.is_cluster() {
+                "Redis Cluster"
+            } else {
+                "Redis"
+            };
+            println!(
+                "cloakroom-demo: session store: {shape} at {}",
+                redacted(&url)
+            );
             Arc::new(store)
         }
         None => {

@@ -1,8 +1,10 @@
-//! HTTP tests of the demo through the session layer, over the memory store and real Redis.
+//! HTTP tests of the demo through the session layer, over the memory store, real Redis servers
+//! and clusters; and the binary itself against a cluster.
 
 mod support;
 
 mod bad_input;
+mod cluster;
 mod flow;
 mod redis_down;
 mod round_trips;
