@@ -13,7 +13,10 @@ use cloakroom_core::{Error, ErrorKind, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo, RedisResult};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{
+    ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo, RedisResult, Value,
+};
 
 use crate::bounded;
 
@@ -44,7 +47,10 @@ impl Connection {
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> RedisResult<T> {
         match self {
             Self::Standalone(connection) => cmd.query_async(&mut connection.clone()).await,
-            Self::Cluster(connection) => cmd.query_async(&mut connection.clone()).await,
+            Self::Cluster(connection) => {
+                let value = cluster_request(connection, Request::Command(cmd)).await?;
+                Ok(T::from_redis_value(value)?)
+            }
         }
     }
 
@@ -56,13 +62,136 @@ impl Connection {
     ) -> RedisResult<T> {
         match self {
             Self::Standalone(connection) => pipeline.query_async(&mut connection.clone()).await,
-            Self::Cluster(connection) => pipeline.query_async(&mut connection.clone()).await,
+            Self::Cluster(connection) => {
+                let value = cluster_request(connection, Request::Pipeline(pipeline)).await?;
+                Ok(T::from_redis_value(value)?)
+            }
         }
     }
 
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster(_))
     }
+}
+
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    Command(&'a redis::Cmd),
+    Pipeline(&'a redis::Pipeline),
+}
+
+/// Where the cluster told us to go.
+enum Redirect {
+    None,
+    /// The slot lives elsewhere now.
+    Moved {
+        host: String,
+        port: u16,
+    },
+    /// The slot is being migrated and this key is already at the target: ask there, once.
+    Ask {
+        host: String,
+        port: u16,
+    },
+}
+
+// The cluster client is built with no retries of its own (see `open_cluster`): it would resend a
+// command whose connection dropped after sending, and an increment that had already run would
+// count twice. Here a command is sent again only when the cluster refused to run it: a
+// redirection (`MOVED`, `ASK`), a slot that is busy or has no primary yet (`TRYAGAIN`,
+// `CLUSTERDOWN`, `MASTERDOWN`, `LOADING`), or no connection to the slot's node at all. A dropped
+// connection or a late answer is reported to the caller as it is: its outcome is unknown. The
+// caller's operation timeout bounds the loop.
+async fn cluster_request(
+    connection: &ClusterConnection,
+    request: Request<'_>,
+) -> RedisResult<Value> {
+    let mut redirect = Redirect::None;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let mut connection = connection.clone();
+        let result = match redirect {
+            Redirect::None => match request {
+                Request::Command(cmd) => cmd.query_async::<Value>(&mut connection).await,
+                Request::Pipeline(pipeline) => pipeline.query_async::<Value>(&mut connection).await,
+            },
+            Redirect::Moved { host, port } => {
+                let node = SingleNodeRoutingInfo::ByAddress { host, port };
+                match request {
+                    Request::Command(cmd) => connection
+                        .route_command(cmd.clone(), RoutingInfo::SingleNode(node))
+                        .await
+                        .and_then(Value::extract_error),
+                    Request::Pipeline(pipeline) => connection
+                        .route_pipeline(pipeline.clone(), 0, pipeline.len(), node)
+                        .await
+                        .and_then(|values| Value::Array(values).extract_error()),
+                }
+            }
+            Redirect::Ask { host, port } => {
+                let node = SingleNodeRoutingInfo::ByAddress { host, port };
+                let mut asking = redis::pipe();
+                asking.cmd("ASKING");
+                let count = match request {
+                    Request::Command(cmd) => {
+                        asking.add_command(cmd.clone());
+                        1
+                    }
+                    Request::Pipeline(pipeline) => {
+                        for cmd in pipeline.cmd_iter() {
+                            asking.add_command(cmd.clone());
+                        }
+                        pipeline.len()
+                    }
+                };
+                // A routed pipeline hands back server errors as values: turn them back into
+                // errors, as a plain query would.
+                connection
+                    .route_pipeline(asking, 1, count, node)
+                    .await
+                    .and_then(|mut values| match request {
+                        Request::Command(_) if values.len() == 1 => {
+                            values.remove(0).extract_error()
+                        }
+                        _ => Value::Array(values).extract_error(),
+                    })
+            }
+        };
+        let error = match result {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        redirect = match (error.code(), error.redirect_node()) {
+            (Some("MOVED"), Some((address, _))) => match split_address(address) {
+                Some((host, port)) => Redirect::Moved { host, port },
+                None => return Err(error),
+            },
+            (Some("ASK"), Some((address, _))) => match split_address(address) {
+                Some((host, port)) => Redirect::Ask { host, port },
+                None => return Err(error),
+            },
+            _ if refused_before_running(&error) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+                Redirect::None
+            }
+            _ => return Err(error),
+        };
+    }
+}
+
+fn split_address(address: &str) -> Option<(String, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+// Errors that prove the command did not run.
+fn refused_before_running(error: &redis::RedisError) -> bool {
+    matches!(
+        error.code(),
+        Some("TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "LOADING")
+    ) || error.kind() == redis::ErrorKind::ClusterConnectionNotFound
+        || error.is_connection_refusal()
 }
 
 /// What [`open`] needs from the builder.
@@ -248,13 +377,11 @@ async fn open_cluster(
 ) -> Result<Connection> {
     let mut builder = ClusterClientBuilder::new([info])
         .connection_timeout(settings.connect_timeout)
-        // A node that stops answering is given up on within one operation; the outer bound in
-        // `bounded` caps retries and redirections together.
+        // A node that stops answering is given up on within one operation.
         .response_timeout(settings.operation_timeout)
-        // Short waits between retries: a failover or a MOVED is usually settled within a few
-        // hundred milliseconds, and the request is bounded by the operation timeout anyway.
-        .min_retry_wait(10)
-        .max_retry_wait(200);
+        // No resends by the client: `cluster_request` retries only what provably did not run.
+        // The client still refreshes its slot map on every redirection and lost connection.
+        .retries(0);
     if let Some(certificates) = certificates {
         builder = builder.certs(certificates);
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use cloakroom_core::store::Store;
-use cloakroom_core::{ErrorKind, SessionToken};
+use cloakroom_core::{ErrorKind, SessionKey, SessionToken};
 use cloakroom_redis::{ClusterMode, RedisStore, ReplicaAcks};
 use cloakroom_test::conformance::{load, new_session};
 use cloakroom_test::{
@@ -204,5 +204,109 @@ async fn deletes_wait_for_a_replica_when_asked() -> anyhow::Result<()> {
         .connect()
         .await;
     ensure!(too_long.err().map(|e| e.kind()) == Some(ErrorKind::Config));
+    Ok(())
+}
+
+// Runs one command on the node at `index` of the cluster, as the harness's admin connection.
+fn on_node<T: redis::FromRedisValue>(
+    cluster: &RedisCluster,
+    index: usize,
+    args: &[&str],
+) -> anyhow::Result<T> {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    Ok(cmd.query(&mut cluster.nodes()[index].connection()?)?)
+}
+
+async fn counter_after_increment(store: &RedisStore, key: &SessionKey) -> anyhow::Result<i64> {
+    use cloakroom_core::store::{Access, Applied, Apply, Op};
+    let apply = Apply {
+        access: Access {
+            now_ms: u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_millis(),
+            )?,
+            idle_ms: 60_000,
+        },
+        ops: vec![Op::Incr {
+            name: "visits".to_owned(),
+            by: 1,
+        }],
+        load: false,
+    };
+    match store.apply(key, &apply).await? {
+        Applied::Done { counters, .. } => counters.first().copied().context("no counter"),
+        other => anyhow::bail!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_in_a_migrating_slot_is_followed_with_ask_then_moved() -> anyhow::Result<()> {
+    let cluster = RedisCluster::spawn_with(Default::default(), 0)?;
+    let store = RedisStore::connect(cluster.url()).await?;
+    let key = SessionToken::generate()?.key();
+    store
+        .create(&key, &new_session(&[], 60_000, 3_600_000))
+        .await?;
+    ensure!(counter_after_increment(&store, &key).await? == 1);
+
+    let redis_key = store.redis_key(&key);
+    let slot: i64 = on_node(&cluster, 0, &["CLUSTER", "KEYSLOT", &redis_key])?;
+    let slot = slot.to_string();
+    let source = cluster.primary_of_key(&redis_key)?;
+    let target = (0..3).find(|&i| i != source).context("no target")?;
+    let id = |i: usize| -> anyhow::Result<String> { on_node(&cluster, i, &["CLUSTER", "MYID"]) };
+    let (source_id, target_id) = (id(source)?, id(target)?);
+    let target_port = cluster.nodes()[target].port().to_string();
+
+    // Half-way through a migration: the key already sits on the target, the slot still belongs
+    // to the source, which answers ASK. The target has also lost its script cache.
+    let _: () = on_node(
+        &cluster,
+        target,
+        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id],
+    )?;
+    let _: () = on_node(
+        &cluster,
+        source,
+        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id],
+    )?;
+    let _: () = on_node(
+        &cluster,
+        source,
+        &[
+            "MIGRATE",
+            "127.0.0.1",
+            &target_port,
+            &redis_key,
+            "0",
+            "5000",
+        ],
+    )?;
+    let _: () = on_node(&cluster, target, &["SCRIPT", "FLUSH"])?;
+    ensure!(
+        counter_after_increment(&store, &key).await? == 2,
+        "ASK not followed"
+    );
+    ensure!(load(&store, &key).await?.is_some());
+
+    // Migration finished: the slot is the target's, and the source answers MOVED.
+    for node in 0..3 {
+        let _: () = on_node(
+            &cluster,
+            node,
+            &["CLUSTER", "SETSLOT", &slot, "NODE", &target_id],
+        )?;
+    }
+    ensure!(
+        counter_after_increment(&store, &key).await? == 3,
+        "MOVED not followed"
+    );
+    ensure!(cluster.primary_of_key(&redis_key)? == target);
+    let on_target: i64 = on_node(&cluster, target, &["HGET", &redis_key, "visits"])?;
+    ensure!(on_target == 3, "the target holds {on_target}");
     Ok(())
 }
