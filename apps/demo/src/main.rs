@@ -39,6 +39,17 @@ fn parse_env<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> 
     }
 }
 
+/// A yes/no setting: `1`, `true`, `yes` or `0`, `false`, `no`; anything else is an error rather
+/// than a silent default.
+fn flag(name: &str, default: bool) -> anyhow::Result<bool> {
+    match env(name).as_deref() {
+        None => Ok(default),
+        Some("1" | "true" | "yes") => Ok(true),
+        Some("0" | "false" | "no") => Ok(false),
+        Some(other) => bail!("{name}={other:?}: use 1, true, yes, 0, false or no"),
+    }
+}
+
 /// The URL without its password, for printing.
 fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -73,7 +84,7 @@ async fn run() -> anyhow::Result<()> {
     if ttl_secs == 0 {
         bail!("SESSION_TTL must be at least 1 second");
     }
-    let secure = env("COOKIE_SECURE").is_none_or(|v| v != "0" && v != "false");
+    let secure = flag("COOKIE_SECURE", true)?;
     let max_sessions: usize = parse_env("MAX_SESSIONS", cloakroom::DEFAULT_MAX_SESSIONS)?;
 
     let config = match env("SECRET_KEY") {
@@ -106,9 +117,8 @@ async fn run() -> anyhow::Result<()> {
             }
             builder = builder.with_cluster_mode(match env("REDIS_CLUSTER").as_deref() {
                 None | Some("auto") => ClusterMode::Auto,
-                Some("yes" | "1" | "true") => ClusterMode::Cluster,
-                Some("no" | "0" | "false") => ClusterMode::Standalone,
-                Some(other) => bail!("REDIS_CLUSTER={other:?}: use auto, yes or no"),
+                Some(_) if flag("REDIS_CLUSTER", false)? => ClusterMode::Cluster,
+                Some(_) => ClusterMode::Standalone,
             });
             let replicas: u32 = parse_env("REDIS_REPLICA_ACKS", 0)?;
             if replicas > 0 {
@@ -117,7 +127,7 @@ async fn run() -> anyhow::Result<()> {
                     Duration::from_millis(100),
                 ));
             }
-            if env("REDIS_TLS_INSECURE").is_some_and(|v| v == "1" || v == "true") {
+            if flag("REDIS_TLS_INSECURE", false)? {
                 builder = builder.danger_accept_invalid_certificates();
             }
             let store = builder

@@ -107,6 +107,8 @@ async fn cluster_request(
     request: Request<'_>,
 ) -> RedisResult<Value> {
     let mut redirect = Redirect::None;
+    let mut redirects = 0;
+    let mut asked: Option<String> = None;
     let mut pause = Duration::from_millis(5);
     loop {
         let mut connection = connection.clone();
@@ -131,7 +133,8 @@ async fn cluster_request(
             Redirect::Ask { host, port } => {
                 let node = SingleNodeRoutingInfo::ByAddress { host, port };
                 let mut asking = redis::pipe();
-                asking.cmd("ASKING");
+                // Each answer comes back on its own, so ASKING's can be checked first.
+                asking.ignore_errors().cmd("ASKING");
                 let count = match request {
                     Request::Command(cmd) => {
                         asking.add_command(cmd.clone());
@@ -145,15 +148,20 @@ async fn cluster_request(
                     }
                 };
                 // A routed pipeline hands back server errors as values: turn them back into
-                // errors, as a plain query would.
+                // errors, as a plain query would. ASKING's own answer is checked too: a user
+                // who may not run it would otherwise be sent back and forth until the timeout.
                 connection
-                    .route_pipeline(asking, 1, count, node)
+                    .route_pipeline(asking, 0, count + 1, node)
                     .await
-                    .and_then(|mut values| match request {
-                        Request::Command(_) if values.len() == 1 => {
-                            values.remove(0).extract_error()
+                    .and_then(|values| {
+                        let mut values = values.into_iter();
+                        values.next().map(Value::extract_error).transpose()?;
+                        match request {
+                            Request::Command(_) => {
+                                values.next().map_or(Ok(Value::Nil), Value::extract_error)
+                            }
+                            Request::Pipeline(_) => Value::Array(values.collect()).extract_error(),
                         }
-                        _ => Value::Array(values).extract_error(),
                     })
             }
         };
@@ -161,15 +169,40 @@ async fn cluster_request(
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
+        if error.redirect_node().is_some() {
+            // Two nodes sending a request back and forth (slot maps in flux during a failover)
+            // must not spin: pause from the second redirection on, and give up after a few.
+            redirects += 1;
+            if redirects > MAX_REDIRECTS {
+                return Err(error);
+            }
+            if redirects > 1 {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        }
         redirect = match (error.code(), error.redirect_node()) {
             (Some("MOVED"), Some((address, _))) => match split_address(address) {
                 Some((host, port)) => Redirect::Moved { host, port },
                 None => return Err(error),
             },
-            (Some("ASK"), Some((address, _))) => match split_address(address) {
-                Some((host, port)) => Redirect::Ask { host, port },
-                None => return Err(error),
-            },
+            (Some("ASK"), Some((address, _))) => {
+                // Sent to the same node a second time: the `ASKING` before the first attempt
+                // did not take (the target answered as if it had not been asked), which is what
+                // a user without the right to run ASKING sees. Say so instead of bouncing.
+                if asked.as_deref() == Some(address) {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "a node refused ASKING during a slot migration",
+                        "the Redis user needs +asking".to_owned(),
+                    )));
+                }
+                asked = Some(address.to_owned());
+                match split_address(address) {
+                    Some((host, port)) => Redirect::Ask { host, port },
+                    None => return Err(error),
+                }
+            }
             _ if refused_before_running(&error) => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(100));
@@ -179,6 +212,10 @@ async fn cluster_request(
         };
     }
 }
+
+/// Redirections followed for one request before giving up (a reshard needs at most two: `ASK`,
+/// then `MOVED` once the slot has moved).
+const MAX_REDIRECTS: u32 = 16;
 
 fn split_address(address: &str) -> Option<(String, u16)> {
     let (host, port) = address.rsplit_once(':')?;
@@ -195,6 +232,7 @@ fn refused_before_running(error: &redis::RedisError) -> bool {
 }
 
 /// What [`open`] needs from the builder.
+#[derive(Clone, Copy)]
 pub(crate) struct Settings<'a> {
     pub(crate) url: &'a str,
     pub(crate) cluster_mode: ClusterMode,
@@ -278,6 +316,14 @@ fn tls_certificates(
     let Some(pem) = settings.root_certificate else {
         return Ok(None);
     };
+    if settings.accept_invalid_certificates {
+        // The two contradict each other, and redis-rs would honour one or the other depending
+        // on the cluster mode.
+        return Err(Error::new(
+            ErrorKind::Config,
+            "a CA certificate was given and certificate checks were turned off: choose one",
+        ));
+    }
     if !matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
         return Err(Error::new(
             ErrorKind::Config,

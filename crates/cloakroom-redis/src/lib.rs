@@ -38,6 +38,8 @@ pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
+    // A second connection, only for writes followed by `WAIT` (see `send`).
+    acks_connection: Option<Connection>,
     prefix: String,
     operation_timeout: Duration,
     replica_acks: Option<ReplicaAcks>,
@@ -62,15 +64,18 @@ impl std::fmt::Debug for RedisStore {
 /// Replication is asynchronous: a write the primary acknowledged can be lost if the primary dies
 /// before a replica has it and the replica is promoted. For most session writes that only
 /// costs a visit count or a login, but a lost *delete* brings a logged-out session back. With
-/// this set, the write and a `WAIT` go out together in one pipeline (still one round trip), and
-/// a write that fewer replicas confirmed within the timeout is logged and counted
+/// this set, the write and a `WAIT` go out together in one pipeline (still one round trip), on a
+/// connection of their own so that no other request queues behind a `WAIT`. A write that fewer
+/// replicas confirmed within the timeout is logged and counted
 /// ([`RedisStore::unconfirmed_writes`]); it still happened on the primary, so it is not an
-/// error.
+/// error unless [`ReplicaAcks::required`] says so. Writes that wait share their connection, so
+/// while replicas are missing they queue one `WAIT` timeout each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplicaAcks {
     replicas: u32,
     timeout: Duration,
     every_write: bool,
+    required: bool,
 }
 
 impl ReplicaAcks {
@@ -82,6 +87,7 @@ impl ReplicaAcks {
             replicas,
             timeout,
             every_write: false,
+            required: false,
         }
     }
 
@@ -91,6 +97,17 @@ impl ReplicaAcks {
         Self {
             every_write: true,
             ..Self::on_deletes(replicas, timeout)
+        }
+    }
+
+    /// An unconfirmed write becomes an error ([`ErrorKind::Unavailable`], so a 503) instead of
+    /// a warning: the caller never takes a write for durable unless a replica has it. The write
+    /// did happen on the primary, so its outcome is unknown, as after a timeout. While a shard
+    /// has no live replica, its writes fail.
+    pub fn required(self) -> Self {
+        Self {
+            required: true,
+            ..self
         }
     }
 }
@@ -161,10 +178,11 @@ impl RedisStore {
         script: &ScriptSource,
         key: &SessionKey,
         replica_acks: Option<ReplicaAcks>,
+        idempotent: bool,
         add_args: impl Fn(&mut redis::Cmd),
     ) -> Result<Value> {
         let redis_key = self.redis_key(key);
-        let call = async {
+        let attempt = || async {
             // Sized for a typical call, so that building it does not reallocate.
             let mut cmd = redis::Cmd::with_capacity(16, 256);
             cmd.arg("EVALSHA").arg(&script.sha).arg(1).arg(&redis_key);
@@ -179,17 +197,31 @@ impl RedisStore {
                 other => other,
             }
         };
-        bounded(self.operation_timeout, "answer", call).await
+        let call = async {
+            match attempt().await {
+                // A connection that broke while idle (its server restarted, or failed over) is
+                // found out by the first request sent on it. A read may be sent again on the
+                // fresh connection: running it twice changes nothing. A write may not, since
+                // it may have run.
+                Err(e) if idempotent && e.is_connection_dropped() => attempt().await,
+                other => other,
+            }
+        };
+        let (reply, confirmed) = bounded(self.operation_timeout, "answer", call).await?;
+        self.settle(confirmed, replica_acks)?;
+        Ok(reply)
     }
 
-    // Sends one command, followed by a `WAIT` in the same pipeline when replicas must confirm.
+    // Sends one command; when replicas must confirm, it goes with a `WAIT` in one pipeline over
+    // the connection kept for such writes: Redis serves nothing else on a connection blocked in
+    // `WAIT`, and every other request must not queue behind it.
     async fn send(
         &self,
         cmd: redis::Cmd,
         replica_acks: Option<ReplicaAcks>,
-    ) -> redis::RedisResult<Value> {
-        let Some(acks) = replica_acks else {
-            return self.connection.query(&cmd).await;
+    ) -> redis::RedisResult<(Value, bool)> {
+        let (Some(acks), Some(connection)) = (replica_acks, &self.acks_connection) else {
+            return Ok((self.connection.query(&cmd).await?, true));
         };
         let mut pipeline = redis::pipe();
         pipeline
@@ -200,18 +232,34 @@ impl RedisStore {
                 u64::try_from(acks.timeout.as_millis())
                     .unwrap_or(u64::MAX)
                     .max(1),
-            );
-        let (reply, confirmed): (Value, u32) = self.connection.query_pipeline(&pipeline).await?;
-        if confirmed < acks.replicas {
-            self.unconfirmed_writes.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                confirmed,
-                wanted = acks.replicas,
-                "a session write was not confirmed by enough replicas in time; a failover now \
-                 could undo it"
-            );
+            )
+            // The command's own error comes back as it is (with its code), not as a pipeline
+            // error.
+            .ignore_errors();
+        let (reply, confirmed): (Value, u32) = connection.query_pipeline(&pipeline).await?;
+        Ok((reply.extract_error()?, confirmed >= acks.replicas))
+    }
+
+    // What an unconfirmed write means: counted and logged, and an error when confirmation is
+    // required.
+    fn settle(&self, confirmed: bool, acks: Option<ReplicaAcks>) -> Result<()> {
+        let Some(acks) = acks.filter(|_| !confirmed) else {
+            return Ok(());
+        };
+        self.unconfirmed_writes.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            wanted = acks.replicas,
+            "a session write was not confirmed by enough replicas in time; a failover now could \
+             undo it"
+        );
+        if acks.required {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "the write was not confirmed by enough replicas in time; it happened on the \
+                 primary but may not survive a failover",
+            ));
         }
-        Ok(reply)
+        Ok(())
     }
 }
 
@@ -317,25 +365,40 @@ impl RedisStoreBuilder {
     /// or an authentication failure is an error naming the cause: never a fallback elsewhere.
     pub async fn connect(self) -> Result<RedisStore> {
         if let Some(acks) = self.replica_acks
-            && (acks.timeout >= self.operation_timeout || acks.replicas == 0)
+            && (acks.timeout * 2 > self.operation_timeout || acks.replicas == 0)
         {
             return Err(Error::new(
                 ErrorKind::Config,
-                "replica acknowledgement needs at least one replica and a timeout shorter than \
+                "replica acknowledgement needs at least one replica and a timeout at most half \
                  the operation timeout",
             ));
         }
-        let connection = connection::open(&connection::Settings {
+        let settings = connection::Settings {
             url: &self.url,
             cluster_mode: self.cluster_mode,
             root_certificate: self.root_certificate.as_deref(),
             accept_invalid_certificates: self.accept_invalid_certificates,
             connect_timeout: self.connect_timeout,
             operation_timeout: self.operation_timeout,
-        })
-        .await?;
+        };
+        let connection = connection::open(&settings).await?;
+        let acks_connection = match self.replica_acks {
+            None => None,
+            Some(_) => Some(
+                connection::open(&connection::Settings {
+                    cluster_mode: if connection.is_cluster() {
+                        ClusterMode::Cluster
+                    } else {
+                        ClusterMode::Standalone
+                    },
+                    ..settings
+                })
+                .await?,
+            ),
+        };
         let store = RedisStore {
             connection,
+            acks_connection,
             prefix: self.prefix,
             operation_timeout: self.operation_timeout,
             replica_acks: self.replica_acks,
@@ -514,7 +577,7 @@ impl Store for RedisStore {
             }
         };
         let acks = self.waits_on_every_write();
-        match self.run(&self.create, key, acks, add_args).await? {
+        match self.run(&self.create, key, acks, false, add_args).await? {
             Value::Int(1) => Ok(Created::Created),
             Value::Int(0) => Ok(Created::Exists),
             _ => Err(corrupt("create answered neither 0 nor 1")),
@@ -539,7 +602,9 @@ impl Store for RedisStore {
             .waits_on_every_write()
             .filter(|_| !apply.ops.is_empty());
         let reply = self
-            .run(&self.apply, key, acks, |inv| add_op_args(inv, apply))
+            .run(&self.apply, key, acks, apply.ops.is_empty(), |inv| {
+                add_op_args(inv, apply)
+            })
             .await?;
         let parts = match reply {
             Value::Nil | Value::Boolean(false) => return Ok(Applied::Missing),
@@ -597,12 +662,13 @@ impl Store for RedisStore {
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.redis_key(key));
-        let deleted = bounded(
+        let (deleted, confirmed) = bounded(
             self.operation_timeout,
             "answer DEL",
             self.send(cmd, self.replica_acks),
         )
         .await?;
+        self.settle(confirmed, self.replica_acks)?;
         Ok(matches!(deleted, Value::Int(n) if n > 0))
     }
 }

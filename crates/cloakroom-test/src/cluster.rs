@@ -134,6 +134,15 @@ impl RedisCluster {
         self.nodes.iter().position(|n| n.port() == port)
     }
 
+    /// `CLUSTER NODES` as seen by the node at `index`.
+    pub fn topology_seen_by(&self, index: usize) -> anyhow::Result<Vec<ClusterNode>> {
+        let node = self.nodes.get(index).context("no such node")?;
+        let text: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query(&mut node.connection()?)?;
+        parse_nodes(&text)
+    }
+
     /// `CLUSTER NODES` as seen by the first running node that answers.
     pub fn topology(&self) -> anyhow::Result<Vec<ClusterNode>> {
         let mut last_error = None;

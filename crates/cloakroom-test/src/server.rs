@@ -22,7 +22,7 @@ pub const SESSION_USER: (&str, &str) = ("cloakroom", "session-password");
 /// The ACL rules of [`SESSION_USER`].
 pub const SESSION_USER_RULES: &str = "~cloakroom:* resetchannels -@all +evalsha +eval \
      +script|load +del +wait +exists +hget +hgetall +hset +hdel +hincrby +pexpire \
-     +cluster|slots +readonly +ping";
+     +cluster|slots +asking +readonly +ping";
 
 /// What kind of server to spawn.
 #[derive(Clone, Default)]
@@ -286,11 +286,15 @@ impl RedisServer {
         self.child.is_some()
     }
 
-    /// A blocking client for inspecting the server from tests.
+    /// A blocking client for inspecting the server from tests. A frozen server makes its calls
+    /// fail after two seconds instead of hanging.
     pub fn connection(&self) -> anyhow::Result<redis::Connection> {
-        Ok(self
+        let connection = self
             .client()?
-            .get_connection_with_timeout(Duration::from_secs(2))?)
+            .get_connection_with_timeout(Duration::from_secs(2))?;
+        connection.set_read_timeout(Some(Duration::from_secs(2)))?;
+        connection.set_write_timeout(Some(Duration::from_secs(2)))?;
+        Ok(connection)
     }
 
     /// Kills the server with SIGKILL and waits for it to die.

@@ -198,6 +198,50 @@ async fn deletes_wait_for_a_replica_when_asked() -> anyhow::Result<()> {
         "unconfirmed writes: {}",
         store.unconfirmed_writes()
     );
+    // Required: the unconfirmed write is an error for the caller, though it happened.
+    let strict = RedisStore::builder(lone.url())
+        .with_replica_acks(ReplicaAcks::on_deletes(1, Duration::from_millis(50)).required())
+        .connect()
+        .await?;
+    let key = SessionToken::generate()?.key();
+    strict
+        .create(&key, &new_session(&[], 60_000, 3_600_000))
+        .await?;
+    let err = strict
+        .delete(&key)
+        .await
+        .err()
+        .context("an unconfirmed delete was reported as done")?;
+    ensure!(err.is_unavailable(), "{err:?}");
+    ensure!(
+        load(&strict, &key).await?.is_none(),
+        "the delete did not happen"
+    );
+    ensure!(strict.unconfirmed_writes() == 1);
+    // Script errors keep their kind when a WAIT follows the script in the pipeline.
+    store
+        .create(
+            &key,
+            &new_session(&[("name", "\"ann\"")], 60_000, 3_600_000),
+        )
+        .await?;
+    let apply = cloakroom_core::store::Apply {
+        access: cloakroom_core::store::Access {
+            now_ms: u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_millis(),
+            )?,
+            idle_ms: 60_000,
+        },
+        ops: vec![cloakroom_core::store::Op::Incr {
+            name: "name".to_owned(),
+            by: 1,
+        }],
+        load: false,
+    };
+    let kind = store.apply(&key, &apply).await.err().map(|e| e.kind());
+    ensure!(kind == Some(ErrorKind::NotAnInteger), "{kind:?}");
     // A timeout that the operation timeout would cut short is refused at start-up.
     let too_long = RedisStore::builder(lone.url())
         .with_replica_acks(ReplicaAcks::on_deletes(1, Duration::from_secs(5)))
@@ -247,66 +291,136 @@ async fn counter_after_increment(store: &RedisStore, key: &SessionKey) -> anyhow
 async fn a_session_in_a_migrating_slot_is_followed_with_ask_then_moved() -> anyhow::Result<()> {
     let cluster = RedisCluster::spawn_with(Default::default(), 0)?;
     let store = RedisStore::connect(cluster.url()).await?;
+    follow_a_migration(&cluster, &store, false).await
+}
+
+/// The same, as the least-privilege ACL user over TLS: its rules must allow `ASKING`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acl_user_follows_a_migration_too() -> anyhow::Result<()> {
+    let options = cloakroom_test::ServerOptions {
+        tls: Some(cloakroom_test::TestCertificates::generate()?),
+        acl: true,
+        ..Default::default()
+    };
+    let cluster = RedisCluster::spawn_with(options, 0)?;
+    let store = RedisStore::builder(cluster.url_as(SESSION_USER))
+        .with_root_certificate_pem(cluster.ca_certificate_pem()?)
+        .connect()
+        .await?;
+    follow_a_migration(&cluster, &store, true).await
+}
+
+async fn follow_a_migration(
+    cluster: &RedisCluster,
+    store: &RedisStore,
+    acl: bool,
+) -> anyhow::Result<()> {
     let key = SessionToken::generate()?.key();
     store
         .create(&key, &new_session(&[], 60_000, 3_600_000))
         .await?;
-    ensure!(counter_after_increment(&store, &key).await? == 1);
+    ensure!(counter_after_increment(store, &key).await? == 1);
 
     let redis_key = store.redis_key(&key);
-    let slot: i64 = on_node(&cluster, 0, &["CLUSTER", "KEYSLOT", &redis_key])?;
+    let slot: i64 = on_node(cluster, 0, &["CLUSTER", "KEYSLOT", &redis_key])?;
     let slot = slot.to_string();
     let source = cluster.primary_of_key(&redis_key)?;
     let target = (0..3).find(|&i| i != source).context("no target")?;
-    let id = |i: usize| -> anyhow::Result<String> { on_node(&cluster, i, &["CLUSTER", "MYID"]) };
+    let id = |i: usize| -> anyhow::Result<String> { on_node(cluster, i, &["CLUSTER", "MYID"]) };
     let (source_id, target_id) = (id(source)?, id(target)?);
     let target_port = cluster.nodes()[target].port().to_string();
 
     // Half-way through a migration: the key already sits on the target, the slot still belongs
     // to the source, which answers ASK. The target has also lost its script cache.
     let _: () = on_node(
-        &cluster,
+        cluster,
         target,
         &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id],
     )?;
     let _: () = on_node(
-        &cluster,
+        cluster,
         source,
         &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id],
     )?;
-    let _: () = on_node(
-        &cluster,
-        source,
-        &[
-            "MIGRATE",
-            "127.0.0.1",
-            &target_port,
-            &redis_key,
-            "0",
-            "5000",
-        ],
-    )?;
-    let _: () = on_node(&cluster, target, &["SCRIPT", "FLUSH"])?;
+    let mut migrate = vec![
+        "MIGRATE",
+        "127.0.0.1",
+        &target_port,
+        &redis_key,
+        "0",
+        "5000",
+    ];
+    if acl {
+        // The source logs in to the target as the admin user.
+        let (user, password) = cloakroom_test::ADMIN_USER;
+        migrate.extend(["AUTH2", user, password]);
+    }
+    let _: () = on_node(cluster, source, &migrate)?;
+    let _: () = on_node(cluster, target, &["SCRIPT", "FLUSH"])?;
     ensure!(
-        counter_after_increment(&store, &key).await? == 2,
+        counter_after_increment(store, &key).await? == 2,
         "ASK not followed"
     );
-    ensure!(load(&store, &key).await?.is_some());
+    ensure!(load(store, &key).await?.is_some());
 
     // Migration finished: the slot is the target's, and the source answers MOVED.
     for node in 0..3 {
         let _: () = on_node(
-            &cluster,
+            cluster,
             node,
             &["CLUSTER", "SETSLOT", &slot, "NODE", &target_id],
         )?;
     }
     ensure!(
-        counter_after_increment(&store, &key).await? == 3,
+        counter_after_increment(store, &key).await? == 3,
         "MOVED not followed"
     );
     ensure!(cluster.primary_of_key(&redis_key)? == target);
-    let on_target: i64 = on_node(&cluster, target, &["HGET", &redis_key, "visits"])?;
+    let on_target: i64 = on_node(cluster, target, &["HGET", &redis_key, "visits"])?;
     ensure!(on_target == 3, "the target holds {on_target}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_checks_certificates_unless_told_not_to() -> anyhow::Result<()> {
+    let cluster = RedisCluster::spawn_with(
+        cloakroom_test::ServerOptions {
+            tls: Some(cloakroom_test::TestCertificates::generate()?),
+            ..Default::default()
+        },
+        0,
+    )?;
+    // The system's roots do not vouch for the test CA: refused, with the cause named.
+    let err = RedisStore::builder(cluster.url())
+        .with_connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .err()
+        .context("a TLS cluster was trusted without its CA")?;
+    let text = format!("{err:?}").to_lowercase();
+    ensure!(
+        text.contains("certificate"),
+        "the cause is not named: {text}"
+    );
+    // With the CA, and with the explicit opt-out, every node is reached.
+    for store in [
+        RedisStore::builder(cluster.url())
+            .with_root_certificate_pem(cluster.ca_certificate_pem()?)
+            .connect()
+            .await?,
+        RedisStore::builder(cluster.url())
+            .danger_accept_invalid_certificates()
+            .connect()
+            .await?,
+    ] {
+        ensure!(store.is_cluster());
+        for _ in 0..12 {
+            let key = SessionToken::generate()?.key();
+            store
+                .create(&key, &new_session(&[], 60_000, 3_600_000))
+                .await?;
+            ensure!(load(&store, &key).await?.is_some());
+        }
+    }
     Ok(())
 }

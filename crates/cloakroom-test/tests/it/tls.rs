@@ -66,11 +66,12 @@ async fn certificate_checks_are_off_only_when_the_code_says_so() -> anyhow::Resu
     let server = RedisServer::spawn_tls()?;
     // A URL that asks to skip checks is configuration travelling through environments: refused.
     let insecure_url = format!("{}/#insecure", server.url());
-    let kind = RedisStore::connect(insecure_url.as_str())
+    let err = RedisStore::connect(insecure_url.as_str())
         .await
         .err()
-        .map(|e| e.kind());
-    ensure!(kind == Some(ErrorKind::Config), "#insecure URL: {kind:?}");
+        .context("an #insecure URL was accepted")?;
+    ensure!(err.kind() == ErrorKind::Config, "#insecure URL: {err:?}");
+    ensure!(err.to_string().contains("#insecure"), "{err}");
     // The explicit opt-out connects to a server no configured CA vouches for.
     let store = RedisStore::builder(server.url())
         .danger_accept_invalid_certificates()
@@ -83,6 +84,13 @@ async fn certificate_checks_are_off_only_when_the_code_says_so() -> anyhow::Resu
         &cloakroom_test::conformance::new_session(&[], 60_000, 3_600_000),
     )
     .await?;
+    // ...and contradicts a CA certificate...
+    let both = RedisStore::builder(server.url())
+        .with_root_certificate_pem(server.ca_certificate_pem()?)
+        .danger_accept_invalid_certificates()
+        .connect()
+        .await;
+    ensure!(both.err().map(|e| e.kind()) == Some(ErrorKind::Config));
     // ...and makes no sense on a plain URL.
     let plain = RedisStore::builder(format!("redis://127.0.0.1:{}", server.port()))
         .danger_accept_invalid_certificates()
