@@ -396,6 +396,13 @@ impl RedisStoreBuilder {
                 .await?,
             ),
         };
+        if connection.is_cluster() && self.prefix.contains('{') {
+            tracing::warn!(
+                prefix = %self.prefix,
+                "the key prefix holds a hash tag: every session will live in one slot, on one \
+                 node of the cluster"
+            );
+        }
         let store = RedisStore {
             connection,
             acks_connection,
