@@ -117,8 +117,9 @@ async fn run() -> anyhow::Result<()> {
             }
             builder = builder.with_cluster_mode(match env("REDIS_CLUSTER").as_deref() {
                 None | Some("auto") => ClusterMode::Auto,
-                Some(_) if flag("REDIS_CLUSTER", false)? => ClusterMode::Cluster,
-                Some(_) => ClusterMode::Standalone,
+                Some("1" | "true" | "yes") => ClusterMode::Cluster,
+                Some("0" | "false" | "no") => ClusterMode::Standalone,
+                Some(other) => bail!("REDIS_CLUSTER={other:?}: use auto, yes or no"),
             });
             let replicas: u32 = parse_env("REDIS_REPLICA_ACKS", 0)?;
             if replicas > 0 {

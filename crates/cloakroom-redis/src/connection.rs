@@ -108,10 +108,15 @@ async fn cluster_request(
 ) -> RedisResult<Value> {
     let mut redirect = Redirect::None;
     let mut redirects = 0;
-    let mut asked: Option<String> = None;
+    // The node that answered MOVED to an `ASKING` + command sent to it, if any.
+    let mut ignored_asking: Option<String> = None;
     let mut pause = Duration::from_millis(5);
     loop {
         let mut connection = connection.clone();
+        let asking_node = match &redirect {
+            Redirect::Ask { host, port } => Some(format!("{host}:{port}")),
+            _ => None,
+        };
         let result = match redirect {
             Redirect::None => match request {
                 Request::Command(cmd) => cmd.query_async::<Value>(&mut connection).await,
@@ -133,8 +138,7 @@ async fn cluster_request(
             Redirect::Ask { host, port } => {
                 let node = SingleNodeRoutingInfo::ByAddress { host, port };
                 let mut asking = redis::pipe();
-                // Each answer comes back on its own, so ASKING's can be checked first.
-                asking.ignore_errors().cmd("ASKING");
+                asking.cmd("ASKING");
                 let count = match request {
                     Request::Command(cmd) => {
                         asking.add_command(cmd.clone());
@@ -147,9 +151,8 @@ async fn cluster_request(
                         pipeline.len()
                     }
                 };
-                // A routed pipeline hands back server errors as values: turn them back into
-                // errors, as a plain query would. ASKING's own answer is checked too: a user
-                // who may not run it would otherwise be sent back and forth until the timeout.
+                // A routed pipeline hands back each answer as a value, errors included: turn
+                // them back into errors, as a plain query would, ASKING's own first.
                 connection
                     .route_pipeline(asking, 0, count + 1, node)
                     .await
@@ -157,9 +160,15 @@ async fn cluster_request(
                         let mut values = values.into_iter();
                         values.next().map(Value::extract_error).transpose()?;
                         match request {
-                            Request::Command(_) => {
-                                values.next().map_or(Ok(Value::Nil), Value::extract_error)
-                            }
+                            Request::Command(_) => values.next().map_or_else(
+                                || {
+                                    Err(redis::RedisError::from((
+                                        redis::ErrorKind::UnexpectedReturnType,
+                                        "no answer to a redirected command",
+                                    )))
+                                },
+                                Value::extract_error,
+                            ),
                             Request::Pipeline(_) => Value::Array(values.collect()).extract_error(),
                         }
                     })
@@ -182,22 +191,27 @@ async fn cluster_request(
             }
         }
         redirect = match (error.code(), error.redirect_node()) {
-            (Some("MOVED"), Some((address, _))) => match split_address(address) {
-                Some((host, port)) => Redirect::Moved { host, port },
-                None => return Err(error),
-            },
+            (Some("MOVED"), Some((address, _))) => {
+                // A node we sent `ASKING` to answered as if it had not been asked.
+                if asking_node.is_some() {
+                    ignored_asking = asking_node;
+                }
+                match split_address(address) {
+                    Some((host, port)) => Redirect::Moved { host, port },
+                    None => return Err(error),
+                }
+            }
             (Some("ASK"), Some((address, _))) => {
-                // Sent to the same node a second time: the `ASKING` before the first attempt
-                // did not take (the target answered as if it had not been asked), which is what
-                // a user without the right to run ASKING sees. Say so instead of bouncing.
-                if asked.as_deref() == Some(address) {
+                // Sent back to a node that ignored `ASKING` before: that is what a user
+                // without the right to run ASKING sees (redis-rs hides the NOPERM behind the
+                // MOVED that follows it). Say so instead of bouncing until the timeout.
+                if ignored_asking.as_deref() == Some(address) {
                     return Err(redis::RedisError::from((
                         redis::ErrorKind::InvalidClientConfig,
-                        "a node refused ASKING during a slot migration",
-                        "the Redis user needs +asking".to_owned(),
+                        "a node ignored ASKING during a slot migration",
+                        "the Redis user may need +asking".to_owned(),
                     )));
                 }
-                asked = Some(address.to_owned());
                 match split_address(address) {
                     Some((host, port)) => Redirect::Ask { host, port },
                     None => return Err(error),
@@ -226,7 +240,7 @@ fn split_address(address: &str) -> Option<(String, u16)> {
 fn refused_before_running(error: &redis::RedisError) -> bool {
     matches!(
         error.code(),
-        Some("TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "LOADING")
+        Some("TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "LOADING" | "READONLY")
     ) || error.kind() == redis::ErrorKind::ClusterConnectionNotFound
         || error.is_connection_refusal()
 }

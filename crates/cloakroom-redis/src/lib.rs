@@ -69,7 +69,8 @@ impl std::fmt::Debug for RedisStore {
 /// replicas confirmed within the timeout is logged and counted
 /// ([`RedisStore::unconfirmed_writes`]); it still happened on the primary, so it is not an
 /// error unless [`ReplicaAcks::required`] says so. Writes that wait share their connection, so
-/// while replicas are missing they queue one `WAIT` timeout each.
+/// while replicas are missing they queue one `WAIT` timeout each; a write whose caller gave up
+/// in the queue may still run later, as after any timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplicaAcks {
     replicas: u32,
@@ -80,7 +81,7 @@ pub struct ReplicaAcks {
 
 impl ReplicaAcks {
     /// Deletes (logout, and the old id when a session id rotates) wait until `replicas`
-    /// replicas have them, or `timeout` passes. The timeout must be shorter than the
+    /// replicas have them, or `timeout` passes. The timeout must be shorter than half the
     /// operation timeout.
     pub fn on_deletes(replicas: u32, timeout: Duration) -> Self {
         Self {
@@ -236,8 +237,12 @@ impl RedisStore {
             // The command's own error comes back as it is (with its code), not as a pipeline
             // error.
             .ignore_errors();
-        let (reply, confirmed): (Value, u32) = connection.query_pipeline(&pipeline).await?;
-        Ok((reply.extract_error()?, confirmed >= acks.replicas))
+        let (reply, confirmed): (Value, Value) = connection.query_pipeline(&pipeline).await?;
+        // The command's outcome first; a `WAIT` that did not answer with a count confirmed
+        // nothing.
+        let reply = reply.extract_error()?;
+        let confirmed = matches!(confirmed, Value::Int(n) if n >= i64::from(acks.replicas));
+        Ok((reply, confirmed))
     }
 
     // What an unconfirmed write means: counted and logged, and an error when confirmation is
@@ -365,12 +370,17 @@ impl RedisStoreBuilder {
     /// or an authentication failure is an error naming the cause: never a fallback elsewhere.
     pub async fn connect(self) -> Result<RedisStore> {
         if let Some(acks) = self.replica_acks
-            && (acks.timeout * 2 > self.operation_timeout || acks.replicas == 0)
+            && (acks.replicas == 0
+                || acks
+                    .timeout
+                    .checked_mul(2)
+                    .is_none_or(|twice| twice >= self.operation_timeout))
         {
+            // Twice: a lost script cache costs a second round trip, and each one waits.
             return Err(Error::new(
                 ErrorKind::Config,
-                "replica acknowledgement needs at least one replica and a timeout at most half \
-                 the operation timeout",
+                "replica acknowledgement needs at least one replica and a timeout shorter than \
+                 half the operation timeout",
             ));
         }
         let settings = connection::Settings {

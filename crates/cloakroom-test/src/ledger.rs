@@ -186,6 +186,8 @@ pub struct Report {
     pub recovered_after: Duration,
     /// The longest call, failed or not.
     pub slowest_call: Duration,
+    /// Sessions whose last call failed: zero once the store has recovered.
+    pub sessions_still_failing: usize,
 }
 
 impl Report {
@@ -229,6 +231,7 @@ impl Report {
                 }
             }
         }
+        report.sessions_still_failing = errors_since.iter().filter(|&&e| e > 0).count();
         for (session, end) in finals.iter().enumerate() {
             match end {
                 Some(value) => {

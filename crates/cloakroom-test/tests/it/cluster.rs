@@ -165,7 +165,7 @@ async fn wrong_cluster_password_and_refused_connections_are_clear_errors() -> an
 async fn deletes_wait_for_a_replica_when_asked() -> anyhow::Result<()> {
     let cluster = RedisCluster::spawn()?;
     let store = RedisStore::builder(cluster.url())
-        .with_replica_acks(ReplicaAcks::on_deletes(1, Duration::from_millis(500)))
+        .with_replica_acks(ReplicaAcks::on_deletes(1, Duration::from_millis(400)))
         .connect()
         .await?;
     for _ in 0..10 {
@@ -322,41 +322,7 @@ async fn follow_a_migration(
     ensure!(counter_after_increment(store, &key).await? == 1);
 
     let redis_key = store.redis_key(&key);
-    let slot: i64 = on_node(cluster, 0, &["CLUSTER", "KEYSLOT", &redis_key])?;
-    let slot = slot.to_string();
-    let source = cluster.primary_of_key(&redis_key)?;
-    let target = (0..3).find(|&i| i != source).context("no target")?;
-    let id = |i: usize| -> anyhow::Result<String> { on_node(cluster, i, &["CLUSTER", "MYID"]) };
-    let (source_id, target_id) = (id(source)?, id(target)?);
-    let target_port = cluster.nodes()[target].port().to_string();
-
-    // Half-way through a migration: the key already sits on the target, the slot still belongs
-    // to the source, which answers ASK. The target has also lost its script cache.
-    let _: () = on_node(
-        cluster,
-        target,
-        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id],
-    )?;
-    let _: () = on_node(
-        cluster,
-        source,
-        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id],
-    )?;
-    let mut migrate = vec![
-        "MIGRATE",
-        "127.0.0.1",
-        &target_port,
-        &redis_key,
-        "0",
-        "5000",
-    ];
-    if acl {
-        // The source logs in to the target as the admin user.
-        let (user, password) = cloakroom_test::ADMIN_USER;
-        migrate.extend(["AUTH2", user, password]);
-    }
-    let _: () = on_node(cluster, source, &migrate)?;
-    let _: () = on_node(cluster, target, &["SCRIPT", "FLUSH"])?;
+    let migration = half_migrate(cluster, &redis_key, acl)?;
     ensure!(
         counter_after_increment(store, &key).await? == 2,
         "ASK not followed"
@@ -368,16 +334,98 @@ async fn follow_a_migration(
         let _: () = on_node(
             cluster,
             node,
-            &["CLUSTER", "SETSLOT", &slot, "NODE", &target_id],
+            &[
+                "CLUSTER",
+                "SETSLOT",
+                &migration.slot,
+                "NODE",
+                &migration.target_id,
+            ],
         )?;
     }
     ensure!(
         counter_after_increment(store, &key).await? == 3,
         "MOVED not followed"
     );
-    ensure!(cluster.primary_of_key(&redis_key)? == target);
-    let on_target: i64 = on_node(cluster, target, &["HGET", &redis_key, "visits"])?;
+    ensure!(cluster.primary_of_key(&redis_key)? == migration.target);
+    let on_target: i64 = on_node(cluster, migration.target, &["HGET", &redis_key, "visits"])?;
     ensure!(on_target == 3, "the target holds {on_target}");
+    Ok(())
+}
+
+struct Migration {
+    slot: String,
+    target: usize,
+    target_id: String,
+}
+
+// Half-way through a migration of `redis_key`'s slot: the key already sits on another primary,
+// the slot still belongs to its old one, which answers ASK. The target has also lost its script
+// cache.
+fn half_migrate(cluster: &RedisCluster, redis_key: &str, acl: bool) -> anyhow::Result<Migration> {
+    let slot: i64 = on_node(cluster, 0, &["CLUSTER", "KEYSLOT", redis_key])?;
+    let slot = slot.to_string();
+    let source = cluster.primary_of_key(redis_key)?;
+    let target = (0..3).find(|&i| i != source).context("no target")?;
+    let id = |i: usize| -> anyhow::Result<String> { on_node(cluster, i, &["CLUSTER", "MYID"]) };
+    let (source_id, target_id) = (id(source)?, id(target)?);
+    let target_port = cluster.nodes()[target].port().to_string();
+    let _: () = on_node(
+        cluster,
+        target,
+        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id],
+    )?;
+    let _: () = on_node(
+        cluster,
+        source,
+        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id],
+    )?;
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &target_port, redis_key, "0", "5000"];
+    if acl {
+        // The source logs in to the target as the admin user.
+        let (user, password) = cloakroom_test::ADMIN_USER;
+        migrate.extend(["AUTH2", user, password]);
+    }
+    let _: () = on_node(cluster, source, &migrate)?;
+    let _: () = on_node(cluster, target, &["SCRIPT", "FLUSH"])?;
+    Ok(Migration {
+        slot,
+        target,
+        target_id,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_may_not_run_asking_is_told_so() -> anyhow::Result<()> {
+    let cluster = RedisCluster::spawn_with(Default::default(), 0)?;
+    let rules = cloakroom_test::SESSION_USER_RULES.replace("+asking", "");
+    for node in 0..3 {
+        let mut setuser = vec!["ACL", "SETUSER", "no-asking", "on", ">no-asking-password"];
+        setuser.extend(rules.split_whitespace());
+        let _: () = on_node(&cluster, node, &setuser)?;
+    }
+    let url = format!(
+        "redis://no-asking:no-asking-password@127.0.0.1:{}",
+        cluster.nodes()[0].port()
+    );
+    let store = RedisStore::connect(url).await?;
+    let key = SessionToken::generate()?.key();
+    store
+        .create(&key, &new_session(&[], 60_000, 3_600_000))
+        .await?;
+    half_migrate(&cluster, &store.redis_key(&key), false)?;
+    let err = counter_after_increment(&store, &key)
+        .await
+        .err()
+        .context("an increment needing ASKING passed without the right to it")?;
+    let chain = format!("{err:?}");
+    ensure!(chain.contains("+asking"), "the cause is not named: {chain}");
+    ensure!(
+        err.downcast_ref::<cloakroom_core::Error>()
+            .map(cloakroom_core::Error::kind)
+            == Some(ErrorKind::Config),
+        "{chain}"
+    );
     Ok(())
 }
 

@@ -119,7 +119,7 @@ fn check_after_fault(title: &str, results: &[(Report, u64)]) -> anyhow::Result<(
             "{title}: sessions lost: {report:?}"
         );
         ensure!(
-            report.recovered_after < Duration::from_secs(20),
+            report.recovered_after < Duration::from_secs(20) && report.sessions_still_failing == 0,
             "{title}: no recovery: {report:?}"
         );
     }
