@@ -6,6 +6,8 @@
 //! * `REDIS_CLUSTER`: `auto` (default), `yes` or `no`, to override the detection.
 //! * `SECRET_KEY`: the cookie signing key, at least 32 bytes; absent, a random key (sessions
 //!   then end when the process does) and a warning.
+//! * `SECRET_KEY_PREVIOUS` and `SECRET_KEY_PREVIOUS_UNTIL`: after a key rotation, the old key
+//!   and the Unix time (seconds) until which cookies it signed are still accepted.
 //! * `SESSION_TTL`: idle timeout in seconds (default 1800).
 //! * `BIND`: address to listen on (default `127.0.0.1:3000`).
 //! * `COOKIE_SECURE`: `0` to send the cookie without `Secure` when serving plain http on an
@@ -96,6 +98,21 @@ async fn run() -> anyhow::Result<()> {
             );
             SessionConfig::with_random_secret()?
         }
+    };
+    let config = match (env("SECRET_KEY_PREVIOUS"), env("SECRET_KEY_PREVIOUS_UNTIL")) {
+        (None, None) => config,
+        (Some(previous), Some(_)) => {
+            let until: u64 = parse_env("SECRET_KEY_PREVIOUS_UNTIL", 0)?;
+            let retire_at = std::time::UNIX_EPOCH + Duration::from_secs(until);
+            config
+                .with_previous_secret(previous.as_bytes(), retire_at)
+                .context("SECRET_KEY_PREVIOUS is not usable")?
+        }
+        _ => bail!(
+            "SECRET_KEY_PREVIOUS and SECRET_KEY_PREVIOUS_UNTIL go together: the old key, and the \
+             Unix time (seconds) until which its cookies are accepted (the rotation time plus \
+             the absolute session lifetime logs nobody out)"
+        ),
     };
     let config = config
         .with_idle_timeout(Duration::from_secs(ttl_secs))

@@ -65,6 +65,24 @@ impl SessionConfig {
         })
     }
 
+    /// Keeps accepting cookies signed with `secret`, a key that signed before the current one,
+    /// until `retire_at`; after that, its cookies count as forged. Call once per previous key
+    /// (at most [`MAX_PREVIOUS_KEYS`](crate::MAX_PREVIOUS_KEYS)).
+    ///
+    /// To rotate without logging anyone out, keep the old key until every session it signed has
+    /// reached its absolute lifetime: `retire_at` = the time of the rotation + the absolute
+    /// timeout. New sessions, and ids rotated by `start` or `cycle_id`, are signed with the
+    /// current key at once.
+    pub fn with_previous_secret(
+        mut self,
+        secret: impl AsRef<[u8]>,
+        retire_at: std::time::SystemTime,
+    ) -> Result<Self> {
+        self.signer
+            .add_previous(secret.as_ref(), crate::clock::unix_millis(retire_at))?;
+        Ok(self)
+    }
+
     /// A configuration with a random secret: sessions do not survive a restart of the process
     /// and are not shared between processes.
     pub fn with_random_secret() -> Result<Self> {

@@ -36,6 +36,6 @@ pub use crate::memory::{
     DEFAULT_MAX_SESSIONS, DEFAULT_SWEEP_INTERVAL, MemoryStore, MemoryStoreBuilder,
 };
 pub use crate::session::{CookieState, Finished, Session, SessionManager};
-pub use crate::signing::{CookieSigner, MIN_SECRET_LEN, SIGNED_VALUE_LEN};
+pub use crate::signing::{CookieSigner, MAX_PREVIOUS_KEYS, MIN_SECRET_LEN, SIGNED_VALUE_LEN};
 pub use crate::store::Store;
 pub use crate::token::{SessionKey, SessionToken, TOKEN_BYTES, TOKEN_TEXT_LEN};

@@ -89,7 +89,11 @@ impl SessionManager {
         // Two cookies of our name make the request ambiguous (a subdomain may have planted one):
         // trust neither.
         let token = match (count, found) {
-            (1, Some(value)) => self.shared.config.signer.verify(value),
+            (1, Some(value)) => self
+                .shared
+                .config
+                .signer
+                .verify(value, unix_millis(self.shared.config.clock.now())),
             _ => None,
         };
         let cookie = match (count, &token) {

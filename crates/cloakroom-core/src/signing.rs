@@ -3,6 +3,11 @@
 //! The token is already unguessable; the signature exists so that a forged or garbled cookie is
 //! recognised by arithmetic alone, before any store access: a flood of random cookies costs the
 //! store nothing.
+//!
+//! Keys rotate: the current key signs, and previous keys still verify until the time each one
+//! retires. A cookie whose session started before the rotation keeps working until then; once
+//! the last session that key signed has reached its absolute lifetime, the key can go. A cookie
+//! signed by a retired key is treated as forged.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -22,50 +27,76 @@ pub const SIGNED_VALUE_LEN: usize = TOKEN_TEXT_LEN + 1 + SIGNATURE_TEXT_LEN;
 // Domain separation: the secret may be shared with other parts of an app.
 const CONTEXT: &[u8] = b"cloakroom session cookie v1\0";
 
-/// Signs and verifies cookie values with HMAC-SHA256 under the configured secret.
+/// Most previous keys kept at once: each one costs a forged cookie one more HMAC.
+pub const MAX_PREVIOUS_KEYS: usize = 4;
+
+/// Signs cookie values with HMAC-SHA256 under the current secret, and verifies them under the
+/// current secret or a previous one that has not retired yet.
 #[derive(Clone)]
 pub struct CookieSigner {
-    mac: HmacSha256,
+    current: HmacSha256,
+    // Previous keys and when each retires (Unix milliseconds).
+    previous: Vec<(HmacSha256, u64)>,
+}
+
+fn keyed_mac(secret: &[u8]) -> Result<HmacSha256> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "the secret key has {} bytes; at least {MIN_SECRET_LEN} are required",
+                secret.len()
+            ),
+        ));
+    }
+    HmacSha256::new_from_slice(secret)
+        .map_err(|_| Error::new(ErrorKind::Config, "the secret key was refused by HMAC"))
+}
+
+fn mac_for(key: &HmacSha256, token: &SessionToken) -> HmacSha256 {
+    let mut mac = key.clone();
+    mac.update(CONTEXT);
+    mac.update(token.as_bytes());
+    mac
 }
 
 impl CookieSigner {
     /// A signer for `secret`, which must be at least [`MIN_SECRET_LEN`] bytes.
     pub fn new(secret: &[u8]) -> Result<Self> {
-        if secret.len() < MIN_SECRET_LEN {
+        Ok(Self {
+            current: keyed_mac(secret)?,
+            previous: Vec::new(),
+        })
+    }
+
+    /// Also verifies cookies signed with `secret` (a key that signed before the current one)
+    /// until `retire_at_ms` (Unix milliseconds). At most [`MAX_PREVIOUS_KEYS`].
+    pub fn add_previous(&mut self, secret: &[u8], retire_at_ms: u64) -> Result<()> {
+        if self.previous.len() >= MAX_PREVIOUS_KEYS {
             return Err(Error::new(
                 ErrorKind::Config,
-                format!(
-                    "the secret key has {} bytes; at least {MIN_SECRET_LEN} are required",
-                    secret.len()
-                ),
+                format!("at most {MAX_PREVIOUS_KEYS} previous secret keys are kept"),
             ));
         }
-        let mac = HmacSha256::new_from_slice(secret)
-            .map_err(|_| Error::new(ErrorKind::Config, "the secret key was refused by HMAC"))?;
-        Ok(Self { mac })
+        self.previous.push((keyed_mac(secret)?, retire_at_ms));
+        Ok(())
     }
 
-    fn mac_for(&self, token: &SessionToken) -> HmacSha256 {
-        let mut mac = self.mac.clone();
-        mac.update(CONTEXT);
-        mac.update(token.as_bytes());
-        mac
-    }
-
-    /// The cookie value for `token`.
+    /// The cookie value for `token`, signed with the current key.
     pub fn sign(&self, token: &SessionToken) -> String {
-        let tag = self.mac_for(token).finalize().into_bytes();
+        let tag = mac_for(&self.current, token).finalize().into_bytes();
         let mut out = token.to_text();
         out.push('.');
         out.push_str(&URL_SAFE_NO_PAD.encode(tag));
         out
     }
 
-    /// The token inside a cookie value, if the value is exactly one canonical signed token.
+    /// The token inside a cookie value, if the value is exactly one canonical signed token,
+    /// signed by the current key or by a previous key not retired at `now_ms`.
     ///
     /// Anything else (wrong length, a missing or extra separator, another alphabet, a
-    /// non-canonical spelling, a signature from another key) is `None`.
-    pub fn verify(&self, value: &str) -> Option<SessionToken> {
+    /// non-canonical spelling, a signature from an unknown or retired key) is `None`.
+    pub fn verify(&self, value: &str, now_ms: u64) -> Option<SessionToken> {
         if value.len() != SIGNED_VALUE_LEN {
             return None;
         }
@@ -78,8 +109,15 @@ impl CookieSigner {
             _ => return None,
         }
         // `verify_slice` compares in constant time.
-        self.mac_for(&token).verify_slice(&signature).ok()?;
-        Some(token)
+        let live_previous = self
+            .previous
+            .iter()
+            .filter(|(_, retire_at_ms)| now_ms < *retire_at_ms)
+            .map(|(key, _)| key);
+        std::iter::once(&self.current)
+            .chain(live_previous)
+            .any(|key| mac_for(key, &token).verify_slice(&signature).is_ok())
+            .then_some(token)
     }
 }
 
@@ -93,6 +131,8 @@ impl std::fmt::Debug for CookieSigner {
 mod tests {
     use super::*;
 
+    const NOW: u64 = 1_800_000_000_000;
+
     fn signer(byte: u8) -> Result<CookieSigner> {
         CookieSigner::new(&[byte; 32])
     }
@@ -103,7 +143,41 @@ mod tests {
         let token = SessionToken::generate()?;
         let value = s.sign(&token);
         assert_eq!(value.len(), SIGNED_VALUE_LEN);
-        assert!(s.verify(&value) == Some(token));
+        assert!(s.verify(&value, NOW) == Some(token));
+        Ok(())
+    }
+
+    // Every way of bending a signed value that must fail, for a signer that otherwise accepts
+    // `value`.
+    fn assert_tampering_fails(s: &CookieSigner, value: &str) -> Result<()> {
+        assert!(
+            s.verify(&format!("{value}x"), NOW).is_none(),
+            "appended byte"
+        );
+        assert!(s.verify(&format!("{value}="), NOW).is_none(), "padding");
+        assert!(
+            s.verify(&value[..value.len() - 1], NOW).is_none(),
+            "truncated"
+        );
+        assert!(
+            s.verify(&value.to_uppercase(), NOW).is_none(),
+            "case changed"
+        );
+        assert!(
+            s.verify(&value.to_lowercase(), NOW).is_none(),
+            "case changed"
+        );
+        assert!(
+            s.verify(&value.replacen('.', "!", 1), NOW).is_none(),
+            "separator"
+        );
+        for at in [5, SIGNED_VALUE_LEN - 5] {
+            let mut flipped = value.to_owned().into_bytes();
+            flipped[at] = if flipped[at] == b'A' { b'B' } else { b'A' };
+            let flipped = String::from_utf8(flipped)
+                .map_err(|e| Error::with_source(ErrorKind::Decode, "utf8", e))?;
+            assert!(s.verify(&flipped, NOW).is_none(), "byte {at} changed");
+        }
         Ok(())
     }
 
@@ -111,19 +185,46 @@ mod tests {
     fn tampering_is_rejected() -> Result<()> {
         let s = signer(1)?;
         let value = s.sign(&SessionToken::generate()?);
-        assert!(signer(2)?.verify(&value).is_none(), "another key");
-        assert!(s.verify(&format!("{value}x")).is_none(), "appended byte");
-        assert!(s.verify(&value[..value.len() - 1]).is_none(), "truncated");
-        assert!(s.verify(&value.to_uppercase()).is_none(), "case changed");
-        assert!(
-            s.verify(&value.replacen('.', "!", 1)).is_none(),
-            "separator"
+        assert!(signer(2)?.verify(&value, NOW).is_none(), "another key");
+        assert_tampering_fails(&s, &value)
+    }
+
+    #[test]
+    fn previous_keys_verify_until_they_retire() -> Result<()> {
+        let old = signer(1)?;
+        let token = SessionToken::generate()?;
+        let old_value = old.sign(&token);
+        let mut rotated = signer(2)?;
+        rotated.add_previous(&[1; 32], NOW + 1_000)?;
+        // The current key signs; the previous one still verifies its cookies.
+        assert!(rotated.sign(&token) != old_value);
+        assert!(rotated.verify(&rotated.sign(&token), NOW) == Some(token.clone()));
+        assert!(rotated.verify(&old_value, NOW) == Some(token.clone()));
+        assert!(rotated.verify(&old_value, NOW + 999) == Some(token));
+        assert_tampering_fails(&rotated, &old_value)?;
+        // Retired: the old key's cookies are forgeries now.
+        assert!(rotated.verify(&old_value, NOW + 1_000).is_none());
+        assert!(rotated.verify(&old_value, NOW + 86_400_000).is_none());
+        // The new key's cookies are untouched by the retirement.
+        let fresh = rotated.sign(&SessionToken::generate()?);
+        assert!(rotated.verify(&fresh, NOW + 86_400_000).is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn previous_keys_are_bounded_and_checked() -> Result<()> {
+        let mut s = signer(1)?;
+        assert_eq!(
+            s.add_previous(b"short", NOW).map_err(|e| e.kind()),
+            Err(ErrorKind::Config)
         );
-        let mut flipped = value.clone().into_bytes();
-        flipped[5] = if flipped[5] == b'A' { b'B' } else { b'A' };
-        let flipped = String::from_utf8(flipped)
-            .map_err(|e| Error::with_source(ErrorKind::Decode, "utf8", e))?;
-        assert!(s.verify(&flipped).is_none(), "token byte changed");
+        for byte in 0..MAX_PREVIOUS_KEYS {
+            s.add_previous(&[u8::try_from(byte).unwrap_or(0) + 10; 32], NOW)?;
+        }
+        assert_eq!(
+            s.add_previous(&[99; 32], NOW).map_err(|e| e.kind()),
+            Err(ErrorKind::Config)
+        );
         Ok(())
     }
 

@@ -56,6 +56,7 @@ cloakroom_test::test_over_each_store!(
     cycle_id_racing_a_logout_does_not_resurrect,
     save_reports_whether_the_session_exists,
     increments_beyond_the_exact_range_are_refused,
+    a_rotated_secret_keeps_sessions_until_the_old_key_retires,
 );
 
 async fn login_then_read_and_count(f: StoreFixture) -> anyhow::Result<()> {
@@ -474,5 +475,54 @@ async fn increments_beyond_the_exact_range_are_refused(f: StoreFixture) -> anyho
         ensure!(kind == Some(ErrorKind::OutOfRange), "{by}: {kind:?}");
     }
     ensure!(s.get::<i64>("n").await? == Some(-1));
+    Ok(())
+}
+
+async fn a_rotated_secret_keeps_sessions_until_the_old_key_retires(
+    f: StoreFixture,
+) -> anyhow::Result<()> {
+    const NEW_SECRET: &[u8] = b"the-next-secret-key-0123456789abcdef-rotated";
+    let counting = CountingStore::new(f.store.clone());
+    let counts = counting.counts();
+    let store: Arc<dyn Store> = Arc::new(counting);
+    // Before the rotation: the old key signs.
+    let old = SessionManager::new(store.clone(), SessionConfig::new(SECRET)?)?;
+    let old_cookie = login(&old, "ann").await?;
+    // The rotation: the new key signs, the old one verifies for one more hour.
+    let clock = ManualClock::new(SystemTime::now());
+    let rotated_config = SessionConfig::new(NEW_SECRET)?
+        .with_previous_secret(SECRET, SystemTime::now() + Duration::from_secs(3600))?
+        // Longer than the hour the clock jumps below, so no session simply goes idle.
+        .with_idle_timeout(Duration::from_secs(4 * 3600))
+        .with_clock(Arc::new(clock.clone()));
+    let rotated = SessionManager::new(store.clone(), rotated_config)?;
+    let s = request(&rotated, &old_cookie);
+    ensure!(s.cookie_state().await == CookieState::Valid);
+    ensure!(
+        s.incr("visits", 1).await? == Some(1),
+        "the old key's session is lost"
+    );
+    ensure!(s.finish().await?.set_cookie.is_none());
+    // New logins are signed with the new key: a server that knows only the old key refuses them.
+    let new_cookie = login(&rotated, "bob").await?;
+    ensure!(request(&old, &new_cookie).cookie_state().await == CookieState::Invalid);
+    ensure!(request(&rotated, &new_cookie).exists().await?);
+
+    // An hour later the old key has retired: its cookie is a forgery, refused before the store.
+    clock.advance(Duration::from_secs(3600));
+    let before = counts.total();
+    let s = request(&rotated, &old_cookie);
+    ensure!(s.cookie_state().await == CookieState::Invalid);
+    ensure!(s.incr("visits", 1).await?.is_none());
+    ensure!(
+        returned_cookie(&s.finish().await?.set_cookie).as_deref() == Some(""),
+        "the retired key's cookie was not cleared"
+    );
+    ensure!(
+        counts.total() == before,
+        "a retired key's cookie reached the store"
+    );
+    // The new key's sessions are untouched by the retirement.
+    ensure!(request(&rotated, &new_cookie).exists().await?);
     Ok(())
 }
