@@ -19,6 +19,7 @@ mod clock;
 mod config;
 mod error;
 mod memory;
+mod metrics;
 mod session;
 mod signing;
 pub mod store;
@@ -35,6 +36,7 @@ pub use crate::error::{Error, ErrorKind, Result};
 pub use crate::memory::{
     DEFAULT_MAX_SESSIONS, DEFAULT_SWEEP_INTERVAL, MemoryStore, MemoryStoreBuilder,
 };
+pub use crate::metrics::SessionMetrics;
 pub use crate::session::{CookieState, Finished, Session, SessionManager};
 pub use crate::signing::{CookieSigner, MAX_PREVIOUS_KEYS, MIN_SECRET_LEN, SIGNED_VALUE_LEN};
 pub use crate::store::Store;

@@ -11,6 +11,8 @@ use tokio::sync::Mutex;
 use crate::clock::{duration_millis, unix_millis};
 use crate::config::{SameSite, SessionConfig};
 use crate::error::{Error, ErrorKind, Result};
+use crate::metrics::SessionMetrics;
+use crate::signing::SIGNED_VALUE_LEN;
 use crate::store::{
     Access, Applied, Apply, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op,
     RESERVED_PREFIX, Store, add_to_counter, check_field_name, check_increment,
@@ -26,6 +28,7 @@ pub struct SessionManager {
 struct Shared {
     store: Arc<dyn Store>,
     config: SessionConfig,
+    metrics: SessionMetrics,
 }
 
 impl fmt::Debug for SessionManager {
@@ -55,8 +58,17 @@ impl SessionManager {
     pub fn new(store: Arc<dyn Store>, config: SessionConfig) -> Result<Self> {
         config.validate()?;
         Ok(Self {
-            shared: Arc::new(Shared { store, config }),
+            shared: Arc::new(Shared {
+                store,
+                config,
+                metrics: SessionMetrics::default(),
+            }),
         })
+    }
+
+    /// Counters of forged cookies, unknown tokens and decode errors since start-up.
+    pub fn metrics(&self) -> &SessionMetrics {
+        &self.shared.metrics
     }
 
     /// The configuration in use.
@@ -78,11 +90,13 @@ impl SessionManager {
         let name = self.shared.config.cookie_name();
         let mut found: Option<&str> = None;
         let mut count = 0usize;
+        let mut oversized = false;
         for header in cookie_headers {
             for cookie in cookie::Cookie::split_parse(header).flatten() {
                 if cookie.name() == name {
                     count += 1;
                     found = cookie.value_raw().or(Some(""));
+                    oversized |= found.is_some_and(|v| v.len() > SIGNED_VALUE_LEN);
                 }
             }
         }
@@ -102,6 +116,7 @@ impl SessionManager {
             (_, Some(_)) => CookieState::Valid,
         };
         if cookie == CookieState::Invalid {
+            self.shared.metrics.forged_cookie(oversized);
             tracing::debug!("session cookie rejected before any store access");
         }
         let phase = match token {
@@ -230,6 +245,7 @@ impl Session {
         match raw {
             None => Ok(None),
             Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+                self.shared.metrics.decode_error();
                 Error::with_source(
                     ErrorKind::Decode,
                     format!("session field {name:?} does not decode to the requested type"),
@@ -324,6 +340,9 @@ impl Session {
         let applied = self.shared.store.apply(&token.key(), &apply).await?;
         match applied {
             Applied::Missing => {
+                if load {
+                    self.shared.metrics.unknown_token();
+                }
                 state.mark_gone();
                 Ok(None)
             }
@@ -418,7 +437,10 @@ impl Session {
             load: true,
         };
         match self.shared.store.apply(&token.key(), &apply).await? {
-            Applied::Missing => state.mark_gone(),
+            Applied::Missing => {
+                self.shared.metrics.unknown_token();
+                state.mark_gone();
+            }
             Applied::Done { fields, .. } => {
                 state.pending.clear();
                 state.phase = Phase::Live {

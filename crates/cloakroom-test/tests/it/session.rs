@@ -57,6 +57,7 @@ cloakroom_test::test_over_each_store!(
     save_reports_whether_the_session_exists,
     increments_beyond_the_exact_range_are_refused,
     a_rotated_secret_keeps_sessions_until_the_old_key_retires,
+    attacks_and_broken_input_are_counted,
 );
 
 async fn login_then_read_and_count(f: StoreFixture) -> anyhow::Result<()> {
@@ -524,5 +525,43 @@ async fn a_rotated_secret_keeps_sessions_until_the_old_key_retires(
     );
     // The new key's sessions are untouched by the retirement.
     ensure!(request(&rotated, &new_cookie).exists().await?);
+    Ok(())
+}
+
+async fn attacks_and_broken_input_are_counted(f: StoreFixture) -> anyhow::Result<()> {
+    let m = manager(f.store.clone())?;
+    let metrics = m.metrics();
+    let name = m.config().cookie_name().to_owned();
+    ensure!(metrics.forged_cookies() == 0 && metrics.unknown_tokens() == 0);
+    let cookie = login(&m, "ann").await?;
+
+    // Forged: a tampered signature, and a value longer than any issued cookie.
+    let tampered = format!("{}x", &cookie[..cookie.len() - 1]);
+    let oversized = format!("{name}={}", "A".repeat(4096));
+    for forged in [&tampered, &oversized] {
+        ensure!(request(&m, forged).cookie_state().await == CookieState::Invalid);
+    }
+    ensure!(metrics.forged_cookies() == 2, "{metrics:?}");
+    ensure!(metrics.oversized_cookies() == 1, "{metrics:?}");
+
+    // A field that does not decode to the type asked for.
+    let s = request(&m, &cookie);
+    ensure!(s.get::<i64>("username").await.is_err());
+    s.finish().await?;
+    ensure!(metrics.decode_errors() == 1, "{metrics:?}");
+
+    // A validly signed token replayed after logout, through a read and through an increment.
+    let s = request(&m, &cookie);
+    s.destroy().await;
+    s.finish().await?;
+    ensure!(
+        metrics.unknown_tokens() == 0,
+        "a live session counted as unknown"
+    );
+    ensure!(!request(&m, &cookie).exists().await?);
+    ensure!(request(&m, &cookie).incr("visits", 1).await?.is_none());
+    ensure!(metrics.unknown_tokens() == 2, "{metrics:?}");
+    // None of this counted anything else.
+    ensure!(metrics.forged_cookies() == 2 && metrics.decode_errors() == 1);
     Ok(())
 }
