@@ -12,5 +12,5 @@ console.log('2:', await text(), '| url', page.url());
 await page.reload(); console.log('3:', await text());
 const cookies = await page.context().cookies();
 console.log('cookie:', cookies.map(c => `${c.name} secure=${c.secure} httpOnly=${c.httpOnly} sameSite=${c.sameSite}`).join(', '));
-await page.click('a[href="/logout"]'); console.log('4:', await text());
+await page.click('form[action="/logout"] button'); console.log('4:', await text());
 await browser.close();

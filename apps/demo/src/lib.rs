@@ -1,16 +1,17 @@
 //! The session-store tutorial app on cloakroom: `/`, `/login` and `/logout`.
 //!
 //! Faithful to the tutorial's routes and texts; safe where it was not: the username is
-//! HTML-escaped, the session id rotates at login, logout deletes the session server-side, and
-//! bad input gets a 4xx with a message instead of an error page.
+//! HTML-escaped, the login form carries a CSRF token, the session id rotates at login, logout
+//! deletes the session server-side (by `POST` from the page; `GET /logout` still works as in the
+//! tutorial), and bad input gets a 4xx with a message instead of an error page.
 
-use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{DefaultBodyLimit, Form};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use cloakroom::{Session, SessionLayer, SessionRejection};
+use axum::{Extension, Router};
+use cloakroom::{Session, SessionLayer, SessionRejection, SessionToken};
 use serde::Deserialize;
 
 /// Longest accepted username, in characters.
@@ -20,12 +21,71 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// The app's routes, wrapped in `layer`. Tests drive this router directly.
 pub fn app(layer: SessionLayer) -> Router {
+    let csrf = Csrf {
+        secure: layer.manager().config().is_secure(),
+    };
     Router::new()
         .route("/", get(index))
         .route("/login", get(login_form).post(login))
-        .route("/logout", get(logout))
+        .route("/logout", get(logout).post(logout))
         .layer(layer)
+        .layer(Extension(csrf))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Login CSRF protection by double submit: the form carries a random token that must match a
+/// cookie of the same value. A cross-site page can make the browser post the form, but it
+/// cannot read or set the cookie: it is `SameSite=Strict` (so the browser does not send it on a
+/// cross-site post at all), `HttpOnly`, and `__Host-` prefixed when cookies are `Secure`, so a
+/// sibling subdomain cannot plant one. No session is created for the form, so showing it costs
+/// the store nothing.
+#[derive(Clone, Copy)]
+struct Csrf {
+    secure: bool,
+}
+
+impl Csrf {
+    fn cookie_name(self) -> &'static str {
+        if self.secure {
+            "__Host-cloakroom-csrf"
+        } else {
+            "cloakroom-csrf"
+        }
+    }
+
+    fn set_cookie(self, token: &str) -> Option<HeaderValue> {
+        let secure = if self.secure { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!(
+            "{}={token}; Path=/; HttpOnly; SameSite=Strict{secure}",
+            self.cookie_name()
+        ))
+        .ok()
+    }
+
+    /// The token in the request's cookie, if exactly one well-formed one is there.
+    fn cookie_token(self, headers: &HeaderMap) -> Option<String> {
+        let prefix = format!("{}=", self.cookie_name());
+        let mut found = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .filter_map(|pair| pair.trim().strip_prefix(prefix.as_str()));
+        match (found.next(), found.next()) {
+            (Some(token), None) if SessionToken::parse(token).is_some() => Some(token.to_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// Compares two tokens without an early exit, so the time taken says nothing about where they
+/// differ.
+fn same_token(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Escapes text for HTML content and quoted attributes (`&`, `<`, `>`, `"`, `'`).
@@ -42,9 +102,11 @@ fn page(body: &str) -> Response {
 }
 
 fn index_page(username: &str, visits: i64) -> Response {
+    // Logout is a POST from the page: a cross-site link cannot log the user out (the session
+    // cookie is SameSite=Lax, so a cross-site POST does not carry it).
     Html(format!(
         "{HEAD}<p>Logged in as {}.<br>\nVisits: {visits}</p>\n\
-         <p><a href=\"/logout\">Log out</a></p>\n{FOOT}",
+         <form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\n{FOOT}",
         escape(username)
     ))
     .into_response()
@@ -54,15 +116,29 @@ fn anonymous_page() -> Response {
     page("<p>You are not logged in</p>\n<p><a href=\"/login\">Log in</a></p>\n")
 }
 
-fn login_page(message: Option<&str>) -> Response {
+// The login form with a fresh CSRF token, in the page and in its cookie.
+fn login_page(
+    csrf: Csrf,
+    status: StatusCode,
+    message: Option<&str>,
+) -> Result<Response, SessionRejection> {
+    let token = SessionToken::generate()?.to_text();
     let alert = message
         .map(|m| format!("<p role=\"alert\">{}</p>\n", escape(m)))
         .unwrap_or_default();
-    page(&format!(
+    let mut response = page(&format!(
         "{alert}<form method=\"post\" action=\"/login\">\n\
+         <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\n\
          <p><input type=\"text\" name=\"username\" maxlength=\"{MAX_USERNAME_CHARS}\" required autofocus>\n\
          <p><input type=\"submit\" value=\"Login\">\n</form>\n"
-    ))
+    ));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Some(cookie) = csrf.set_cookie(&token) {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 async fn index(session: Session) -> Result<Response, SessionRejection> {
@@ -77,20 +153,15 @@ async fn index(session: Session) -> Result<Response, SessionRejection> {
     }
 }
 
-async fn login_form() -> Response {
-    login_page(None)
+async fn login_form(Extension(csrf): Extension<Csrf>) -> Result<Response, SessionRejection> {
+    login_page(csrf, StatusCode::OK, None)
 }
 
 /// The login form's fields.
 #[derive(Debug, Deserialize)]
 struct LoginForm {
     username: Option<String>,
-}
-
-fn bad_login(status: StatusCode, message: &str) -> Response {
-    let mut response = login_page(Some(message));
-    *response.status_mut() = status;
-    response
+    csrf: Option<String>,
 }
 
 /// Checks a username; the error is a message for the user.
@@ -115,6 +186,8 @@ pub fn validate_username(raw: &str) -> Result<&str, &'static str> {
 
 async fn login(
     session: Session,
+    Extension(csrf): Extension<Csrf>,
+    headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, SessionRejection> {
     let form = match form {
@@ -126,12 +199,25 @@ async fn login(
             } else {
                 StatusCode::BAD_REQUEST
             };
-            return Ok(bad_login(status, "The form could not be read."));
+            return login_page(csrf, status, Some("The form could not be read."));
         }
     };
+    // The form's token must match the cookie's: only a page of this site could read the one
+    // and be sent the other.
+    let genuine = match (csrf.cookie_token(&headers), form.csrf.as_deref()) {
+        (Some(cookie), Some(field)) => same_token(&cookie, field),
+        _ => false,
+    };
+    if !genuine {
+        return login_page(
+            csrf,
+            StatusCode::FORBIDDEN,
+            Some("This login form has expired or came from another site. Please try again."),
+        );
+    }
     let username = match validate_username(form.username.as_deref().unwrap_or("")) {
         Ok(name) => name,
-        Err(message) => return Ok(bad_login(StatusCode::BAD_REQUEST, message)),
+        Err(message) => return login_page(csrf, StatusCode::BAD_REQUEST, Some(message)),
     };
     // A fresh session with a fresh token: any session this browser had is deleted, so a token
     // planted before login is worthless after it.

@@ -8,7 +8,9 @@ use axum::http::{Request, StatusCode, header};
 use cloakroom::{MemoryStore, SessionConfig, SessionLayer};
 use cloakroom_test::CountingStore;
 
-use crate::support::{app_over, get, login, post_form, send};
+use crate::support::{
+    app_over, csrf_for_login, get, login, post_form, post_login, send, sets_session_cookie,
+};
 
 #[tokio::test]
 async fn forged_and_malformed_cookies_never_reach_the_store_nor_give_a_5xx() -> anyhow::Result<()> {
@@ -78,58 +80,55 @@ async fn bad_login_forms_get_a_4xx_with_a_message() -> anyhow::Result<()> {
     let counts = counting.counts();
     let app = app_over(Arc::new(counting))?;
     let long = "x".repeat(65);
-    let cases: Vec<(&str, Body, StatusCode, &str)> = vec![
+    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
         (
             "no field",
-            Body::from(""),
+            Vec::new(),
             StatusCode::BAD_REQUEST,
             "Please enter a username.",
         ),
         (
             "empty",
-            Body::from("username="),
+            b"username=".to_vec(),
             StatusCode::BAD_REQUEST,
             "Please enter a username.",
         ),
         (
             "blank",
-            Body::from("username=+++"),
+            b"username=+++".to_vec(),
             StatusCode::BAD_REQUEST,
             "Please enter a username.",
         ),
         (
             "too long",
-            Body::from(format!("username={long}")),
+            format!("username={long}").into_bytes(),
             StatusCode::BAD_REQUEST,
             "too long",
         ),
         (
             "control",
-            Body::from("username=a%0D%0Ab"),
+            b"username=a%0D%0Ab".to_vec(),
             StatusCode::BAD_REQUEST,
             "control characters",
         ),
         (
             "bad utf-8",
-            Body::from(&b"username=%FF%FE"[..]),
+            b"username=%FF%FE".to_vec(),
             StatusCode::BAD_REQUEST,
             "valid UTF-8",
         ),
         (
             "10 KB",
-            Body::from(format!("username={}", "y".repeat(10_000))),
+            format!("username={}", "y".repeat(10_000)).into_bytes(),
             StatusCode::BAD_REQUEST,
             "too long",
         ),
     ];
     for (what, body, status, message) in cases {
-        let reply = post_form(&app, "/login", None, body).await?;
+        let reply = post_login(&app, None, body).await?;
         ensure!(reply.status == status, "{what}: {}", reply.status);
         ensure!(reply.body.contains(message), "{what}: {}", reply.body);
-        ensure!(
-            reply.headers.get(header::SET_COOKIE).is_none(),
-            "{what} logged in"
-        );
+        ensure!(!sets_session_cookie(&reply), "{what} logged in");
     }
     // A 2 MiB body is refused before it is read.
     let reply = post_form(&app, "/login", None, vec![b'a'; 2 * 1024 * 1024]).await?;
@@ -165,5 +164,83 @@ async fn a_route_without_the_layer_is_a_500_not_an_empty_session() -> anyhow::Re
     let reply = get(&app, "/", None).await?;
     ensure!(reply.status == StatusCode::INTERNAL_SERVER_ERROR);
     ensure!(!reply.body.contains("unreachable"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_login_without_a_matching_csrf_token_is_refused() -> anyhow::Result<()> {
+    let counting = CountingStore::new(Arc::new(MemoryStore::new()));
+    let counts = counting.counts();
+    let app = app_over(Arc::new(counting))?;
+    let (cookie, token) = csrf_for_login(&app).await?;
+    let (_, other_token) = csrf_for_login(&app).await?;
+    let cases: Vec<(&str, Option<String>, String)> = vec![
+        ("no token, no cookie", None, "username=eve".to_owned()),
+        (
+            "token without its cookie",
+            None,
+            format!("csrf={token}&username=eve"),
+        ),
+        (
+            "cookie without a token",
+            Some(cookie.clone()),
+            "username=eve".to_owned(),
+        ),
+        (
+            "another form's token",
+            Some(cookie.clone()),
+            format!("csrf={other_token}&username=eve"),
+        ),
+        (
+            "a token one character off",
+            Some(cookie.clone()),
+            format!("csrf={}A&username=eve", &token[..token.len() - 1]),
+        ),
+        (
+            "an empty token and cookie",
+            Some("__Host-cloakroom-csrf=".to_owned()),
+            "csrf=&username=eve".to_owned(),
+        ),
+        (
+            "a cookie planted twice",
+            Some(format!("{cookie}; {cookie}")),
+            format!("csrf={token}&username=eve"),
+        ),
+        (
+            "a token that is not one",
+            Some("__Host-cloakroom-csrf=<script>".to_owned()),
+            "csrf=%3Cscript%3E&username=eve".to_owned(),
+        ),
+    ];
+    for (what, cookie, body) in cases {
+        let reply = post_form(&app, "/login", cookie.as_deref(), body).await?;
+        ensure!(
+            reply.status == StatusCode::FORBIDDEN,
+            "{what}: {}",
+            reply.status
+        );
+        ensure!(
+            reply.body.contains("Please try again"),
+            "{what}: {}",
+            reply.body
+        );
+        ensure!(!sets_session_cookie(&reply), "{what} logged in");
+        // The refusal comes with a fresh form and token, so the user can simply try again.
+        ensure!(
+            reply.body.contains("name=\"csrf\""),
+            "{what}: no fresh form"
+        );
+    }
+    ensure!(counts.total() == 0, "refused logins reached the store");
+    // The genuine pair logs in.
+    let reply = post_form(
+        &app,
+        "/login",
+        Some(&cookie),
+        format!("csrf={token}&username=ann"),
+    )
+    .await?;
+    ensure!(reply.status == StatusCode::SEE_OTHER, "{}", reply.status);
+    ensure!(sets_session_cookie(&reply));
     Ok(())
 }

@@ -111,11 +111,19 @@ async fn the_demo_binary_works_on_one_cluster_node_url() -> anyhow::Result<()> {
     );
     let users = 30;
     for user in 0..users {
+        // As a browser: show the form, then post it with its CSRF token and cookie.
+        let (_, csrf_cookie, form) = http(&address, "GET /login", None, "").await?;
+        let csrf_cookie = csrf_cookie.context("the form set no CSRF cookie")?;
+        let token = form
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .context("the form has no CSRF field")?;
         let (status, cookie, _) = http(
             &address,
             "POST /login",
-            None,
-            &format!("username=user{user}"),
+            Some(&csrf_cookie),
+            &format!("csrf={token}&username=user{user}"),
         )
         .await?;
         ensure!(status == 303, "login answered {status}");

@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use cloakroom::Store;
 use cloakroom_test::StoreFixture;
 
-use crate::support::{app_over, get, login, post_form, visits};
+use crate::support::{app_over, get, login, post_form, post_login, visits};
 
 cloakroom_test::test_over_each_store!(
     the_tutorial_flow_end_to_end,
@@ -32,7 +32,7 @@ async fn the_tutorial_flow_end_to_end(f: StoreFixture) -> anyhow::Result<()> {
     let form = get(&app, "/login", None).await?;
     ensure!(form.status == StatusCode::OK && form.body.contains("name=\"username\""));
 
-    let reply = post_form(&app, "/login", None, "username=%3Cb%3E%26Ann").await?;
+    let reply = post_login(&app, None, "username=%3Cb%3E%26Ann").await?;
     ensure!(reply.status == StatusCode::SEE_OTHER);
     ensure!(reply.header(header::LOCATION) == Some("/"));
     let set_cookie = reply.set_cookie_header().unwrap_or_default().to_owned();
@@ -77,6 +77,28 @@ async fn the_tutorial_flow_end_to_end(f: StoreFixture) -> anyhow::Result<()> {
         after.body.contains("You are not logged in"),
         "old cookie still logged in"
     );
+
+    // The page's own logout button posts; that works the same way.
+    let cookie = login(&app, "bob").await?;
+    let page = get(&app, "/", Some(&cookie)).await?;
+    ensure!(
+        page.body
+            .contains("<form method=\"post\" action=\"/logout\">"),
+        "{}",
+        page.body
+    );
+    let out = post_form(&app, "/logout", Some(&cookie), "").await?;
+    ensure!(out.status == StatusCode::SEE_OTHER);
+    ensure!(
+        out.cookie().as_deref() == Some(""),
+        "POST logout kept the cookie"
+    );
+    ensure!(
+        get(&app, "/", Some(&cookie))
+            .await?
+            .body
+            .contains("You are not logged in")
+    );
     Ok(())
 }
 
@@ -86,7 +108,7 @@ async fn session_responses_are_not_cacheable(f: StoreFixture) -> anyhow::Result<
     for reply in [
         get(&app, "/", Some(&cookie)).await?,
         get(&app, "/", None).await?,
-        post_form(&app, "/login", None, "username=bob").await?,
+        post_login(&app, None, "username=bob").await?,
     ] {
         ensure!(
             reply.header(header::CACHE_CONTROL) == Some("no-store"),
@@ -100,7 +122,7 @@ async fn session_responses_are_not_cacheable(f: StoreFixture) -> anyhow::Result<
 async fn login_rotates_the_token(f: StoreFixture) -> anyhow::Result<()> {
     let app = app_over(store(&f))?;
     let first = login(&app, "guest").await?;
-    let reply = post_form(&app, "/login", Some(&first), "username=ann").await?;
+    let reply = post_login(&app, Some(&first), "username=ann").await?;
     let second = reply.cookie().unwrap_or_default();
     ensure!(
         !second.is_empty() && second != first,

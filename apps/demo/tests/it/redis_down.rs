@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use cloakroom::redis::RedisStore;
 use cloakroom_test::RedisServer;
 
-use crate::support::{app_over, get, login, post_form};
+use crate::support::{app_over, get, login, post_login};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_gives_a_fast_503_and_the_app_recovers() -> anyhow::Result<()> {
@@ -35,7 +35,7 @@ async fn redis_down_gives_a_fast_503_and_the_app_recovers() -> anyhow::Result<()
             );
         }
         ensure!(reply.header(header::RETRY_AFTER).is_some());
-        let login_reply = post_form(&app, "/login", None, "username=bob").await?;
+        let login_reply = post_login(&app, None, "username=bob").await?;
         ensure!(
             login_reply.status == StatusCode::SERVICE_UNAVAILABLE,
             "{login_reply:?}"

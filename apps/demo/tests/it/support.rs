@@ -78,9 +78,53 @@ pub(crate) async fn post_form(
     send(app, request.body(body.into())?).await
 }
 
+/// What a browser gets with the login form: the CSRF cookie pair and the token in the page.
+pub(crate) async fn csrf_for_login(app: &Router) -> anyhow::Result<(String, String)> {
+    let form = get(app, "/login", None).await?;
+    let cookie = form
+        .cookie()
+        .filter(|c| c.starts_with("__Host-cloakroom-csrf="))
+        .ok_or_else(|| anyhow::anyhow!("the login form set no CSRF cookie: {form:?}"))?;
+    let token = form
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .ok_or_else(|| anyhow::anyhow!("the login form has no CSRF field: {}", form.body))?
+        .to_owned();
+    Ok((cookie, token))
+}
+
+/// Posts the login form as a browser would after showing it: with the form's CSRF token in the
+/// body and its cookie beside `cookie` (the browser's session cookie, if any).
+pub(crate) async fn post_login(
+    app: &Router,
+    cookie: Option<&str>,
+    body: impl AsRef<[u8]>,
+) -> anyhow::Result<Reply> {
+    let (csrf_cookie, token) = csrf_for_login(app).await?;
+    let cookies = match cookie {
+        Some(cookie) => format!("{cookie}; {csrf_cookie}"),
+        None => csrf_cookie,
+    };
+    let mut full = format!("csrf={token}&").into_bytes();
+    full.extend_from_slice(body.as_ref());
+    post_form(app, "/login", Some(&cookies), full).await
+}
+
+/// Whether a response logged someone in (set the session cookie, not just the CSRF one).
+pub(crate) fn sets_session_cookie(reply: &Reply) -> bool {
+    reply
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.starts_with("__Host-cloakroom="))
+}
+
 /// Logs in as `name` (form-encoded by the caller's choice of text) and returns the cookie.
 pub(crate) async fn login(app: &Router, encoded_name: &str) -> anyhow::Result<String> {
-    let reply = post_form(app, "/login", None, format!("username={encoded_name}")).await?;
+    let reply = post_login(app, None, format!("username={encoded_name}")).await?;
     anyhow::ensure!(
         reply.status == StatusCode::SEE_OTHER,
         "login answered {}",
