@@ -22,6 +22,17 @@ mod tls_acl {
     cloakroom_test::store_conformance!(redis_cluster_tls_acl_fixture());
 }
 
+/// A store with bounds no loaded machine reaches: these tests are about behaviour, not speed.
+fn patient_builder(url: impl Into<String>) -> cloakroom_redis::RedisStoreBuilder {
+    RedisStore::builder(url)
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_operation_timeout(Duration::from_secs(10))
+}
+
+async fn patient(url: impl Into<String>) -> cloakroom_core::Result<RedisStore> {
+    patient_builder(url).connect().await
+}
+
 fn dbsize(server: &RedisServer) -> anyhow::Result<i64> {
     Ok(redis::cmd("DBSIZE").query(&mut server.connection()?)?)
 }
@@ -29,7 +40,7 @@ fn dbsize(server: &RedisServer) -> anyhow::Result<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_spread_over_every_primary() -> anyhow::Result<()> {
     let cluster = RedisCluster::spawn()?;
-    let store = RedisStore::connect(cluster.url()).await?;
+    let store = patient(cluster.url()).await?;
     ensure!(store.is_cluster(), "cluster mode was not detected");
     let sessions = 60;
     for _ in 0..sessions {
@@ -63,7 +74,7 @@ async fn any_node_url_finds_the_whole_cluster() -> anyhow::Result<()> {
         .into_iter()
         .find(|n| !n.is_primary)
         .context("no replica")?;
-    let store = RedisStore::connect(format!("redis://127.0.0.1:{}", replica.port)).await?;
+    let store = patient(format!("redis://127.0.0.1:{}", replica.port)).await?;
     ensure!(store.is_cluster());
     let mut keys = Vec::new();
     for _ in 0..20 {
@@ -82,7 +93,7 @@ async fn any_node_url_finds_the_whole_cluster() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_mode_forced_on_a_standalone_server_is_a_clear_error() -> anyhow::Result<()> {
     let server = RedisServer::spawn()?;
-    let result = RedisStore::builder(server.url())
+    let result = patient_builder(server.url())
         .with_cluster_mode(ClusterMode::Cluster)
         .connect()
         .await;
@@ -92,12 +103,12 @@ async fn cluster_mode_forced_on_a_standalone_server_is_a_clear_error() -> anyhow
     println!("{err}: {err:?}");
     ensure!(!err.is_usage(), "{err:?}");
     // Forced standalone on a standalone server, and detection, both work.
-    let forced = RedisStore::builder(server.url())
+    let forced = patient_builder(server.url())
         .with_cluster_mode(ClusterMode::Standalone)
         .connect()
         .await?;
     ensure!(!forced.is_cluster());
-    ensure!(!RedisStore::connect(server.url()).await?.is_cluster());
+    ensure!(!patient(server.url()).await?.is_cluster());
     Ok(())
 }
 
@@ -119,14 +130,14 @@ async fn a_user_who_may_not_list_slots_is_told_what_to_do() -> anyhow::Result<()
         .arg("-cluster|slots")
         .query(&mut conn)?;
     let url = format!("redis://narrow:narrow-password@127.0.0.1:{}", server.port());
-    let err = RedisStore::connect(url.as_str())
+    let err = patient(url.as_str())
         .await
         .err()
         .context("detection without CLUSTER SLOTS passed")?;
     ensure!(err.kind() == ErrorKind::Config, "{err:?}");
     ensure!(err.to_string().contains("CLUSTER SLOTS"), "{err}");
     // The explicit setting is the way out.
-    RedisStore::builder(url)
+    patient_builder(url)
         .with_cluster_mode(ClusterMode::Standalone)
         .connect()
         .await?;
@@ -142,9 +153,9 @@ async fn wrong_cluster_password_and_refused_connections_are_clear_errors() -> an
         },
         0,
     )?;
-    let good = RedisStore::connect(cluster.url_as(SESSION_USER)).await?;
+    let good = patient(cluster.url_as(SESSION_USER)).await?;
     ensure!(good.is_cluster());
-    let wrong = RedisStore::connect(cluster.url_as((SESSION_USER.0, "wrong"))).await;
+    let wrong = patient(cluster.url_as((SESSION_USER.0, "wrong"))).await;
     let kind = wrong.err().map(|e| e.kind());
     ensure!(kind == Some(ErrorKind::Config), "wrong password: {kind:?}");
     // Nobody listens on this port: the error says so, and nothing falls back to another host.
@@ -186,7 +197,7 @@ async fn deletes_wait_for_a_replica_when_asked() -> anyhow::Result<()> {
     );
     // Without a replica nothing can confirm: the delete still happens, and it is reported.
     let lone = RedisServer::spawn()?;
-    let store = RedisStore::builder(lone.url())
+    let store = patient_builder(lone.url())
         .with_replica_acks(ReplicaAcks::on_every_write(1, Duration::from_millis(50)))
         .connect()
         .await?;
@@ -202,7 +213,7 @@ async fn deletes_wait_for_a_replica_when_asked() -> anyhow::Result<()> {
         store.unconfirmed_writes()
     );
     // Required: the unconfirmed write is an error for the caller, though it happened.
-    let strict = RedisStore::builder(lone.url())
+    let strict = patient_builder(lone.url())
         .with_replica_acks(ReplicaAcks::on_deletes(1, Duration::from_millis(50)).required())
         .connect()
         .await?;
@@ -246,7 +257,7 @@ async fn deletes_wait_for_a_replica_when_asked() -> anyhow::Result<()> {
     let kind = store.apply(&key, &apply).await.err().map(|e| e.kind());
     ensure!(kind == Some(ErrorKind::NotAnInteger), "{kind:?}");
     // A timeout that the operation timeout would cut short is refused at start-up.
-    let too_long = RedisStore::builder(lone.url())
+    let too_long = patient_builder(lone.url())
         .with_replica_acks(ReplicaAcks::on_deletes(1, Duration::from_secs(5)))
         .connect()
         .await;
@@ -293,7 +304,7 @@ async fn counter_after_increment(store: &RedisStore, key: &SessionKey) -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_in_a_migrating_slot_is_followed_with_ask_then_moved() -> anyhow::Result<()> {
     let cluster = RedisCluster::spawn_with(Default::default(), 0)?;
-    let store = RedisStore::connect(cluster.url()).await?;
+    let store = patient(cluster.url()).await?;
     follow_a_migration(&cluster, &store, false).await
 }
 
@@ -306,7 +317,7 @@ async fn the_acl_user_follows_a_migration_too() -> anyhow::Result<()> {
         ..Default::default()
     };
     let cluster = RedisCluster::spawn_with(options, 0)?;
-    let store = RedisStore::builder(cluster.url_as(SESSION_USER))
+    let store = patient_builder(cluster.url_as(SESSION_USER))
         .with_root_certificate_pem(cluster.ca_certificate_pem()?)
         .connect()
         .await?;
@@ -411,7 +422,7 @@ async fn a_user_who_may_not_run_asking_is_told_so() -> anyhow::Result<()> {
         "redis://no-asking:no-asking-password@127.0.0.1:{}",
         cluster.nodes()[0].port()
     );
-    let store = RedisStore::connect(url).await?;
+    let store = patient(url).await?;
     let key = SessionToken::generate()?.key();
     store
         .create(&key, &new_session(&[], 60_000, 3_600_000))
@@ -455,11 +466,11 @@ async fn a_tls_cluster_checks_certificates_unless_told_not_to() -> anyhow::Resul
     );
     // With the CA, and with the explicit opt-out, every node is reached.
     for store in [
-        RedisStore::builder(cluster.url())
+        patient_builder(cluster.url())
             .with_root_certificate_pem(cluster.ca_certificate_pem()?)
             .connect()
             .await?,
-        RedisStore::builder(cluster.url())
+        patient_builder(cluster.url())
             .danger_accept_invalid_certificates()
             .connect()
             .await?,
