@@ -4,6 +4,7 @@
 //!   with `user:password@` for ACL auth). For a cluster, any one node or ElastiCache's
 //!   configuration endpoint: cluster mode is detected.
 //! * `REDIS_CLUSTER`: `auto` (default), `yes` or `no`, to override the detection.
+//! * `REDIS_TIMEOUT_MS`: the bound on connecting and on each Redis operation (default 1000).
 //! * `SECRET_KEY`: the cookie signing key, at least 32 bytes; absent, a random key (sessions
 //!   then end when the process does) and a warning.
 //! * `SECRET_KEY_PREVIOUS` and `SECRET_KEY_PREVIOUS_UNTIL`: after a key rotation, the old key
@@ -132,6 +133,14 @@ async fn run() -> anyhow::Result<()> {
                     .with_context(|| format!("cannot read REDIS_CA_FILE {path}"))?;
                 builder = builder.with_root_certificate_pem(pem);
             }
+            let timeout_ms: u64 = parse_env("REDIS_TIMEOUT_MS", 1000)?;
+            if timeout_ms == 0 {
+                bail!("REDIS_TIMEOUT_MS must be at least 1");
+            }
+            let timeout = Duration::from_millis(timeout_ms);
+            builder = builder
+                .with_operation_timeout(timeout)
+                .with_connect_timeout(timeout);
             builder = builder.with_cluster_mode(match env("REDIS_CLUSTER").as_deref() {
                 None | Some("auto") => ClusterMode::Auto,
                 Some("1" | "true" | "yes") => ClusterMode::Cluster,

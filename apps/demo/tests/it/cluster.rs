@@ -30,6 +30,8 @@ fn start_demo(redis_url: &str) -> anyhow::Result<(Demo, String, String)> {
     let address = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
         .env("REDIS_URL", redis_url)
+        // Behaviour, not speed, is tested here: a loaded machine must not fail the start-up.
+        .env("REDIS_TIMEOUT_MS", "10000")
         .env("SECRET_KEY", std::str::from_utf8(SECRET)?)
         .env("BIND", &address)
         .env("RUST_LOG", "warn")
