@@ -36,8 +36,12 @@ impl SessionRejection {
         // Anything wrong with the store (unreachable, erroring, holding unreadable data, or
         // refusing our credentials after a reconnect) is a 503: the service cannot keep
         // sessions right now. Mistakes in the handler's own use of the session are 500s.
+        // Data too large for the configured limits most often comes from the client (a form
+        // field stored in the session): a 413.
         if self.0.is_storage() || self.0.kind() == ErrorKind::Config {
             StatusCode::SERVICE_UNAVAILABLE
+        } else if self.0.kind() == ErrorKind::TooLarge {
+            StatusCode::PAYLOAD_TOO_LARGE
         } else {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -54,6 +58,8 @@ impl IntoResponse for SessionRejection {
         }
         let body = if status == StatusCode::SERVICE_UNAVAILABLE {
             "Service temporarily unavailable, please retry shortly.\n"
+        } else if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "Request too large.\n"
         } else {
             "Internal server error.\n"
         };
@@ -64,5 +70,28 @@ impl IntoResponse for SessionRejection {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_error_gets_its_status() {
+        let status = |kind| SessionRejection(Error::new(kind, "x")).status();
+        assert_eq!(
+            status(ErrorKind::Unavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(status(ErrorKind::Corrupt), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(ErrorKind::TooLarge), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            status(ErrorKind::NoSession),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let response =
+            SessionRejection(Error::new(ErrorKind::TooLarge, "secret detail")).into_response();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

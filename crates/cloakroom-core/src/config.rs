@@ -19,6 +19,110 @@ pub const DEFAULT_COOKIE_NAME: &str = "cloakroom";
 /// makes browsers refuse the cookie from subdomains and from plain-http pages.
 pub const DEFAULT_SECURE_COOKIE_NAME: &str = "__Host-cloakroom";
 
+/// Bounds on what a session may hold, checked before anything is written: a request that would
+/// pass one gets [`ErrorKind::TooLarge`] and writes nothing.
+///
+/// Per-field bounds apply to every write. The session-wide bounds apply whenever the handle
+/// knows the session's content (a session started in this request, or one loaded by a read or
+/// an increment); a blind write to a session not loaded yet is bounded by its own changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionLimits {
+    /// Longest field name, in bytes (default 128).
+    pub max_field_name_bytes: usize,
+    /// Largest field value, in bytes of JSON (default 64 KiB).
+    pub max_value_bytes: usize,
+    /// Most fields in a session, metadata not counted (default 256).
+    pub max_fields: usize,
+    /// Largest session: the bytes of every field name and value together (default 1 MiB).
+    pub max_session_bytes: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max_field_name_bytes: 128,
+            max_value_bytes: 64 * 1024,
+            max_fields: 256,
+            max_session_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl SessionLimits {
+    /// Sets [`SessionLimits::max_field_name_bytes`].
+    pub fn with_max_field_name_bytes(mut self, bytes: usize) -> Self {
+        self.max_field_name_bytes = bytes;
+        self
+    }
+
+    /// Sets [`SessionLimits::max_value_bytes`].
+    pub fn with_max_value_bytes(mut self, bytes: usize) -> Self {
+        self.max_value_bytes = bytes;
+        self
+    }
+
+    /// Sets [`SessionLimits::max_fields`].
+    pub fn with_max_fields(mut self, fields: usize) -> Self {
+        self.max_fields = fields;
+        self
+    }
+
+    /// Sets [`SessionLimits::max_session_bytes`].
+    pub fn with_max_session_bytes(mut self, bytes: usize) -> Self {
+        self.max_session_bytes = bytes;
+        self
+    }
+
+    pub(crate) fn check_field(&self, name: &str, value: Option<&str>) -> Result<()> {
+        if name.len() > self.max_field_name_bytes {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "a session field name of {} bytes; at most {} are allowed",
+                    name.len(),
+                    self.max_field_name_bytes
+                ),
+            ));
+        }
+        if let Some(value) = value
+            && value.len() > self.max_value_bytes
+        {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "session field {name:?} would hold {} bytes; at most {} are allowed",
+                    value.len(),
+                    self.max_value_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_totals(&self, fields: usize, bytes: usize) -> Result<()> {
+        if fields > self.max_fields {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "the session would hold {fields} fields; at most {} are allowed",
+                    self.max_fields
+                ),
+            ));
+        }
+        if bytes > self.max_session_bytes {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "the session would hold {bytes} bytes; at most {} are allowed",
+                    self.max_session_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The cookie's `SameSite` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -46,6 +150,7 @@ pub struct SessionConfig {
     pub(crate) idle_timeout: Duration,
     pub(crate) absolute_timeout: Duration,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) limits: SessionLimits,
 }
 
 impl SessionConfig {
@@ -62,6 +167,7 @@ impl SessionConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             absolute_timeout: DEFAULT_ABSOLUTE_TIMEOUT,
             clock: Arc::new(SystemClock),
+            limits: SessionLimits::default(),
         })
     }
 
@@ -140,6 +246,17 @@ impl SessionConfig {
         self
     }
 
+    /// What a session may hold (default [`SessionLimits::default`]).
+    pub fn with_limits(mut self, limits: SessionLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits in use.
+    pub fn limits(&self) -> SessionLimits {
+        self.limits
+    }
+
     /// The clock that times sessions (default the system clock).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -203,6 +320,16 @@ impl SessionConfig {
             || self.absolute_timeout < Duration::from_millis(1)
         {
             return fail("timeouts must be at least one millisecond");
+        }
+        let limits = self.limits;
+        if limits.max_field_name_bytes == 0
+            || limits.max_value_bytes == 0
+            || limits.max_fields == 0
+            || limits.max_value_bytes > limits.max_session_bytes
+        {
+            return fail(
+                "session limits must be at least 1, and a value may not exceed the session size",
+            );
         }
         if self.idle_timeout > MAX_TIMEOUT || self.absolute_timeout > MAX_TIMEOUT {
             return fail("timeouts must be at most ten years");

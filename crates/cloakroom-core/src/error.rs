@@ -32,6 +32,9 @@ pub enum ErrorKind {
     Config,
     /// The operating system's random number generator failed.
     Random,
+    /// A field name, a value, or the session as a whole would exceed a configured limit
+    /// ([`SessionLimits`](crate::SessionLimits)); nothing was written. An HTTP layer answers 413.
+    TooLarge,
 }
 
 /// The error type of every fallible cloakroom operation.
@@ -98,6 +101,7 @@ impl Error {
                 | ErrorKind::NotAnInteger
                 | ErrorKind::OutOfRange
                 | ErrorKind::NoSession
+                | ErrorKind::TooLarge
         )
     }
 }

@@ -288,22 +288,37 @@ impl Session {
     }
 
     async fn write(&self, name: &str, value: Option<String>) -> Result<()> {
+        let limits = self.shared.config.limits;
+        limits.check_field(name, value.as_deref())?;
         let mut state = self.state.lock().await;
         state.accessed = true;
-        match &mut state.phase {
+        let State { phase, pending, .. } = &mut *state;
+        // The session's user fields after this write, where the handle knows them; for a
+        // session not loaded yet, this request's own changes.
+        let empty = Fields::new();
+        let known = match phase {
+            Phase::Started { fields, .. } => Some(fields as &Fields),
+            Phase::Live { fields, .. } => Some(fields as &Fields),
+            Phase::Unloaded { .. } => Some(&empty),
+            Phase::Anonymous | Phase::Gone => None,
+        };
+        let Some(known) = known else {
+            return Err(no_session());
+        };
+        let (count, bytes) = totals_after(known, pending, name, value.as_deref());
+        limits.check_totals(count, bytes)?;
+        match phase {
             Phase::Started { fields, .. } => {
                 match value {
                     Some(v) => fields.insert(name.to_owned(), v),
                     None => fields.remove(name),
                 };
-                Ok(())
             }
-            Phase::Live { .. } | Phase::Unloaded { .. } => {
-                state.pending.insert(name.to_owned(), value);
-                Ok(())
+            _ => {
+                pending.insert(name.to_owned(), value);
             }
-            Phase::Anonymous | Phase::Gone => Err(no_session()),
         }
+        Ok(())
     }
 
     /// Adds `by` to an integer field (absent counts as 0) atomically in the store and returns
@@ -314,6 +329,7 @@ impl Session {
     /// request cost one round trip in all.
     pub async fn incr(&self, name: &str, by: i64) -> Result<Option<i64>> {
         check_field_name(name)?;
+        self.shared.config.limits.check_field(name, None)?;
         check_increment(name, by)?;
         let mut state = self.state.lock().await;
         state.accessed = true;
@@ -628,6 +644,37 @@ fn merge_pending(fields: &mut Fields, pending: BTreeMap<String, Option<String>>)
             None => fields.remove(&name),
         };
     }
+}
+
+// Field count and bytes of the user fields (metadata excluded) once `pending` and then one more
+// write of `name` are applied to `fields`.
+fn totals_after(
+    fields: &Fields,
+    pending: &BTreeMap<String, Option<String>>,
+    name: &str,
+    value: Option<&str>,
+) -> (usize, usize) {
+    let user = |field: &str| !field.starts_with(RESERVED_PREFIX);
+    let mut count = 0;
+    let mut bytes = 0;
+    let mut add = |field: &str, value: &str| {
+        count += 1;
+        bytes += field.len() + value.len();
+    };
+    for (field, stored) in fields.iter().filter(|(f, _)| user(f)) {
+        if field != name && !pending.contains_key(field) {
+            add(field, stored);
+        }
+    }
+    for (field, change) in pending {
+        if let (Some(v), true) = (change, field != name) {
+            add(field, v);
+        }
+    }
+    if let Some(v) = value {
+        add(name, v);
+    }
+    (count, bytes)
 }
 
 fn pending_ops(pending: &BTreeMap<String, Option<String>>) -> Vec<Op> {

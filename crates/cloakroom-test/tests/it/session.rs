@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, ensure};
 use cloakroom_core::{
-    CookieState, ErrorKind, ManualClock, MemoryStore, Session, SessionConfig, SessionManager,
-    SessionToken, Store,
+    CookieState, ErrorKind, ManualClock, MemoryStore, Session, SessionConfig, SessionLimits,
+    SessionManager, SessionToken, Store,
 };
 use cloakroom_test::{CountingStore, StoreFixture};
 
@@ -58,6 +58,7 @@ cloakroom_test::test_over_each_store!(
     increments_beyond_the_exact_range_are_refused,
     a_rotated_secret_keeps_sessions_until_the_old_key_retires,
     attacks_and_broken_input_are_counted,
+    limits_refuse_oversized_writes_and_write_nothing,
 );
 
 async fn login_then_read_and_count(f: StoreFixture) -> anyhow::Result<()> {
@@ -563,5 +564,68 @@ async fn attacks_and_broken_input_are_counted(f: StoreFixture) -> anyhow::Result
     ensure!(metrics.unknown_tokens() == 2, "{metrics:?}");
     // None of this counted anything else.
     ensure!(metrics.forged_cookies() == 2 && metrics.decode_errors() == 1);
+    Ok(())
+}
+
+async fn limits_refuse_oversized_writes_and_write_nothing(f: StoreFixture) -> anyhow::Result<()> {
+    let limits = SessionLimits::default()
+        .with_max_field_name_bytes(8)
+        .with_max_value_bytes(16)
+        .with_max_fields(3)
+        .with_max_session_bytes(40);
+    let config = SessionConfig::new(SECRET)?.with_limits(limits);
+    let m = SessionManager::new(f.store.clone(), config)?;
+    let too_large =
+        |r: cloakroom_core::Result<()>| r.err().map(|e| e.kind()) == Some(ErrorKind::TooLarge);
+
+    // While starting a session (its content is known).
+    let s = m.session_from_cookie_headers([]);
+    s.start().await?;
+    s.insert("username", "ann").await?; // 8 + 5 bytes
+    ensure!(too_large(s.insert("ninechars", "x").await), "long name");
+    ensure!(
+        too_large(s.insert("v", &"x".repeat(15)).await),
+        "long value"
+    ); // 17 bytes of JSON
+    ensure!(
+        s.incr("ninechars", 1).await.err().map(|e| e.kind()) == Some(ErrorKind::TooLarge),
+        "long counter name"
+    );
+    let cookie = returned_cookie(&s.finish().await?.set_cookie).context("no cookie")?;
+
+    // A loaded session: the whole session is bounded.
+    let s = request(&m, &cookie);
+    ensure!(s.exists().await?);
+    s.insert("a", &1).await?;
+    s.insert("b", &2).await?; // 3 fields now
+    ensure!(too_large(s.insert("c", &3).await), "a fourth field");
+    s.insert("b", "replaced").await?; // replacing keeps the count
+    ensure!(
+        too_large(s.insert("a", &"y".repeat(14)).await),
+        "the session's bytes"
+    ); // username 13 + b 11 + the new a 17 = 41 > 40
+    s.remove("a").await?;
+    s.insert("c", &3).await?; // room again
+    s.finish().await?;
+
+    // What was refused was never written; what was accepted was.
+    let s = request(&m, &cookie);
+    ensure!(s.get::<String>("username").await?.as_deref() == Some("ann"));
+    ensure!(s.get::<String>("b").await?.as_deref() == Some("replaced"));
+    ensure!(s.get::<i64>("c").await? == Some(3));
+    for refused in ["a", "ninechars", "v"] {
+        ensure!(
+            s.get::<String>(refused).await?.is_none(),
+            "{refused} was written"
+        );
+    }
+    s.finish().await?;
+
+    // A blind write (session not loaded) is bounded by the request's own changes.
+    let s = request(&m, &cookie);
+    s.insert("d", &4).await?;
+    s.insert("e", &5).await?;
+    s.insert("f", &6).await?;
+    ensure!(too_large(s.insert("g", &7).await), "a blind fourth field");
     Ok(())
 }
