@@ -186,8 +186,12 @@ pub struct Report {
     pub recovered_after: Duration,
     /// The longest call, failed or not.
     pub slowest_call: Duration,
-    /// Sessions whose last call failed: zero once the store has recovered.
+    /// Sessions whose last call failed (a late hiccup on a loaded machine can leave a few).
     pub sessions_still_failing: usize,
+    /// When the fault happened, from the load's start.
+    pub fault_at: Duration,
+    /// Per shard: when its last acknowledged call ended, from the load's start.
+    pub last_ack_per_shard: Vec<Duration>,
 }
 
 impl Report {
@@ -196,6 +200,8 @@ impl Report {
         let mut report = Report {
             calls: calls.len(),
             unavailable_per_shard: vec![Duration::ZERO; shards],
+            fault_at,
+            last_ack_per_shard: vec![Duration::ZERO; shards],
             ..Report::default()
         };
         let mut first_error = vec![None::<Duration>; shards];
@@ -216,6 +222,8 @@ impl Report {
                     last_error[shard] = Some(call.ended);
                 }
                 Some(value) => {
+                    report.last_ack_per_shard[shard] =
+                        report.last_ack_per_shard[shard].max(call.ended);
                     let previous = last[call.session];
                     if value <= previous {
                         report.lost_acknowledged += previous - value + 1;
