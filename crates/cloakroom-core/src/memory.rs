@@ -306,3 +306,154 @@ impl Store for MemoryStore {
         Ok(self.lock().remove(key))
     }
 }
+
+/// The memory store driven by generated operation sequences against a reference model
+/// (proptest): counters count exactly, and an expired or deleted session never answers again.
+#[cfg(test)]
+mod model {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::SessionToken;
+    use crate::store::{
+        Access, Applied, Apply, Created, META_CREATED, META_DEADLINE, NewSession, Op,
+    };
+
+    // Steps of 7 ms never land exactly on an expiry 100 ms or a deadline 1,000 ms after a step,
+    // so the model needs no opinion about the boundary instant.
+    const STEP_MS: u64 = 7;
+    const IDLE_MS: u64 = 100;
+    const LIFETIME_MS: u64 = 1_000;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Create(u8),
+        Incr(u8),
+        Load(u8),
+        Delete(u8),
+        Wait(u8),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0..3u8).prop_map(Step::Create),
+            (0..3u8).prop_map(Step::Incr),
+            (0..3u8).prop_map(Step::Load),
+            (0..3u8).prop_map(Step::Delete),
+            (1..30u8).prop_map(Step::Wait),
+        ]
+    }
+
+    /// What the model knows of a session.
+    #[derive(Debug, Clone, Copy)]
+    struct Entry {
+        visits: i64,
+        expires: u64,
+        deadline: u64,
+    }
+
+    fn live(entry: Option<Entry>, now: u64) -> Option<Entry> {
+        entry.filter(|e| now < e.expires && now < e.deadline)
+    }
+
+    async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
+        let start = 1_700_000_000_000;
+        let store = MemoryStore::builder().with_sweep_interval(None).build();
+        let keys: Vec<_> = (0..3u8)
+            .map(|i| SessionToken::from_bytes([i; 32]).key())
+            .collect();
+        let mut model: Vec<Option<Entry>> = vec![None; 3];
+        let mut now = start;
+        let access = |now| Access {
+            now_ms: now,
+            idle_ms: IDLE_MS,
+        };
+        for step in steps {
+            match step {
+                Step::Wait(n) => now += u64::from(n) * STEP_MS,
+                Step::Create(i) => {
+                    let i = usize::from(i);
+                    let deadline = now + LIFETIME_MS;
+                    let mut fields = Fields::new();
+                    fields.insert(META_CREATED.to_owned(), now.to_string());
+                    fields.insert(META_DEADLINE.to_owned(), deadline.to_string());
+                    let session = NewSession {
+                        fields,
+                        access: access(now),
+                        deadline_ms: deadline,
+                    };
+                    let created = store.create(&keys[i], &session).await;
+                    if live(model[i], now).is_some() {
+                        prop_assert!(matches!(created, Ok(Created::Exists)), "{created:?}");
+                    } else {
+                        prop_assert!(matches!(created, Ok(Created::Created)), "{created:?}");
+                        model[i] = Some(Entry {
+                            visits: 0,
+                            expires: now + IDLE_MS,
+                            deadline,
+                        });
+                    }
+                }
+                Step::Incr(i) | Step::Load(i) => {
+                    let i = usize::from(i);
+                    let incr = matches!(step, Step::Incr(_));
+                    let apply = Apply {
+                        access: access(now),
+                        ops: if incr {
+                            vec![Op::Incr {
+                                name: "visits".to_owned(),
+                                by: 1,
+                            }]
+                        } else {
+                            Vec::new()
+                        },
+                        load: !incr,
+                    };
+                    let applied = store.apply(&keys[i], &apply).await;
+                    match live(model[i], now) {
+                        None => {
+                            // Never resurrected: once dead, every access finds nothing.
+                            prop_assert!(matches!(applied, Ok(Applied::Missing)), "{applied:?}");
+                            model[i] = None;
+                        }
+                        Some(mut entry) => {
+                            let Ok(Applied::Done { counters, fields }) = applied else {
+                                return Err(TestCaseError::fail(format!(
+                                    "a live session answered {applied:?}"
+                                )));
+                            };
+                            if incr {
+                                entry.visits += 1;
+                                prop_assert_eq!(counters, vec![entry.visits]);
+                            } else {
+                                let stored = fields
+                                    .and_then(|f| f.get("visits").cloned())
+                                    .map_or(0, |v| v.parse::<i64>().unwrap_or(-1));
+                                prop_assert_eq!(stored, entry.visits);
+                            }
+                            // Each access slides the idle timeout, never past the deadline.
+                            entry.expires = (now + IDLE_MS).min(entry.deadline);
+                            model[i] = Some(entry);
+                        }
+                    }
+                }
+                Step::Delete(i) => {
+                    let i = usize::from(i);
+                    prop_assert!(store.delete(&keys[i]).await.is_ok());
+                    model[i] = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn the_memory_store_behaves_like_its_model(steps in proptest::collection::vec(step(), 1..80)) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            runtime.block_on(run(steps))?;
+        }
+    }
+}

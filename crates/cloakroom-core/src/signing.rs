@@ -238,3 +238,48 @@ mod tests {
         );
     }
 }
+
+/// Properties over generated inputs (proptest), run with the normal tests on stable.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn signer() -> CookieSigner {
+        let mut signer = CookieSigner::new(&[7; 32]).unwrap_or_else(|_| unreachable!());
+        let _ = signer.add_previous(&[8; 32], NOW + 1);
+        signer
+    }
+
+    proptest! {
+        /// Only exactly what the signer wrote verifies: any accepted text is the signature of
+        /// the token it names, under the current key or a live previous one.
+        #[test]
+        fn accepted_values_are_exactly_signed_tokens(value in "[A-Za-z0-9_.=-]{85,89}|\\PC{0,100}") {
+            let s = signer();
+            if let Some(token) = s.verify(&value, NOW) {
+                let old = CookieSigner::new(&[8; 32]).unwrap_or_else(|_| unreachable!());
+                prop_assert!(value == s.sign(&token) || value == old.sign(&token));
+            }
+        }
+
+        /// Changing any one character of a signed value makes it fail.
+        #[test]
+        fn any_one_changed_character_fails(
+            bytes in any::<[u8; 32]>(),
+            at in 0..SIGNED_VALUE_LEN,
+            replacement in proptest::char::any(),
+        ) {
+            let s = signer();
+            let value = s.sign(&SessionToken::from_bytes(bytes));
+            let mut changed: Vec<char> = value.chars().collect();
+            prop_assume!(changed[at] != replacement);
+            changed[at] = replacement;
+            let changed: String = changed.into_iter().collect();
+            prop_assert!(s.verify(&changed, NOW).is_none());
+        }
+    }
+}

@@ -54,6 +54,12 @@ impl SessionToken {
         URL_SAFE_NO_PAD.encode(self.0)
     }
 
+    /// A token with these bytes, for tests that generate inputs.
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: [u8; TOKEN_BYTES]) -> Self {
+        Self(bytes)
+    }
+
     /// The raw bytes, for signing.
     pub(crate) fn as_bytes(&self) -> &[u8; TOKEN_BYTES] {
         &self.0
@@ -161,5 +167,32 @@ mod tests {
     fn tokens_differ() -> Result<()> {
         assert!(SessionToken::generate()? != SessionToken::generate()?);
         Ok(())
+    }
+}
+
+/// Properties over generated inputs (proptest), run with the normal tests on stable.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Every token prints to one text, and that text parses back to the same token.
+        #[test]
+        fn print_then_parse_is_identity(bytes in any::<[u8; TOKEN_BYTES]>()) {
+            let token = SessionToken(bytes);
+            let text = token.to_text();
+            prop_assert_eq!(text.len(), TOKEN_TEXT_LEN);
+            prop_assert!(SessionToken::parse(&text) == Some(token));
+        }
+
+        /// Whatever text is accepted is canonical: parsing then printing gives it back.
+        #[test]
+        fn parse_then_print_is_identity(text in "[A-Za-z0-9_=+/.-]{40,46}|\\PC{0,60}") {
+            if let Some(token) = SessionToken::parse(&text) {
+                prop_assert_eq!(token.to_text(), text);
+            }
+        }
     }
 }
