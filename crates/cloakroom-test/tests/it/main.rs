@@ -2,6 +2,7 @@
 
 mod cluster;
 mod failover;
+mod hostile;
 mod memory;
 mod redis;
 mod session;
