@@ -10,6 +10,7 @@ mod cluster;
 pub mod conformance;
 mod counting;
 pub mod ledger;
+pub mod model;
 mod proxy;
 mod server;
 

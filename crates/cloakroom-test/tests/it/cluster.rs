@@ -33,6 +33,15 @@ async fn patient(url: impl Into<String>) -> cloakroom_core::Result<RedisStore> {
     patient_builder(url).connect().await
 }
 
+/// The key of a new, empty session created in `store`.
+async fn new_key(store: &RedisStore) -> anyhow::Result<SessionKey> {
+    let key = SessionToken::generate()?.key();
+    store
+        .create(&key, &new_session(&[], 60_000, 3_600_000))
+        .await?;
+    Ok(key)
+}
+
 fn dbsize(server: &RedisServer) -> anyhow::Result<i64> {
     Ok(redis::cmd("DBSIZE").query(&mut server.connection()?)?)
 }
@@ -183,10 +192,7 @@ async fn deletes_wait_for_a_replica_when_asked() -> anyhow::Result<()> {
         .connect()
         .await?;
     for _ in 0..10 {
-        let key = SessionToken::generate()?.key();
-        store
-            .create(&key, &new_session(&[], 60_000, 3_600_000))
-            .await?;
+        let key = new_key(&store).await?;
         ensure!(store.delete(&key).await?, "the delete found nothing");
         ensure!(load(&store, &key).await?.is_none());
     }
@@ -201,10 +207,7 @@ async fn deletes_wait_for_a_replica_when_asked() -> anyhow::Result<()> {
         .with_replica_acks(ReplicaAcks::on_every_write(1, Duration::from_millis(50)))
         .connect()
         .await?;
-    let key = SessionToken::generate()?.key();
-    store
-        .create(&key, &new_session(&[], 60_000, 3_600_000))
-        .await?;
+    let key = new_key(&store).await?;
     ensure!(store.delete(&key).await?);
     ensure!(load(&store, &key).await?.is_none());
     ensure!(
@@ -217,10 +220,7 @@ async fn deletes_wait_for_a_replica_when_asked() -> anyhow::Result<()> {
         .with_replica_acks(ReplicaAcks::on_deletes(1, Duration::from_millis(50)).required())
         .connect()
         .await?;
-    let key = SessionToken::generate()?.key();
-    strict
-        .create(&key, &new_session(&[], 60_000, 3_600_000))
-        .await?;
+    let key = new_key(&strict).await?;
     let err = strict
         .delete(&key)
         .await
@@ -329,10 +329,7 @@ async fn follow_a_migration(
     store: &RedisStore,
     acl: bool,
 ) -> anyhow::Result<()> {
-    let key = SessionToken::generate()?.key();
-    store
-        .create(&key, &new_session(&[], 60_000, 3_600_000))
-        .await?;
+    let key = new_key(store).await?;
     ensure!(counter_after_increment(store, &key).await? == 1);
 
     let redis_key = store.redis_key(&key);
@@ -423,10 +420,7 @@ async fn a_user_who_may_not_run_asking_is_told_so() -> anyhow::Result<()> {
         cluster.nodes()[0].port()
     );
     let store = patient(url).await?;
-    let key = SessionToken::generate()?.key();
-    store
-        .create(&key, &new_session(&[], 60_000, 3_600_000))
-        .await?;
+    let key = new_key(&store).await?;
     half_migrate(&cluster, &store.redis_key(&key), false)?;
     let err = counter_after_increment(&store, &key)
         .await
@@ -477,10 +471,7 @@ async fn a_tls_cluster_checks_certificates_unless_told_not_to() -> anyhow::Resul
     ] {
         ensure!(store.is_cluster());
         for _ in 0..12 {
-            let key = SessionToken::generate()?.key();
-            store
-                .create(&key, &new_session(&[], 60_000, 3_600_000))
-                .await?;
+            let key = new_key(&store).await?;
             ensure!(load(&store, &key).await?.is_some());
         }
     }

@@ -110,6 +110,25 @@ fn victim(cluster: &RedisCluster, group: &Group) -> anyhow::Result<usize> {
     cluster.primary_of_key(&group.store.redis_key(&group.keys[0]))
 }
 
+// Lets the load run on the healed cluster for a while, stops it, and checks that the fault did
+// reach it (some call failed).
+async fn finish_after_recovery(
+    running: Vec<Running>,
+    fault: Instant,
+    what: &str,
+) -> anyhow::Result<Vec<(Report, u64)>> {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut results = Vec::new();
+    for group in running {
+        results.push(group.finish(fault).await?);
+    }
+    ensure!(
+        results[0].0.errors > 0,
+        "no call failed: the {what} did not reach the load"
+    );
+    Ok(results)
+}
+
 // What every fault must leave behind: everything created survived, the acknowledged writes
 // that a replica confirmed are all there, and requests succeed again.
 fn check_after_fault(title: &str, results: &[(Report, u64)]) -> anyhow::Result<()> {
@@ -160,16 +179,7 @@ async fn a_primary_killed_under_load_is_replaced_by_its_replica() -> anyhow::Res
         "SIGKILL: the restarted node was an in-sync replica {} ms after the kill",
         fault.elapsed().as_millis()
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-
-    let mut results = Vec::new();
-    for group in running {
-        results.push(group.finish(fault).await?);
-    }
-    ensure!(
-        results[0].0.errors > 0,
-        "no call failed: the kill did not reach the load"
-    );
+    let results = finish_after_recovery(running, fault, "kill").await?;
     check_after_fault("SIGKILL", &results)
 }
 
@@ -222,16 +232,7 @@ async fn a_primary_frozen_past_the_timeout_is_replaced_and_rejoins() -> anyhow::
         "SIGSTOP: thawed, demoted and in sync {} ms after the freeze",
         fault.elapsed().as_millis()
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-
-    let mut results = Vec::new();
-    for group in running {
-        results.push(group.finish(fault).await?);
-    }
-    ensure!(
-        results[0].0.errors > 0,
-        "no call failed: the freeze did not reach the load"
-    );
+    let results = finish_after_recovery(running, fault, "freeze").await?;
     let roles = cluster.topology()?;
     let old = roles
         .iter()

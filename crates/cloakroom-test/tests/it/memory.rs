@@ -11,6 +11,22 @@ use cloakroom_test::memory_fixture;
 
 cloakroom_test::store_conformance!(memory_fixture());
 
+proptest::proptest! {
+    /// The memory store, driven by generated sequences of creates, increments, loads, deletes and
+    /// waits, answers as the reference model does (`cloakroom_test::model`).
+    #[test]
+    fn the_memory_store_behaves_like_its_model(bytes in proptest::collection::vec(proptest::num::u8::ANY, 2..160)) {
+        let steps = cloakroom_test::model::steps_from_bytes(&bytes);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+        let store = MemoryStore::builder().with_sweep_interval(None).build();
+        runtime
+            .block_on(cloakroom_test::model::check_against_model(&store, &steps))
+            .map_err(proptest::test_runner::TestCaseError::fail)?;
+    }
+}
+
 #[tokio::test]
 async fn at_the_bound_the_session_idle_longest_is_evicted() -> anyhow::Result<()> {
     let store = MemoryStore::builder().with_max_sessions(3).build();
