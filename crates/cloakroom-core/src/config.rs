@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::signing::CookieSigner;
+use crate::store::Bounds;
 
 /// Default idle timeout: 30 minutes without a request ends a session.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -13,6 +14,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// Longest accepted timeout: ten years, far below where millisecond arithmetic overflows.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+/// Deepest nesting of arrays and objects a field value may have: the most `serde_json` reads
+/// back by default, so nothing is stored that could not be read.
+pub const MAX_VALUE_DEPTH: usize = 127;
 /// Cookie name when the cookie is not `Secure`.
 pub const DEFAULT_COOKIE_NAME: &str = "cloakroom";
 /// Cookie name when the cookie is `Secure`, host-only and on path `/`: the `__Host-` prefix
@@ -22,9 +26,11 @@ pub const DEFAULT_SECURE_COOKIE_NAME: &str = "__Host-cloakroom";
 /// Bounds on what a session may hold, checked before anything is written: a request that would
 /// pass one gets [`ErrorKind::TooLarge`] and writes nothing.
 ///
-/// Per-field bounds apply to every write. The session-wide bounds apply whenever the handle
-/// knows the session's content (a session started in this request, or one loaded by a read or
-/// an increment); a blind write to a session not loaded yet is bounded by its own changes.
+/// Per-field bounds apply to every write, and so does [`MAX_VALUE_DEPTH`]. The session-wide
+/// bounds are checked twice: by the handle when a write is buffered, against what it knows of
+/// the session, and by the store when the write is applied, against the session as it is (see
+/// [`Bounds`]), so they hold for a write to a session the request never loaded and for requests
+/// racing each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionLimits {
@@ -97,30 +103,56 @@ impl SessionLimits {
                 ),
             ));
         }
+        if let Some(value) = value
+            && nesting_exceeds(value, MAX_VALUE_DEPTH)
+        {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "session field {name:?} nests deeper than {MAX_VALUE_DEPTH} levels, more than \
+                     can be read back"
+                ),
+            ));
+        }
         Ok(())
     }
 
-    pub(crate) fn check_totals(&self, fields: usize, bytes: usize) -> Result<()> {
-        if fields > self.max_fields {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "the session would hold {fields} fields; at most {} are allowed",
-                    self.max_fields
-                ),
-            ));
+    /// The session-wide bounds, as stores enforce them.
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
+            max_fields: self.max_fields,
+            max_bytes: self.max_session_bytes,
         }
-        if bytes > self.max_session_bytes {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "the session would hold {bytes} bytes; at most {} are allowed",
-                    self.max_session_bytes
-                ),
-            ));
-        }
-        Ok(())
     }
+}
+
+// Whether the JSON text nests arrays and objects deeper than `max`; brackets inside strings
+// do not count.
+fn nesting_exceeds(json: &str, max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// The cookie's `SameSite` attribute.

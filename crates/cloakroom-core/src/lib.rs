@@ -30,7 +30,8 @@ pub use crate::axum::MissingSessionLayer;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::{
     DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_SECURE_COOKIE_NAME, MAX_TIMEOUT, SameSite, SessionConfig, SessionLimits,
+    DEFAULT_SECURE_COOKIE_NAME, MAX_TIMEOUT, MAX_VALUE_DEPTH, SameSite, SessionConfig,
+    SessionLimits,
 };
 pub use crate::error::{Error, ErrorKind, Result};
 pub use crate::memory::{

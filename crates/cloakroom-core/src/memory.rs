@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use crate::clock::{Clock, SystemClock, unix_millis};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{
-    Access, Applied, Apply, Created, Fields, NewSession, Op, Store, add_to_counter, check_ops,
+    Access, Applied, Apply, Created, Fields, NewSession, Op, Store, Totals, add_to_counter,
+    check_ops,
 };
 use crate::token::SessionKey;
 
@@ -290,6 +291,9 @@ impl Store for MemoryStore {
                     counters.push(value);
                 }
             }
+        }
+        if let Some(bounds) = apply.bounds {
+            bounds.check(Totals::of(&entry.fields), Totals::of(&fields))?;
         }
         let loaded = apply.load.then(|| fields.clone());
         if let Some(entry) = state.sessions.get_mut(key) {

@@ -14,8 +14,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::SessionMetrics;
 use crate::signing::SIGNED_VALUE_LEN;
 use crate::store::{
-    Access, Applied, Apply, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op,
-    RESERVED_PREFIX, Store, add_to_counter, check_field_name, check_increment,
+    Access, Applied, Apply, Bounds, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op,
+    RESERVED_PREFIX, Store, Totals, add_to_counter, check_field_name, check_increment,
 };
 use crate::token::SessionToken;
 
@@ -221,6 +221,14 @@ impl Session {
         }
     }
 
+    // Steps that may add fields or bytes carry the session-wide bounds for the store to check
+    // against the session as it is.
+    fn bounds_for(&self, ops: &[Op]) -> Option<Bounds> {
+        ops.iter()
+            .any(|op| !matches!(op, Op::Remove { .. }))
+            .then(|| self.shared.config.limits.bounds())
+    }
+
     /// What the request's cookie said.
     pub async fn cookie_state(&self) -> CookieState {
         self.state.lock().await.cookie
@@ -305,8 +313,8 @@ impl Session {
         let Some(known) = known else {
             return Err(no_session());
         };
-        let (count, bytes) = totals_after(known, pending, name, value.as_deref());
-        limits.check_totals(count, bytes)?;
+        let (before, after) = totals_around(known, pending, name, value.as_deref());
+        limits.bounds().check(before, after)?;
         match phase {
             Phase::Started { fields, .. } => {
                 match value {
@@ -350,6 +358,7 @@ impl Session {
         });
         let apply = Apply {
             access: self.access(),
+            bounds: self.bounds_for(&ops),
             ops,
             load,
         };
@@ -447,9 +456,11 @@ impl Session {
             return Ok(());
         };
         let token = token.clone();
+        let ops = pending_ops(&state.pending);
         let apply = Apply {
             access: self.access(),
-            ops: pending_ops(&state.pending),
+            bounds: self.bounds_for(&ops),
+            ops,
             load: true,
         };
         match self.shared.store.apply(&token.key(), &apply).await? {
@@ -527,9 +538,11 @@ impl Session {
                     return Ok(());
                 }
             };
+            let ops = pending_ops(&state.pending);
             let apply = Apply {
                 access: self.access(),
-                ops: pending_ops(&state.pending),
+                bounds: self.bounds_for(&ops),
+                ops,
                 load: false,
             };
             let applied = self.shared.store.apply(&token.key(), &apply).await?;
@@ -648,33 +661,38 @@ fn merge_pending(fields: &mut Fields, pending: BTreeMap<String, Option<String>>)
 
 // Field count and bytes of the user fields (metadata excluded) once `pending` and then one more
 // write of `name` are applied to `fields`.
-fn totals_after(
+// The session's user totals before and after setting `name` to `value` (or removing it), given
+// what the handle knows: `fields` as loaded or started, overlaid with `pending` changes.
+fn totals_around(
     fields: &Fields,
     pending: &BTreeMap<String, Option<String>>,
     name: &str,
     value: Option<&str>,
-) -> (usize, usize) {
-    let user = |field: &str| !field.starts_with(RESERVED_PREFIX);
-    let mut count = 0;
-    let mut bytes = 0;
-    let mut add = |field: &str, value: &str| {
-        count += 1;
-        bytes += field.len() + value.len();
-    };
-    for (field, stored) in fields.iter().filter(|(f, _)| user(f)) {
-        if field != name && !pending.contains_key(field) {
-            add(field, stored);
+) -> (Totals, Totals) {
+    let mut before = Totals::default();
+    for (field, stored) in fields {
+        if !pending.contains_key(field) {
+            before.add(field, stored);
         }
     }
     for (field, change) in pending {
-        if let (Some(v), true) = (change, field != name) {
-            add(field, v);
+        if let Some(v) = change {
+            before.add(field, v);
         }
     }
-    if let Some(v) = value {
-        add(name, v);
+    let current = match pending.get(name) {
+        Some(change) => change.as_deref(),
+        None => fields.get(name).map(String::as_str),
+    };
+    let mut after = before;
+    if let Some(old) = current {
+        after.fields -= 1;
+        after.bytes -= name.len() + old.len();
     }
-    (count, bytes)
+    if let Some(v) = value {
+        after.add(name, v);
+    }
+    (before, after)
 }
 
 fn pending_ops(pending: &BTreeMap<String, Option<String>>) -> Vec<Op> {

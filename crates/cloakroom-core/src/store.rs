@@ -80,6 +80,77 @@ pub struct Apply {
     pub ops: Vec<Op>,
     /// Return every field after the changes.
     pub load: bool,
+    /// Session-wide bounds the step must keep, checked by the store against the session as it
+    /// is, so that they hold for writes to a session the handle never loaded and for requests
+    /// racing each other. `None` when the step cannot add fields or bytes.
+    pub bounds: Option<Bounds>,
+}
+
+/// Session-wide bounds on a session's user fields (reserved metadata not counted).
+///
+/// A step after which the session would hold more fields than `max_fields`, or more bytes of
+/// field names and values than `max_bytes`, and more than it held before the step, fails with
+/// [`ErrorKind::TooLarge`] and writes nothing. A session already past a bound (the bounds were
+/// lowered) can still shrink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Most user fields.
+    pub max_fields: usize,
+    /// Most bytes of user field names and values together.
+    pub max_bytes: usize,
+}
+
+/// How many user fields a session holds and how many bytes their names and values take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// User fields.
+    pub fields: usize,
+    /// Bytes of their names and values.
+    pub bytes: usize,
+}
+
+impl Totals {
+    /// The totals of `fields`, reserved metadata not counted.
+    pub fn of(fields: &Fields) -> Self {
+        let mut totals = Self::default();
+        for (name, value) in fields {
+            totals.add(name, value);
+        }
+        totals
+    }
+
+    /// Counts one more field (reserved names are not counted).
+    pub fn add(&mut self, name: &str, value: &str) {
+        if !name.starts_with(RESERVED_PREFIX) {
+            self.fields += 1;
+            self.bytes += name.len() + value.len();
+        }
+    }
+}
+
+impl Bounds {
+    /// Fails with [`ErrorKind::TooLarge`] when going from `before` to `after` crosses a bound.
+    pub fn check(&self, before: Totals, after: Totals) -> Result<()> {
+        if after.fields > self.max_fields && after.fields > before.fields {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "the session would hold {} fields; at most {} are allowed",
+                    after.fields, self.max_fields
+                ),
+            ));
+        }
+        if after.bytes > self.max_bytes && after.bytes > before.bytes {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "the session would hold {} bytes; at most {} are allowed",
+                    after.bytes, self.max_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What [`Store::apply`] did.

@@ -451,6 +451,7 @@ fn map_error(e: redis::RedisError) -> Error {
         match e.code() {
             Some("NOTINT") => ErrorKind::NotAnInteger,
             Some("RANGE") => ErrorKind::OutOfRange,
+            Some("TOOLARGE") => ErrorKind::TooLarge,
             Some("WRONGTYPE") => ErrorKind::Corrupt,
             _ => match e.kind() {
                 redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig => {
@@ -493,6 +494,10 @@ fn add_op_args(invocation: &mut redis::Cmd, apply: &Apply) {
         .arg(apply.access.now_ms)
         .arg(apply.access.idle_ms)
         .arg(if apply.load { "1" } else { "0" });
+    match apply.bounds {
+        Some(bounds) => invocation.arg(bounds.max_fields).arg(bounds.max_bytes),
+        None => invocation.arg("").arg(""),
+    };
     for op in &apply.ops {
         match op {
             Op::Set { name, value } => {

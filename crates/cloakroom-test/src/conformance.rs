@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
 use cloakroom_core::store::{
-    Access, Applied, Apply, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op, Store,
+    Access, Applied, Apply, Bounds, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op,
+    Store,
 };
 use cloakroom_core::{ErrorKind, SessionKey, SessionToken};
 
@@ -80,6 +81,7 @@ async fn load_with(
         access,
         ops: vec![],
         load: true,
+        bounds: None,
     };
     match store.apply(key, &apply).await? {
         Applied::Missing => Ok(None),
@@ -93,6 +95,7 @@ async fn run(store: &dyn Store, key: &SessionKey, ops: Vec<Op>) -> cloakroom_cor
         access: access(LONG),
         ops,
         load: false,
+        bounds: None,
     };
     store.apply(key, &apply).await
 }
@@ -474,6 +477,7 @@ pub async fn reads_see_the_ops_of_the_same_step(store: &dyn Store) -> anyhow::Re
         access: access(LONG),
         ops: vec![set("n", "5"), incr("n", 2), set("s", "\"x\"")],
         load: true,
+        bounds: None,
     };
     let applied = store.apply(&k, &apply).await?;
     let Applied::Done {
@@ -499,6 +503,7 @@ pub async fn reads_see_the_ops_of_the_same_step(store: &dyn Store) -> anyhow::Re
             access: access(LONG),
             ops: vec![incr(name, 1)],
             load: true,
+            bounds: None,
         };
         let applied = store.apply(&k, &apply).await?;
         let Applied::Done {
@@ -518,5 +523,86 @@ pub async fn reads_see_the_ops_of_the_same_step(store: &dyn Store) -> anyhow::Re
             "{fields:?}"
         );
     }
+    Ok(())
+}
+
+async fn run_bounded(
+    store: &dyn Store,
+    key: &SessionKey,
+    ops: Vec<Op>,
+    load: bool,
+    bounds: Bounds,
+) -> cloakroom_core::Result<Applied> {
+    let apply = Apply {
+        access: access(LONG),
+        ops,
+        load,
+        bounds: Some(bounds),
+    };
+    store.apply(key, &apply).await
+}
+
+/// A step that would take the session past its bounds fails with `TooLarge` and writes nothing,
+/// counted against the session as stored (reserved fields not counted), whatever the step's own
+/// size; a session already past a bound can still shrink.
+pub async fn steps_past_the_bounds_fail_and_write_nothing(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    // Two user fields of 1 + 3 bytes each: 2 fields, 8 bytes.
+    store
+        .create(
+            &k,
+            &new_session(&[("a", "\"x\""), ("b", "\"y\"")], LONG, LONG),
+        )
+        .await?;
+    let bounds = Bounds {
+        max_fields: 3,
+        max_bytes: 20,
+    };
+    let too_large = |r: cloakroom_core::Result<Applied>, what: &str| match r {
+        Err(e) if e.kind() == ErrorKind::TooLarge => Ok(()),
+        other => Err(anyhow::anyhow!("{what}: expected TooLarge, got {other:?}")),
+    };
+    // A fourth and a fifth field, by a step that also changes a field: nothing of it lands.
+    let step = vec![set("a", "1"), set("c", "1"), set("d", "1")];
+    too_large(
+        run_bounded(store, &k, step, false, bounds).await,
+        "five fields",
+    )?;
+    // A value that takes the bytes past 20 (8 + 1 + 12).
+    let step = vec![set("c", "\"0123456789\"")];
+    too_large(run_bounded(store, &k, step, true, bounds).await, "21 bytes")?;
+    // An increment that creates a fourth field, alone (the fast path) and loaded or not.
+    run_bounded(store, &k, vec![set("c", "1")], false, bounds).await?;
+    for load in [true, false] {
+        too_large(
+            run_bounded(store, &k, vec![incr("d", 1)], load, bounds).await,
+            "a counter as a fourth field",
+        )?;
+    }
+    ensure_user_fields(store, &k, &[("a", "\"x\""), ("b", "\"y\""), ("c", "1")]).await?;
+    // Within the bounds: replace a value, increment an existing field, remove then add.
+    run_bounded(store, &k, vec![set("a", "\"xyz\"")], false, bounds).await?;
+    run_bounded(store, &k, vec![incr("c", 41)], true, bounds).await?;
+    let step = vec![Op::Remove { name: "b".into() }, set("d", "2")];
+    run_bounded(store, &k, step, false, bounds).await?;
+    ensure_user_fields(store, &k, &[("a", "\"xyz\""), ("c", "42"), ("d", "2")]).await?;
+    // Lowered bounds: the session holds 3 fields, past a bound of 1; it may shrink, not grow.
+    let lowered = Bounds {
+        max_fields: 1,
+        max_bytes: 1,
+    };
+    too_large(
+        run_bounded(store, &k, vec![set("e", "1")], false, lowered).await,
+        "growing past lowered bounds",
+    )?;
+    run_bounded(
+        store,
+        &k,
+        vec![Op::Remove { name: "d".into() }, set("a", "1")],
+        false,
+        lowered,
+    )
+    .await?;
+    ensure_user_fields(store, &k, &[("a", "1"), ("c", "42")]).await?;
     Ok(())
 }

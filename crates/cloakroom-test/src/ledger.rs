@@ -152,6 +152,7 @@ async fn increment(store: &dyn Store, session: usize, key: &SessionKey, epoch: I
             by: 1,
         }],
         load: false,
+        bounds: None,
     };
     let acknowledged = match store.apply(key, &apply).await {
         Ok(Applied::Done { counters, .. }) => counters.first().copied(),

@@ -144,7 +144,8 @@ macro_rules! store_conformance {
             expired_session_is_not_resurrected_by_a_write,
             create_with_past_deadline_is_refused,
             reads_see_the_ops_of_the_same_step,
-            reserved_names_are_refused_by_the_store
+            reserved_names_are_refused_by_the_store,
+            steps_past_the_bounds_fail_and_write_nothing
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {

@@ -116,6 +116,7 @@ pub async fn check_against_model(store: &dyn Store, steps: &[Step]) -> Result<()
                     access: access(now),
                     ops,
                     load: !incr,
+                    bounds: None,
                 };
                 let applied = store.apply(&keys[i], &apply).await;
                 match (live(model[i], now), applied) {

@@ -1,7 +1,9 @@
 -- Apply a delta to an existing session, slide its TTL, optionally return all its fields.
 -- KEYS[1]: the session key
 -- ARGV[1]: now (Unix ms); ARGV[2]: idle timeout (ms); ARGV[3]: '1' to return all fields
--- ARGV[4..]: ops, each 'S' name value | 'D' name | 'I' name by
+-- ARGV[4], ARGV[5]: most user fields and most bytes of user names and values the step may
+-- leave, or '' for no bound (user fields are those not starting with '__')
+-- ARGV[6..]: ops, each 'S' name value | 'D' name | 'I' name by
 --
 -- Replies:
 -- * false: the session is missing or past its deadline. Nothing is written; a missing session
@@ -14,13 +16,16 @@
 -- One JSON string is much cheaper for Redis to return, and for the client to parse, than a
 -- nested array of 2n strings. The code is inline, without local functions, because a closure is
 -- created anew on every call.
--- A bad increment returns an error reply and leaves the session exactly as it was.
+-- A bad increment, or a step that would take the session past a bound (and past what it held
+-- before), returns an error reply and leaves the session exactly as it was.
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
 local idle = tonumber(ARGV[2])
 local MAX = 9007199254740991
-local lone_incr = #ARGV == 6 and ARGV[4] == 'I'
-local incr_name = ARGV[5]
+local max_fields = tonumber(ARGV[4])
+local max_bytes = tonumber(ARGV[5])
+local lone_incr = #ARGV == 8 and ARGV[6] == 'I'
+local incr_name = ARGV[7]
 
 -- Read the deadline, from the full hash when it is wanted anyway (one command, not two).
 -- A key of another type makes the read fail with WRONGTYPE: the caller reports corruption.
@@ -49,12 +54,18 @@ if deadline <= now then
   return false
 end
 
+-- An increment of a field that exists adds no field and a few bytes at most: the bounds need no
+-- check. One that creates a field takes the general path, which checks them.
+if lone_incr and max_fields and (fields == 0 or not counter_at) then
+  lone_incr = false
+end
+
 -- Fast path, the common request: one increment and nothing else. HINCRBY refuses any value
 -- that is not an integer without writing; a result outside +-(2^53 - 1) is undone at once
 -- (the script is atomic, so nobody sees it).
 if lone_incr then
-  local name, by = incr_name, tonumber(ARGV[6])
-  local result = redis.pcall('HINCRBY', key, name, ARGV[6])
+  local name, by = incr_name, tonumber(ARGV[8])
+  local result = redis.pcall('HINCRBY', key, name, ARGV[8])
   if type(result) == 'table' then
     local message = result.err or ''
     -- A value HINCRBY cannot read, or one so large that adding overflows 64 bits: either way
@@ -105,7 +116,7 @@ end
 -- General path, first pass: check every increment against the values it will meet, writing
 -- nothing, so that a bad increment cannot leave earlier ops of the same step applied.
 local staged = {}
-local i = 4
+local i = 6
 while i <= #ARGV do
   local op, name = ARGV[i], ARGV[i + 1]
   if op == 'S' then
@@ -137,9 +148,44 @@ while i <= #ARGV do
   end
 end
 
+-- Bounds: the session's user totals before the step and after it, from the staged values.
+if max_fields then
+  local all = fields
+  if all == 0 then all = redis.call('HGETALL', key) end
+  local count, bytes, current = 0, 0, {}
+  for j = 1, #all, 2 do
+    local name = all[j]
+    if string.sub(name, 1, 2) ~= '__' then
+      current[name] = all[j + 1]
+      count = count + 1
+      bytes = bytes + #name + #all[j + 1]
+    end
+  end
+  local new_count, new_bytes = count, bytes
+  for name, value in pairs(staged) do
+    local old = current[name]
+    if old then
+      new_count = new_count - 1
+      new_bytes = new_bytes - #name - #old
+    end
+    if value then
+      new_count = new_count + 1
+      new_bytes = new_bytes + #name + #value
+    end
+  end
+  if new_count > max_fields and new_count > count then
+    return redis.error_reply(string.format(
+      'TOOLARGE the session would hold %d fields; at most %d are allowed', new_count, max_fields))
+  end
+  if new_bytes > max_bytes and new_bytes > bytes then
+    return redis.error_reply(string.format(
+      'TOOLARGE the session would hold %d bytes; at most %d are allowed', new_bytes, max_bytes))
+  end
+end
+
 -- Second pass: write.
 local counters = {}
-i = 4
+i = 6
 while i <= #ARGV do
   local op, name = ARGV[i], ARGV[i + 1]
   if op == 'S' then

@@ -253,6 +253,7 @@ async fn deletes_wait_for_a_replica_when_asked() -> anyhow::Result<()> {
             by: 1,
         }],
         load: false,
+        bounds: None,
     };
     let kind = store.apply(&key, &apply).await.err().map(|e| e.kind());
     ensure!(kind == Some(ErrorKind::NotAnInteger), "{kind:?}");
@@ -294,6 +295,7 @@ async fn counter_after_increment(store: &RedisStore, key: &SessionKey) -> anyhow
             by: 1,
         }],
         load: false,
+        bounds: None,
     };
     match store.apply(key, &apply).await? {
         Applied::Done { counters, .. } => counters.first().copied().context("no counter"),

@@ -60,6 +60,7 @@ async fn no_session_key_is_ever_left_without_a_ttl() -> anyhow::Result<()> {
                 },
             ],
             load: i % 2 == 0,
+            bounds: None,
         };
         store.apply(&k, &apply).await?;
         // Writes to sessions that never existed must not create keys either.
