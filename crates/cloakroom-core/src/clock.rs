@@ -54,11 +54,19 @@ impl Clock for ManualClock {
     }
 }
 
-/// Milliseconds since the Unix epoch; times before it count as 0.
+/// The latest time a clock is read as, in Unix milliseconds: 2^53 − 1 less twice the longest
+/// timeout, about the year 287,000. Later readings count as this one, so every time and deadline
+/// cloakroom computes stays an integer that a double (Redis's Lua numbers, JSON readers) holds
+/// exactly, and both stores agree on what has expired.
+pub const LATEST_MILLIS: u64 = (1 << 53) - 1 - 2 * crate::config::MAX_TIMEOUT.as_secs() * 1000;
+
+/// Milliseconds since the Unix epoch; times before it count as 0, times after
+/// [`LATEST_MILLIS`] as that.
 pub(crate) fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(duration_millis)
         .unwrap_or(0)
+        .min(LATEST_MILLIS)
 }
 
 /// Whole milliseconds of `d`, saturating.

@@ -27,7 +27,7 @@ mod token;
 
 #[cfg(feature = "axum")]
 pub use crate::axum::MissingSessionLayer;
-pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::clock::{Clock, LATEST_MILLIS, ManualClock, SystemClock};
 pub use crate::config::{
     DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_SECURE_COOKIE_NAME, MAX_TIMEOUT, MAX_VALUE_DEPTH, SameSite, SessionConfig,

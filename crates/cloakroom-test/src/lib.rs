@@ -12,6 +12,7 @@ mod counting;
 pub mod ledger;
 pub mod model;
 mod proxy;
+pub mod requests;
 mod server;
 
 pub use crate::certificates::TestCertificates;

@@ -5,39 +5,16 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, ensure};
 use cloakroom_core::{
-    CookieState, ErrorKind, ManualClock, MemoryStore, Session, SessionConfig, SessionLimits,
-    SessionManager, SessionToken, Store,
+    CookieState, ErrorKind, ManualClock, MemoryStore, SessionConfig, SessionLimits, SessionManager,
+    SessionToken, Store,
 };
+use cloakroom_test::requests::{login, request, returned_cookie};
 use cloakroom_test::{CountingStore, StoreFixture};
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
 
 fn manager(store: Arc<dyn Store>) -> anyhow::Result<SessionManager> {
     Ok(SessionManager::new(store, SessionConfig::new(SECRET)?)?)
-}
-
-/// The `name=value` pair a browser would send back after this response, if the response set a
-/// cookie; `Some("")` when it cleared it.
-fn returned_cookie(set_cookie: &Option<String>) -> Option<String> {
-    let header = set_cookie.as_ref()?;
-    let pair = header.split(';').next()?.trim().to_owned();
-    Some(if pair.ends_with('=') {
-        String::new()
-    } else {
-        pair
-    })
-}
-
-async fn login(m: &SessionManager, name: &str) -> anyhow::Result<String> {
-    let s = m.session_from_cookie_headers([]);
-    s.start().await?;
-    s.insert("username", name).await?;
-    let finished = s.finish().await?;
-    returned_cookie(&finished.set_cookie).context("login set no cookie")
-}
-
-fn request(m: &SessionManager, cookie: &str) -> Session {
-    m.session_from_cookie_headers([cookie])
 }
 
 cloakroom_test::test_over_each_store!(

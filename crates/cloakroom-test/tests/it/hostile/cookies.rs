@@ -1,19 +1,17 @@
-//! Hostile cookies, one named test per shape, over the memory store and a real redis-server.
+//! Hostile cookies, one named test per shape.
 //!
 //! Every shape must be treated as no cookie at all: the handle is anonymous, a bad cookie of our
 //! name is cleared, writes are refused, and, checked through a counting store, nothing reaches
-//! the store. Run with `cargo test -p cloakroom-test --test it hostile`.
+//! the store.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::ensure;
-use cloakroom_core::{
-    CookieSigner, CookieState, SessionConfig, SessionManager, SessionToken, Store,
-};
-use cloakroom_test::{CountingStore, StoreFixture};
+use cloakroom_core::{CookieSigner, CookieState, SessionConfig, SessionToken};
+use cloakroom_test::StoreFixture;
 
-const SECRET: &[u8] = b"hostile-input-secret-0123456789abcdef0123";
+use super::{SECRET, counted};
+
 const RETIRED: &[u8] = b"hostile-input-retired-0123456789abcdef012";
 const NAME: &str = "__Host-cloakroom";
 
@@ -40,12 +38,10 @@ async fn check(
     header: impl Fn(&str) -> anyhow::Result<String>,
     taken: Taken,
 ) -> anyhow::Result<()> {
-    let counting = CountingStore::new(f.store.clone());
-    let counts = counting.counts();
     let config = SessionConfig::new(SECRET)?
         // A key that retired an hour ago still names the cookies it signed: they must fail.
         .with_previous_secret(RETIRED, SystemTime::now() - Duration::from_secs(3600))?;
-    let manager = SessionManager::new(Arc::new(counting) as Arc<dyn Store>, config)?;
+    let (manager, counts) = counted(f.store.clone(), config)?;
     let header = header(&signed(SECRET)?)?;
     let session = manager.session_from_cookie_headers([header.as_str()]);
     let expected = match taken {
@@ -86,22 +82,7 @@ macro_rules! hostile {
                 check(f, $header, Taken::$taken).await
             }
         )*
-        mod on_memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(cloakroom_test::memory_fixture().await?).await
-                }
-            )*
-        }
-        mod on_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(cloakroom_test::redis_fixture().await?).await
-                }
-            )*
-        }
+        super::over_memory_and_redis!($($name),*);
     };
 }
 
