@@ -160,6 +160,17 @@ macro_rules! store_conformance {
     };
 }
 
+/// Turns each named `async fn(StoreFixture) -> anyhow::Result<()>` in scope into a test over a
+/// fresh memory store (`on_memory::NAME`) and one over a fresh `redis-server` (`on_redis::NAME`):
+/// for tests about input, where the other Redis set-ups add time and nothing new.
+#[macro_export]
+macro_rules! test_over_memory_and_redis {
+    ($($name:ident),* $(,)?) => {
+        $crate::test_over_each_store!(@on on_memory, memory_fixture; $($name),*);
+        $crate::test_over_each_store!(@on on_redis, redis_fixture; $($name),*);
+    };
+}
+
 /// Turns each named `async fn(StoreFixture) -> anyhow::Result<()>` in scope into one test per
 /// store: a fresh memory store (`on_memory::NAME`), a `redis-server` (`on_redis::NAME`), a
 /// TLS-only one reached with `rediss://` (`on_redis_tls::NAME`), one whose only usable user is

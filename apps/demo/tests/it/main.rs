@@ -6,5 +6,6 @@ mod support;
 mod bad_input;
 mod cluster;
 mod flow;
+mod hostile;
 mod redis_down;
 mod round_trips;

@@ -15,7 +15,7 @@ use cloakroom_test::requests::{login, request};
 
 use super::SECRET;
 
-super::over_memory_and_redis!(
+cloakroom_test::test_over_memory_and_redis!(
     a_clock_jumping_back_an_hour,
     a_clock_jumping_past_the_deadline_and_back,
     a_clock_set_before_1970,

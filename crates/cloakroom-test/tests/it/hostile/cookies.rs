@@ -82,7 +82,7 @@ macro_rules! hostile {
                 check(f, $header, Taken::$taken).await
             }
         )*
-        super::over_memory_and_redis!($($name),*);
+        cloakroom_test::test_over_memory_and_redis!($($name),*);
     };
 }
 

@@ -10,30 +10,6 @@
 //!
 //! Run with `cargo test -p cloakroom-test --test it hostile`.
 
-/// Turns each named `async fn(StoreFixture) -> anyhow::Result<()>` in scope into a test over a
-/// fresh memory store (`on_memory::NAME`) and one over a fresh redis-server (`on_redis::NAME`).
-macro_rules! over_memory_and_redis {
-    ($($name:ident),* $(,)?) => {
-        mod on_memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(cloakroom_test::memory_fixture().await?).await
-                }
-            )*
-        }
-        mod on_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(cloakroom_test::redis_fixture().await?).await
-                }
-            )*
-        }
-    };
-}
-pub(crate) use over_memory_and_redis;
-
 mod clock;
 mod config;
 mod cookies;

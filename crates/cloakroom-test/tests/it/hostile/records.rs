@@ -218,7 +218,7 @@ async fn a_session_key_stripped_of_its_ttl() -> anyhow::Result<()> {
 // Field-level corruption, planted through the store interface itself, so that it runs over the
 // memory store too.
 
-super::over_memory_and_redis!(
+cloakroom_test::test_over_memory_and_redis!(
     a_field_holding_text_that_is_not_json,
     a_counter_holding_text,
     a_counter_past_two_to_the_fifty_third,

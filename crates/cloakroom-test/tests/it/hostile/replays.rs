@@ -17,7 +17,7 @@ use cloakroom_test::requests::{login, request, returned_cookie, token_of};
 
 use super::{SECRET, counted};
 
-super::over_memory_and_redis!(
+cloakroom_test::test_over_memory_and_redis!(
     a_logged_out_token_replayed,
     an_idle_expired_token_replayed,
     a_token_past_its_absolute_lifetime_replayed,

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{SECRET, counted, ensure_kind};
 
-super::over_memory_and_redis!(
+cloakroom_test::test_over_memory_and_redis!(
     a_value_nested_deeper_than_can_be_read_back,
     a_stored_value_nested_a_hundred_thousand_deep,
     a_value_over_the_size_limit,
