@@ -233,6 +233,17 @@ impl RedisCluster {
                 "node {} sees {serving} serving primaries",
                 node.port()
             );
+            // Just after `--cluster create`, a node can still see a new replica as a primary
+            // without slots: not settled yet.
+            let unsettled = view
+                .iter()
+                .filter(|n| n.is_primary && !n.failed && n.slot_count == 0)
+                .count();
+            anyhow::ensure!(
+                unsettled == 0,
+                "node {} sees {unsettled} primaries without slots",
+                node.port()
+            );
             let me = view
                 .iter()
                 .find(|n| n.port == node.port())

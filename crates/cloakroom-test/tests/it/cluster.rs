@@ -59,7 +59,11 @@ async fn sessions_spread_over_every_primary() -> anyhow::Result<()> {
             .await?;
     }
     let mut per_primary = Vec::new();
-    for node in cluster.topology()?.iter().filter(|n| n.is_primary) {
+    for node in cluster
+        .topology()?
+        .iter()
+        .filter(|n| n.is_primary && n.slot_count > 0)
+    {
         let index = cluster.index_of_port(node.port).context("unknown node")?;
         per_primary.push(dbsize(&cluster.nodes()[index])?);
     }
