@@ -4,7 +4,7 @@
 //! and never across an `.await`, which makes each operation atomic per session (and, more
 //! strongly, across sessions) at a cost of well under a microsecond.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -13,10 +13,11 @@ use async_trait::async_trait;
 use crate::clock::{Clock, SystemClock, unix_millis};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{
-    Access, Applied, Apply, Created, Fields, NewSession, Op, Store, Totals, add_to_counter,
-    check_ops,
+    Access, Applied, Apply, Created, Fields, META_USER, NewSession, Op, Store, Totals,
+    add_to_counter, check_ops,
 };
 use crate::token::SessionKey;
+use crate::users::UserKey;
 
 /// Default bound on the number of sessions held.
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
@@ -51,6 +52,9 @@ struct State {
     sessions: HashMap<SessionKey, Entry>,
     // (expires_at_ms, key): the first entry is the next to expire.
     by_expiry: BTreeSet<(u64, SessionKey)>,
+    // Each user's sessions with their deadlines. A session leaves its user's index when it
+    // leaves the store, so the index never outgrows the bounded session map.
+    users: HashMap<UserKey, BTreeMap<SessionKey, u64>>,
     evictions: u64,
 }
 
@@ -186,9 +190,41 @@ impl State {
         match self.sessions.remove(key) {
             Some(entry) => {
                 self.by_expiry.remove(&(entry.expires_at_ms, key.clone()));
+                if let Some(user) = entry
+                    .fields
+                    .get(META_USER)
+                    .and_then(|u| UserKey::from_stored(u))
+                {
+                    self.unindex(&user, key);
+                }
                 true
             }
             None => false,
+        }
+    }
+
+    fn unindex(&mut self, user: &UserKey, key: &SessionKey) {
+        if let Some(index) = self.users.get_mut(user) {
+            index.remove(key);
+            if index.is_empty() {
+                self.users.remove(user);
+            }
+        }
+    }
+
+    // Drops the entries of `user`'s index whose deadline has passed, or whose session is gone.
+    fn prune_index(&mut self, user: &UserKey, now_ms: u64) {
+        let Some(index) = self.users.get_mut(user) else {
+            return;
+        };
+        let sessions = &self.sessions;
+        // An entry written just before its session's create has no session yet: keep it until
+        // its deadline, so a racing listing cannot drop it.
+        index.retain(|key, deadline| {
+            *deadline > now_ms && sessions.get(key).is_none_or(|e| e.expires_at_ms > now_ms)
+        });
+        if index.is_empty() {
+            self.users.remove(user);
         }
     }
 
@@ -308,5 +344,50 @@ impl Store for MemoryStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         Ok(self.lock().remove(key))
+    }
+
+    async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>> {
+        let state = self.lock();
+        Ok(state
+            .sessions
+            .get(key)
+            .filter(|e| e.expires_at_ms > now_ms && e.deadline_ms > now_ms)
+            .map(|e| e.fields.clone()))
+    }
+
+    async fn index_add(
+        &self,
+        user: &UserKey,
+        key: &SessionKey,
+        deadline_ms: u64,
+        now_ms: u64,
+    ) -> Result<()> {
+        let mut state = self.lock();
+        state.prune_index(user, now_ms);
+        if deadline_ms > now_ms {
+            state
+                .users
+                .entry(user.clone())
+                .or_default()
+                .insert(key.clone(), deadline_ms);
+        }
+        Ok(())
+    }
+
+    async fn index_remove(&self, user: &UserKey, key: &SessionKey, now_ms: u64) -> Result<()> {
+        let mut state = self.lock();
+        state.unindex(user, key);
+        state.prune_index(user, now_ms);
+        Ok(())
+    }
+
+    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<SessionKey>> {
+        let mut state = self.lock();
+        state.prune_index(user, now_ms);
+        Ok(state
+            .users
+            .get(user)
+            .map(|index| index.keys().cloned().collect())
+            .unwrap_or_default())
     }
 }

@@ -14,10 +14,12 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::SessionMetrics;
 use crate::signing::SIGNED_VALUE_LEN;
 use crate::store::{
-    Access, Applied, Apply, Bounds, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op,
-    RESERVED_PREFIX, Store, Totals, add_to_counter, check_field_name, check_increment,
+    Access, Applied, Apply, Bounds, Created, Fields, META_CREATED, META_DEADLINE, META_USER,
+    NewSession, Op, RESERVED_PREFIX, Store, Totals, add_to_counter, check_field_name,
+    check_increment,
 };
-use crate::token::SessionToken;
+use crate::token::{SessionKey, SessionToken};
+use crate::users::{UserKey, UserSession};
 
 /// Makes [`Session`] handles from request cookies; one per application, cheap to clone.
 #[derive(Clone)]
@@ -79,6 +81,53 @@ impl SessionManager {
     /// The store in use.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.shared.store
+    }
+
+    /// The live sessions of the user the application calls `user_id` (bound with
+    /// [`Session::set_user`]), oldest first, for a "your sessions" page. Reading them does not
+    /// extend them. Costs one store call for the index and one per session.
+    pub async fn sessions_of(&self, user_id: &str) -> Result<Vec<UserSession>> {
+        let user = UserKey::of(user_id);
+        let now = unix_millis(self.shared.config.clock.now());
+        let store = &self.shared.store;
+        let mut sessions = Vec::new();
+        for key in store.index_members(&user, now).await? {
+            let Some(fields) = store.peek(&key, now).await? else {
+                // Ended by logout or idle timeout: forget it.
+                store.index_remove(&user, &key, now).await?;
+                continue;
+            };
+            let meta = meta_of(&fields)?;
+            // A session that names another user is not this user's, whatever the index says.
+            if meta.user.as_ref() != Some(&user) {
+                continue;
+            }
+            sessions.push(UserSession {
+                key,
+                created_ms: meta.created_ms,
+                deadline_ms: meta.deadline_ms,
+                fields: fields
+                    .into_iter()
+                    .filter(|(name, _)| !name.starts_with(RESERVED_PREFIX))
+                    .collect(),
+            });
+        }
+        sessions.sort_by(|a, b| (a.created_ms, &a.key).cmp(&(b.created_ms, &b.key)));
+        Ok(sessions)
+    }
+
+    /// Ends every session of the user the application calls `user_id` (log out everywhere; an
+    /// account disabled or deleted). Returns how many were ended.
+    pub async fn end_sessions_of(&self, user_id: &str) -> Result<usize> {
+        end_indexed(&self.shared, &UserKey::of(user_id), |_| true).await
+    }
+
+    /// Ends one session of the user the application calls `user_id`, named by its
+    /// [`UserSession::key`]; false when the user has no such session (a key of another user's
+    /// session is refused, so a user can only end their own).
+    pub async fn end_session_of(&self, user_id: &str, key: &SessionKey) -> Result<bool> {
+        let ended = end_indexed(&self.shared, &UserKey::of(user_id), |k| k == key).await?;
+        Ok(ended > 0)
     }
 
     /// A handle for a request carrying these `Cookie` header values. Costs no store access: the
@@ -175,10 +224,13 @@ struct State {
     rotated_from: Option<SessionToken>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Meta {
     created_ms: u64,
     deadline_ms: u64,
+    // The user the session belongs to, if one was bound: the session is listed in that user's
+    // index.
+    user: Option<UserKey>,
 }
 
 enum Phase {
@@ -396,6 +448,7 @@ impl Session {
         let meta = Meta {
             created_ms: now,
             deadline_ms: now.saturating_add(duration_millis(self.shared.config.absolute_timeout)),
+            user: None,
         };
         let mut state = self.state.lock().await;
         state.accessed = true;
@@ -418,7 +471,7 @@ impl Session {
         self.ensure_loaded(&mut state).await?;
         let (fields, meta) = match &state.phase {
             Phase::Anonymous | Phase::Gone | Phase::Unloaded { .. } => return Ok(false),
-            Phase::Started { fields, meta, .. } => (fields.clone(), *meta),
+            Phase::Started { fields, meta, .. } => (fields.clone(), meta.clone()),
             Phase::Live { fields, .. } => {
                 let meta = meta_of(fields)?;
                 let mut merged = fields.clone();
@@ -440,6 +493,66 @@ impl Session {
             meta,
         };
         Ok(true)
+    }
+
+    /// Binds the session started in this request to the user the application calls `user_id`
+    /// (call it at login, after [`Session::start`]). The session is then listed in the user's
+    /// index, so that [`SessionManager::sessions_of`], [`SessionManager::end_sessions_of`] and
+    /// [`Session::end_other_sessions`] find it; [`Session::cycle_id`] keeps the binding.
+    ///
+    /// Fails with [`ErrorKind::NoSession`] when no session was started in this request.
+    pub async fn set_user(&self, user_id: &str) -> Result<()> {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        match &mut state.phase {
+            Phase::Started { meta, .. } => {
+                meta.user = Some(UserKey::of(user_id));
+                Ok(())
+            }
+            _ => Err(Error::new(
+                ErrorKind::NoSession,
+                "a user is bound to a session started in this request: call start() first",
+            )),
+        }
+    }
+
+    /// Ends every other session of this session's user (after a password change, for example)
+    /// and keeps this one. Returns how many sessions were ended; 0 when the request has no
+    /// session or its session has no user.
+    pub async fn end_other_sessions(&self) -> Result<usize> {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        // A session started here is created first, so that it is in the index and kept.
+        self.save_locked(&mut state).await?;
+        self.ensure_loaded(&mut state).await?;
+        let Phase::Live { token, fields } = &state.phase else {
+            return Ok(0);
+        };
+        let Some(user) = fields.get(META_USER).and_then(|u| UserKey::from_stored(u)) else {
+            return Ok(0);
+        };
+        let own = token.key();
+        end_indexed(&self.shared, &user, |key| *key != own).await
+    }
+
+    // Lists a new session in its user's index before the session is created, so that no
+    // session of a user is ever missing from the index.
+    async fn index(
+        &self,
+        user: Option<&UserKey>,
+        token: &SessionToken,
+        access: &Access,
+        deadline_ms: u64,
+    ) -> Result<()> {
+        match user {
+            Some(user) => {
+                self.shared
+                    .store
+                    .index_add(user, &token.key(), deadline_ms, access.now_ms)
+                    .await
+            }
+            None => Ok(()),
+        }
     }
 
     /// Ends the session: it is deleted in the store when the request ends and the cookie is
@@ -496,7 +609,7 @@ impl Session {
             meta,
         } = &state.phase
         {
-            let (mut token, mut fields, meta) = (token.clone(), fields.clone(), *meta);
+            let (mut token, mut fields, meta) = (token.clone(), fields.clone(), meta.clone());
             let access = self.access();
             if access.ttl_ms(meta.deadline_ms) <= 0 {
                 // The absolute lifetime ran out while the request ran (a rotation near the end of
@@ -506,6 +619,9 @@ impl Session {
             }
             fields.insert(META_CREATED.to_owned(), meta.created_ms.to_string());
             fields.insert(META_DEADLINE.to_owned(), meta.deadline_ms.to_string());
+            if let Some(user) = &meta.user {
+                fields.insert(META_USER.to_owned(), user.as_str().to_owned());
+            }
             let new = NewSession {
                 fields,
                 access,
@@ -513,8 +629,12 @@ impl Session {
             };
             // A collision of 256-bit random tokens does not happen; if the store ever says the
             // key exists, something is wrong with randomness, and we refuse to share a session.
+            self.index(meta.user.as_ref(), &token, &access, meta.deadline_ms)
+                .await?;
             if self.shared.store.create(&token.key(), &new).await? == Created::Exists {
                 token = SessionToken::generate()?;
+                self.index(meta.user.as_ref(), &token, &access, meta.deadline_ms)
+                    .await?;
                 if self.shared.store.create(&token.key(), &new).await? == Created::Exists {
                     return Err(Error::new(
                         ErrorKind::Random,
@@ -708,6 +828,31 @@ fn pending_ops(pending: &BTreeMap<String, Option<String>>) -> Vec<Op> {
         .collect()
 }
 
+// Deletes the sessions in `user`'s index that `chosen` picks, then their index entries (an
+// entry outliving its session is harmless; the reverse would hide a session). Counts the
+// sessions that existed.
+async fn end_indexed(
+    shared: &Shared,
+    user: &UserKey,
+    chosen: impl Fn(&SessionKey) -> bool,
+) -> Result<usize> {
+    let now = unix_millis(shared.config.clock.now());
+    let mut ended = 0;
+    for key in shared.store.index_members(user, now).await? {
+        if !chosen(&key) {
+            continue;
+        }
+        if shared.store.delete(&key).await? {
+            ended += 1;
+        }
+        shared.store.index_remove(user, &key, now).await?;
+    }
+    if ended > 0 {
+        tracing::info!(ended, "ended sessions of a user");
+    }
+    Ok(ended)
+}
+
 fn meta_of(fields: &Fields) -> Result<Meta> {
     let read = |name: &str| {
         fields
@@ -723,6 +868,9 @@ fn meta_of(fields: &Fields) -> Result<Meta> {
     Ok(Meta {
         created_ms: read(META_CREATED)?,
         deadline_ms: read(META_DEADLINE)?,
+        user: fields
+            .get(META_USER)
+            .and_then(|text| UserKey::from_stored(text)),
     })
 }
 

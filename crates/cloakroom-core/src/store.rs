@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::token::SessionKey;
+use crate::users::UserKey;
 
 /// A session's fields: name to JSON text, metadata included when it comes from a store.
 pub type Fields = HashMap<String, String>;
@@ -21,6 +22,10 @@ pub const META_CREATED: &str = "__created";
 /// Reserved field: the absolute deadline after which the session is gone however active it is,
 /// Unix milliseconds.
 pub const META_DEADLINE: &str = "__deadline";
+
+/// Reserved field: the [`UserKey`] of the user the session belongs to, when one was bound at
+/// login.
+pub const META_USER: &str = "__user";
 
 /// Largest magnitude of a counter: 2^53 − 1, the integers every JSON reader represents exactly.
 pub const MAX_COUNTER: i64 = (1 << 53) - 1;
@@ -210,6 +215,27 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes the session; true when it existed.
     async fn delete(&self, key: &SessionKey) -> Result<bool>;
+
+    /// The session's fields, metadata included, without touching it (its idle timeout does not
+    /// slide); `None` when it is missing or past its deadline at `now_ms`.
+    async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>>;
+
+    /// Lists `key` in `user`'s index until `deadline_ms`, and drops the entries whose deadline
+    /// has passed at `now_ms`. One step on the index alone.
+    async fn index_add(
+        &self,
+        user: &UserKey,
+        key: &SessionKey,
+        deadline_ms: u64,
+        now_ms: u64,
+    ) -> Result<()>;
+
+    /// Drops `key` from `user`'s index.
+    async fn index_remove(&self, user: &UserKey, key: &SessionKey, now_ms: u64) -> Result<()>;
+
+    /// The keys in `user`'s index whose deadline has not passed at `now_ms`. Some of their
+    /// sessions may have ended otherwise (logout, idle timeout); callers check.
+    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<SessionKey>>;
 }
 
 /// Reads a counter as stored: a canonical decimal integer within ±[`MAX_COUNTER`].

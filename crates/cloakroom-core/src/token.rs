@@ -104,6 +104,11 @@ impl SessionKey {
         &self.0
     }
 
+    /// A key as a store lists it (in a user's index), if it is one.
+    pub fn from_stored(text: &str) -> Option<Self> {
+        crate::users::is_digest_text(text).then(|| Self(text.to_owned()))
+    }
+
     /// A short prefix of the key, safe for logs.
     pub fn short(&self) -> &str {
         self.0.get(..8).unwrap_or(&self.0)

@@ -22,8 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloakroom_core::store::{Applied, Apply, Created, Fields, NewSession, Op, Store, check_ops};
-use cloakroom_core::{Error, ErrorKind, Result, SessionKey};
+use cloakroom_core::store::{
+    Applied, Apply, Created, Fields, META_DEADLINE, NewSession, Op, Store, check_ops,
+};
+use cloakroom_core::{Error, ErrorKind, Result, SessionKey, UserKey};
 use redis::{Script, Value};
 
 pub use crate::connection::ClusterMode;
@@ -46,6 +48,7 @@ pub struct RedisStore {
     unconfirmed_writes: Arc<AtomicU64>,
     create: ScriptSource,
     apply: ScriptSource,
+    index: ScriptSource,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -166,6 +169,34 @@ impl RedisStore {
         full
     }
 
+    // A user's index: beside the sessions, under `user:`, which no session key can start with
+    // (session keys are base64url, without ':').
+    fn index_key(&self, user: &UserKey) -> String {
+        format!("{}user:{}", self.prefix, user.as_str())
+    }
+
+    async fn run_index(
+        &self,
+        user: &UserKey,
+        now_ms: u64,
+        op: &str,
+        key: Option<&SessionKey>,
+        deadline_ms: Option<u64>,
+        replica_acks: Option<ReplicaAcks>,
+    ) -> Result<Value> {
+        let index_key = self.index_key(user);
+        self.run_on(&self.index, &index_key, replica_acks, false, |inv| {
+            inv.arg(now_ms).arg(op);
+            if let Some(key) = key {
+                inv.arg(key.as_str());
+            }
+            if let Some(deadline) = deadline_ms {
+                inv.arg(deadline);
+            }
+        })
+        .await
+    }
+
     fn waits_on_every_write(&self) -> Option<ReplicaAcks> {
         self.replica_acks.filter(|acks| acks.every_write)
     }
@@ -183,15 +214,27 @@ impl RedisStore {
         add_args: impl Fn(&mut redis::Cmd),
     ) -> Result<Value> {
         let redis_key = self.redis_key(key);
+        self.run_on(script, &redis_key, replica_acks, idempotent, add_args)
+            .await
+    }
+
+    async fn run_on(
+        &self,
+        script: &ScriptSource,
+        redis_key: &str,
+        replica_acks: Option<ReplicaAcks>,
+        idempotent: bool,
+        add_args: impl Fn(&mut redis::Cmd),
+    ) -> Result<Value> {
         let attempt = || async {
             // Sized for a typical call, so that building it does not reallocate.
             let mut cmd = redis::Cmd::with_capacity(16, 256);
-            cmd.arg("EVALSHA").arg(&script.sha).arg(1).arg(&redis_key);
+            cmd.arg("EVALSHA").arg(&script.sha).arg(1).arg(redis_key);
             add_args(&mut cmd);
             match self.send(cmd, replica_acks).await {
                 Err(e) if e.code() == Some("NOSCRIPT") => {
                     let mut cmd = redis::cmd("EVAL");
-                    cmd.arg(script.source).arg(1).arg(&redis_key);
+                    cmd.arg(script.source).arg(1).arg(redis_key);
                     add_args(&mut cmd);
                     self.send(cmd, replica_acks).await
                 }
@@ -422,11 +465,12 @@ impl RedisStoreBuilder {
             unconfirmed_writes: Arc::new(AtomicU64::new(0)),
             create: ScriptSource::new(include_str!("lua/create.lua")),
             apply: ScriptSource::new(include_str!("lua/apply.lua")),
+            index: ScriptSource::new(include_str!("lua/index.lua")),
         };
         // Load the scripts now (on every primary, in cluster mode) so the first requests cost
         // one round trip, like the rest. This is also the start-up check that the server answers
         // and that the user may run scripts.
-        for script in [&store.create, &store.apply] {
+        for script in [&store.create, &store.apply, &store.index] {
             let mut load = redis::cmd("SCRIPT");
             load.arg("LOAD").arg(script.source);
             bounded(
@@ -693,6 +737,94 @@ impl Store for RedisStore {
         self.settle(confirmed, self.replica_acks)?;
         Ok(matches!(deleted, Value::Int(n) if n > 0))
     }
+
+    async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>> {
+        // A plain read: it neither slides the TTL nor needs the script.
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.redis_key(key));
+        let reply = bounded(
+            self.operation_timeout,
+            "answer HGETALL",
+            self.connection.query::<Value>(&cmd),
+        )
+        .await?;
+        let fields = parse_field_pairs(reply)?;
+        let alive = fields
+            .get(META_DEADLINE)
+            .and_then(|d| d.parse::<u64>().ok())
+            .is_some_and(|deadline| deadline > now_ms);
+        Ok(alive.then_some(fields))
+    }
+
+    async fn index_add(
+        &self,
+        user: &UserKey,
+        key: &SessionKey,
+        deadline_ms: u64,
+        now_ms: u64,
+    ) -> Result<()> {
+        let acks = self.waits_on_every_write();
+        self.run_index(user, now_ms, "A", Some(key), Some(deadline_ms), acks)
+            .await?;
+        Ok(())
+    }
+
+    async fn index_remove(&self, user: &UserKey, key: &SessionKey, now_ms: u64) -> Result<()> {
+        let acks = self.waits_on_every_write();
+        self.run_index(user, now_ms, "R", Some(key), None, acks)
+            .await?;
+        Ok(())
+    }
+
+    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<SessionKey>> {
+        let reply = self.run_index(user, now_ms, "L", None, None, None).await?;
+        let items = match reply {
+            Value::Array(items) => items,
+            Value::Nil => Vec::new(),
+            _ => return Err(corrupt("the user index is not a list")),
+        };
+        let mut keys = Vec::with_capacity(items.len());
+        for item in items {
+            let key = match &item {
+                Value::BulkString(bytes) => std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(SessionKey::from_stored),
+                _ => None,
+            };
+            match key {
+                Some(key) => keys.push(key),
+                // Not written by cloakroom: skipped, so one bad entry cannot keep the others
+                // from being listed or ended.
+                None => tracing::warn!("a user index holds an entry that is not a session key"),
+            }
+        }
+        Ok(keys)
+    }
+}
+
+// An HGETALL reply read into fields; names and values must be UTF-8 text.
+fn parse_field_pairs(reply: Value) -> Result<Fields> {
+    let items = match reply {
+        Value::Array(items) => items,
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        Value::Nil => Vec::new(),
+        _ => return Err(corrupt("the session is not a list of fields")),
+    };
+    let text = |value: Value| match value {
+        Value::BulkString(bytes) => {
+            String::from_utf8(bytes).map_err(|_| corrupt("a session field is not UTF-8 text"))
+        }
+        _ => Err(corrupt("a session field is not a string")),
+    };
+    let mut fields = Fields::with_capacity(items.len() / 2);
+    let mut items = items.into_iter();
+    while let Some(name) = items.next() {
+        let value = items
+            .next()
+            .ok_or_else(|| corrupt("a session field has no value"))?;
+        fields.insert(text(name)?, text(value)?);
+    }
+    Ok(fields)
 }
 
 #[cfg(test)]

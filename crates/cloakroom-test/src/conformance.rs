@@ -11,7 +11,7 @@ use cloakroom_core::store::{
     Access, Applied, Apply, Bounds, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op,
     Store,
 };
-use cloakroom_core::{ErrorKind, SessionKey, SessionToken};
+use cloakroom_core::{ErrorKind, SessionKey, SessionToken, UserKey};
 
 const LONG: u64 = 60_000;
 
@@ -604,5 +604,74 @@ pub async fn steps_past_the_bounds_fail_and_write_nothing(store: &dyn Store) -> 
     )
     .await?;
     ensure_user_fields(store, &k, &[("a", "1"), ("c", "42")]).await?;
+    Ok(())
+}
+
+/// A user's index lists what was added until each entry's deadline, forgets what was removed,
+/// and is kept per user.
+pub async fn the_user_index_lists_until_each_deadline(store: &dyn Store) -> anyhow::Result<()> {
+    let (ann, bob) = (UserKey::of("ann"), UserKey::of("bob"));
+    let (k1, k2, k3, k4) = (key()?, key()?, key()?, key()?);
+    let now = now_ms();
+    store.index_add(&ann, &k1, now + LONG, now).await?;
+    store.index_add(&ann, &k2, now + 300, now).await?;
+    store.index_add(&bob, &k3, now + LONG, now).await?;
+    // Added with a deadline already past: never listed.
+    store.index_add(&ann, &k4, now - 1, now).await?;
+    let sorted = |mut keys: Vec<SessionKey>| {
+        keys.sort();
+        keys
+    };
+    ensure!(
+        sorted(store.index_members(&ann, now).await?) == sorted(vec![k1.clone(), k2.clone()]),
+        "ann's index is wrong"
+    );
+    ensure!(store.index_members(&bob, now).await? == vec![k3.clone()]);
+    // Past k2's deadline, only k1 is left.
+    ensure!(store.index_members(&ann, now + 301).await? == vec![k1.clone()]);
+    store.index_remove(&ann, &k1, now).await?;
+    ensure!(store.index_members(&ann, now).await?.is_empty());
+    // Removing what is not there is not an error.
+    store.index_remove(&ann, &k1, now).await?;
+    ensure!(
+        store
+            .index_members(&UserKey::of("nobody"), now)
+            .await?
+            .is_empty()
+    );
+    ensure!(store.index_members(&bob, now).await? == vec![k3]);
+    Ok(())
+}
+
+/// `peek` reads a session's fields without sliding its idle timeout, and finds nothing past
+/// the deadline or where there is no session.
+pub async fn peek_reads_without_extending(store: &dyn Store) -> anyhow::Result<()> {
+    let k = key()?;
+    store
+        .create(&k, &new_session(&[("a", "1")], 400, LONG))
+        .await?;
+    let fields = store
+        .peek(&k, now_ms())
+        .await?
+        .context("peek found nothing")?;
+    ensure!(user(&fields) == HashMap::from([("a", "1")]), "{fields:?}");
+    ensure!(
+        fields.contains_key(META_DEADLINE),
+        "no metadata: {fields:?}"
+    );
+    // Peeking every 100 ms for longer than the idle timeout does not keep it alive.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1200) {
+        store.peek(&k, now_ms()).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ensure!(
+        store.peek(&k, now_ms()).await?.is_none(),
+        "peeking kept the session alive"
+    );
+    let k = key()?;
+    store.create(&k, &new_session(&[], LONG, LONG)).await?;
+    ensure!(store.peek(&k, now_ms() + 2 * LONG).await?.is_none());
+    ensure!(store.peek(&key()?, now_ms()).await?.is_none());
     Ok(())
 }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use cloakroom_core::store::{Applied, Apply, Created, NewSession, Store};
-use cloakroom_core::{Result, SessionKey};
+use cloakroom_core::store::{Applied, Apply, Created, Fields, NewSession, Store};
+use cloakroom_core::{Result, SessionKey, UserKey};
 
 /// Calls made through a [`CountingStore`].
 #[derive(Debug, Default)]
@@ -13,12 +13,13 @@ pub struct CallCounts {
     creates: AtomicUsize,
     applies: AtomicUsize,
     deletes: AtomicUsize,
+    others: AtomicUsize,
 }
 
 impl CallCounts {
     /// Every call so far.
     pub fn total(&self) -> usize {
-        self.creates() + self.applies() + self.deletes()
+        self.creates() + self.applies() + self.deletes() + self.others()
     }
     /// `create` calls.
     pub fn creates(&self) -> usize {
@@ -27,6 +28,10 @@ impl CallCounts {
     /// `apply` calls.
     pub fn applies(&self) -> usize {
         self.applies.load(Ordering::SeqCst)
+    }
+    /// `peek` and user-index calls.
+    pub fn others(&self) -> usize {
+        self.others.load(Ordering::SeqCst)
     }
     /// `delete` calls.
     pub fn deletes(&self) -> usize {
@@ -71,5 +76,31 @@ impl Store for CountingStore {
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         self.counts.deletes.fetch_add(1, Ordering::SeqCst);
         self.inner.delete(key).await
+    }
+
+    async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>> {
+        self.counts.others.fetch_add(1, Ordering::SeqCst);
+        self.inner.peek(key, now_ms).await
+    }
+
+    async fn index_add(
+        &self,
+        user: &UserKey,
+        key: &SessionKey,
+        deadline_ms: u64,
+        now_ms: u64,
+    ) -> Result<()> {
+        self.counts.others.fetch_add(1, Ordering::SeqCst);
+        self.inner.index_add(user, key, deadline_ms, now_ms).await
+    }
+
+    async fn index_remove(&self, user: &UserKey, key: &SessionKey, now_ms: u64) -> Result<()> {
+        self.counts.others.fetch_add(1, Ordering::SeqCst);
+        self.inner.index_remove(user, key, now_ms).await
+    }
+
+    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<SessionKey>> {
+        self.counts.others.fetch_add(1, Ordering::SeqCst);
+        self.inner.index_members(user, now_ms).await
     }
 }

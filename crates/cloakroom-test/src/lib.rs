@@ -146,7 +146,9 @@ macro_rules! store_conformance {
             create_with_past_deadline_is_refused,
             reads_see_the_ops_of_the_same_step,
             reserved_names_are_refused_by_the_store,
-            steps_past_the_bounds_fail_and_write_nothing
+            steps_past_the_bounds_fail_and_write_nothing,
+            the_user_index_lists_until_each_deadline,
+            peek_reads_without_extending
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {

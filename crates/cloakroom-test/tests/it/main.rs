@@ -7,3 +7,4 @@ mod memory;
 mod redis;
 mod session;
 mod tls;
+mod users;

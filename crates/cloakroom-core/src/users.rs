@@ -1,0 +1,72 @@
+//! The per-user index: which sessions belong to a user, so that they can be listed and ended
+//! together ("log out everywhere", "end my other sessions", a disabled account).
+//!
+//! A session is bound to a user at login ([`Session::set_user`](crate::Session::set_user)).
+//! The store then keeps, beside the sessions, one index per user: session keys with their
+//! absolute deadlines. Each index step touches the index alone, and each session step the
+//! session alone, so a cluster never sees a multi-key command. The index is written before the
+//! session is created, so there is never a session of a user that the index does not list;
+//! entries whose session ended are dropped when they are next met, and at their deadline.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use crate::store::Fields;
+use crate::token::SessionKey;
+
+/// The name of a user's index in the store: base64url of SHA-256 of the application's user id
+/// (43 characters), so that ids of any length and alphabet make one safe key.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserKey(String);
+
+impl UserKey {
+    /// The key of the user the application calls `user_id`.
+    pub fn of(user_id: &str) -> Self {
+        Self(URL_SAFE_NO_PAD.encode(Sha256::digest(user_id.as_bytes())))
+    }
+
+    /// A key as stored in a session's metadata, if it is one.
+    pub fn from_stored(text: &str) -> Option<Self> {
+        is_digest_text(text).then(|| Self(text.to_owned()))
+    }
+
+    /// The key's text, without any store prefix.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for UserKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserKey({}…)", self.0.get(..8).unwrap_or(&self.0))
+    }
+}
+
+/// Whether `text` is a SHA-256 digest in canonical unpadded base64url: 43 characters of the
+/// URL-safe alphabet whose last one carries no stray bits.
+pub(crate) fn is_digest_text(text: &str) -> bool {
+    text.len() == 43
+        && URL_SAFE_NO_PAD
+            .decode(text)
+            .is_ok_and(|bytes| bytes.len() == 32 && URL_SAFE_NO_PAD.encode(&bytes) == text)
+}
+
+/// One live session of a user, as [`SessionManager::sessions_of`](crate::SessionManager::sessions_of)
+/// lists it (reading it does not extend it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UserSession {
+    /// The session's store key: what
+    /// [`SessionManager::end_session_of`](crate::SessionManager::end_session_of) takes. It names
+    /// the session without being able to act as its cookie.
+    pub key: SessionKey,
+    /// When the session started, Unix milliseconds.
+    pub created_ms: u64,
+    /// When it ends however active it is, Unix milliseconds.
+    pub deadline_ms: u64,
+    /// Its fields, metadata not included (for example a device name the app stored at login).
+    pub fields: Fields,
+}
