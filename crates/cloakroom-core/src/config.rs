@@ -387,6 +387,12 @@ mod tests {
         let c = SessionConfig::new([7u8; 32])?;
         assert_eq!(c.cookie_name(), "__Host-cloakroom");
         assert!(c.validate().is_ok());
+        // The timeouts SECURITY.md and the README document.
+        assert_eq!(c.idle_timeout(), Duration::from_secs(30 * 60));
+        assert_eq!(c.absolute_timeout(), Duration::from_secs(24 * 3600));
+        assert_eq!(c.limits(), SessionLimits::default());
+        assert_eq!(SessionLimits::default().max_fields, 256);
+        assert_eq!(SessionLimits::default().max_session_bytes, 1024 * 1024);
         let c = c.with_secure(false);
         assert_eq!(c.cookie_name(), "cloakroom");
         assert!(c.validate().is_ok());
