@@ -27,10 +27,11 @@ pub const DEFAULT_SECURE_COOKIE_NAME: &str = "__Host-cloakroom";
 /// pass one gets [`ErrorKind::TooLarge`] and writes nothing.
 ///
 /// Per-field bounds apply to every write, and so does [`MAX_VALUE_DEPTH`]. The session-wide
-/// bounds are checked twice: by the handle when a write is buffered, against what it knows of
-/// the session, and by the store when the write is applied, against the session as it is (see
-/// [`Bounds`]), so they hold for a write to a session the request never loaded and for requests
-/// racing each other.
+/// bounds are checked by the handle when a write is made, against what it knows of the session
+/// (all of it for a session started in the request), and by the store when the write is
+/// applied to an existing session, against the session as it is (see [`Bounds`]), so they hold
+/// for a write to a session the request never loaded and for requests racing each other.
+/// Increments of existing counters are not checked (see [`Bounds`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionLimits {

@@ -17,7 +17,7 @@ use crate::store::{
     add_to_counter, check_ops,
 };
 use crate::token::SessionKey;
-use crate::users::UserKey;
+use crate::users::{INDEX_GRACE, UserKey};
 
 /// Default bound on the number of sessions held.
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
@@ -52,10 +52,17 @@ struct State {
     sessions: HashMap<SessionKey, Entry>,
     // (expires_at_ms, key): the first entry is the next to expire.
     by_expiry: BTreeSet<(u64, SessionKey)>,
-    // Each user's sessions with their deadlines. A session leaves its user's index when it
-    // leaves the store, so the index never outgrows the bounded session map.
-    users: HashMap<UserKey, BTreeMap<SessionKey, u64>>,
+    // Each user's sessions with their deadlines and when they were indexed. A session leaves its
+    // user's index when it leaves the store, and an entry whose session never arrived leaves
+    // after `INDEX_GRACE`: the index holds the sessions held plus the logins of the last minute.
+    users: HashMap<UserKey, BTreeMap<SessionKey, IndexEntry>>,
     evictions: u64,
+}
+
+#[derive(Clone, Copy)]
+struct IndexEntry {
+    deadline_ms: u64,
+    added_ms: u64,
 }
 
 struct Entry {
@@ -218,10 +225,15 @@ impl State {
             return;
         };
         let sessions = &self.sessions;
-        // An entry written just before its session's create has no session yet: keep it until
-        // its deadline, so a racing listing cannot drop it.
-        index.retain(|key, deadline| {
-            *deadline > now_ms && sessions.get(key).is_none_or(|e| e.expires_at_ms > now_ms)
+        let grace = crate::clock::duration_millis(INDEX_GRACE);
+        // An entry written just before its session's create has no session yet: keep it for the
+        // grace period, so a racing listing cannot drop it.
+        index.retain(|key, entry| {
+            entry.deadline_ms > now_ms
+                && match sessions.get(key) {
+                    Some(session) => session.expires_at_ms > now_ms,
+                    None => now_ms < entry.added_ms.saturating_add(grace),
+                }
         });
         if index.is_empty() {
             self.users.remove(user);
@@ -247,6 +259,20 @@ impl State {
             self.by_expiry.insert((expires_at_ms, key.clone()));
         }
     }
+}
+
+// Whether the ops set a field or create one by incrementing it: only such a step is checked
+// against the bounds (see `Bounds`).
+fn grows(fields: &Fields, ops: &[Op]) -> bool {
+    let mut removed = BTreeSet::new();
+    ops.iter().any(|op| match op {
+        Op::Set { .. } => true,
+        Op::Remove { name } => {
+            removed.insert(name.as_str());
+            false
+        }
+        Op::Incr { name, .. } => removed.contains(name.as_str()) || !fields.contains_key(name),
+    })
 }
 
 fn expires_at(access: &Access, deadline_ms: u64) -> Option<u64> {
@@ -328,7 +354,7 @@ impl Store for MemoryStore {
                 }
             }
         }
-        if let Some(bounds) = apply.bounds {
+        if let Some(bounds) = apply.bounds.filter(|_| grows(&entry.fields, &apply.ops)) {
             bounds.check(Totals::of(&entry.fields), Totals::of(&fields))?;
         }
         let loaded = apply.load.then(|| fields.clone());
@@ -365,11 +391,13 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         state.prune_index(user, now_ms);
         if deadline_ms > now_ms {
-            state
-                .users
-                .entry(user.clone())
-                .or_default()
-                .insert(key.clone(), deadline_ms);
+            state.users.entry(user.clone()).or_default().insert(
+                key.clone(),
+                IndexEntry {
+                    deadline_ms,
+                    added_ms: now_ms,
+                },
+            );
         }
         Ok(())
     }
@@ -381,13 +409,18 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<SessionKey>> {
+    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<(SessionKey, u64)>> {
         let mut state = self.lock();
         state.prune_index(user, now_ms);
         Ok(state
             .users
             .get(user)
-            .map(|index| index.keys().cloned().collect())
+            .map(|index| {
+                index
+                    .iter()
+                    .map(|(key, entry)| (key.clone(), entry.deadline_ms))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 }

@@ -19,7 +19,7 @@ use crate::store::{
     check_increment,
 };
 use crate::token::{SessionKey, SessionToken};
-use crate::users::{UserKey, UserSession};
+use crate::users::{INDEX_GRACE, UserKey, UserSession};
 
 /// Makes [`Session`] handles from request cookies; one per application, cheap to clone.
 #[derive(Clone)]
@@ -31,6 +31,16 @@ struct Shared {
     store: Arc<dyn Store>,
     config: SessionConfig,
     metrics: SessionMetrics,
+}
+
+impl Shared {
+    // Whether an index entry with this deadline was written more than `INDEX_GRACE` ago (it
+    // was written at the deadline less the absolute timeout), so that its session, if absent,
+    // is gone rather than on its way.
+    fn past_grace(&self, deadline_ms: u64, now_ms: u64) -> bool {
+        let written = deadline_ms.saturating_sub(duration_millis(self.config.absolute_timeout));
+        now_ms >= written.saturating_add(duration_millis(INDEX_GRACE))
+    }
 }
 
 impl fmt::Debug for SessionManager {
@@ -91,13 +101,31 @@ impl SessionManager {
         let now = unix_millis(self.shared.config.clock.now());
         let store = &self.shared.store;
         let mut sessions = Vec::new();
-        for key in store.index_members(&user, now).await? {
-            let Some(fields) = store.peek(&key, now).await? else {
-                // Ended by logout or idle timeout: forget it.
-                store.index_remove(&user, &key, now).await?;
+        for (key, deadline) in store.index_members(&user, now).await? {
+            let fields = match store.peek(&key, now).await {
+                Ok(Some(fields)) => fields,
+                Ok(None) => {
+                    // Ended by logout or idle timeout, or not created yet: forget it only when
+                    // it is too old to be a login on its way.
+                    if self.shared.past_grace(deadline, now) {
+                        store.index_remove(&user, &key, now).await?;
+                    }
+                    continue;
+                }
+                Err(e) if e.is_unavailable() => return Err(e),
+                Err(e) => {
+                    // One unreadable record must not hide the user's other sessions.
+                    tracing::warn!(session = key.short(), error = %e, "an indexed session cannot be read");
+                    continue;
+                }
+            };
+            let Ok(meta) = meta_of(&fields) else {
+                tracing::warn!(
+                    session = key.short(),
+                    "an indexed session lacks its metadata"
+                );
                 continue;
             };
-            let meta = meta_of(&fields)?;
             // A session that names another user is not this user's, whatever the index says.
             if meta.user.as_ref() != Some(&user) {
                 continue;
@@ -397,7 +425,15 @@ impl Session {
             Phase::Anonymous | Phase::Gone => return Ok(None),
             Phase::Started { fields, .. } => {
                 let value = add_to_counter(name, fields.get(name).map(String::as_str), by)?;
-                fields.insert(name.to_owned(), value.to_string());
+                let text = value.to_string();
+                if !fields.contains_key(name) {
+                    // A new field: the same bounds a store applies to an increment that
+                    // creates one.
+                    let (before, after) =
+                        totals_around(fields, &BTreeMap::new(), name, Some(&text));
+                    self.shared.config.limits.bounds().check(before, after)?;
+                }
+                fields.insert(name.to_owned(), text);
                 return Ok(Some(value));
             }
             Phase::Live { token, .. } | Phase::Unloaded { token } => token.clone(),
@@ -828,24 +864,41 @@ fn pending_ops(pending: &BTreeMap<String, Option<String>>) -> Vec<Op> {
         .collect()
 }
 
-// Deletes the sessions in `user`'s index that `chosen` picks, then their index entries (an
-// entry outliving its session is harmless; the reverse would hide a session). Counts the
-// sessions that existed.
+// Most passes over a user's index when ending sessions: a session created by a rotation or a
+// login that raced the first pass is listed by the next.
+const END_PASSES: usize = 4;
+
+// Deletes the sessions in `user`'s index that `chosen` picks, then their entries (an entry
+// outliving its session is harmless; the reverse would hide a session). Lists the index again
+// until a pass finds nothing new to end, so a session rotated meanwhile is ended too. An entry
+// whose session is absent and young is kept: its login may be creating it. Counts the sessions
+// that existed.
 async fn end_indexed(
     shared: &Shared,
     user: &UserKey,
     chosen: impl Fn(&SessionKey) -> bool,
 ) -> Result<usize> {
-    let now = unix_millis(shared.config.clock.now());
     let mut ended = 0;
-    for key in shared.store.index_members(user, now).await? {
-        if !chosen(&key) {
-            continue;
+    let mut tried = std::collections::HashSet::new();
+    for _ in 0..END_PASSES {
+        let now = unix_millis(shared.config.clock.now());
+        let mut found = false;
+        for (key, deadline) in shared.store.index_members(user, now).await? {
+            if !chosen(&key) || !tried.insert(key.clone()) {
+                continue;
+            }
+            found = true;
+            let existed = shared.store.delete(&key).await?;
+            if existed {
+                ended += 1;
+            }
+            if existed || shared.past_grace(deadline, now) {
+                shared.store.index_remove(user, &key, now).await?;
+            }
         }
-        if shared.store.delete(&key).await? {
-            ended += 1;
+        if !found {
+            break;
         }
-        shared.store.index_remove(user, &key, now).await?;
     }
     if ended > 0 {
         tracing::info!(ended, "ended sessions of a user");

@@ -96,7 +96,9 @@ pub struct Apply {
 /// A step after which the session would hold more fields than `max_fields`, or more bytes of
 /// field names and values than `max_bytes`, and more than it held before the step, fails with
 /// [`ErrorKind::TooLarge`] and writes nothing. A session already past a bound (the bounds were
-/// lowered) can still shrink.
+/// lowered) can still shrink. Only a step that sets a field, or creates one by incrementing it,
+/// is checked: removals and increments of existing counters add no field, and a counter grows
+/// by a few digits at most (at most 16 bytes in all, since counters stay within ±2^53).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
     /// Most user fields.
@@ -233,9 +235,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Drops `key` from `user`'s index.
     async fn index_remove(&self, user: &UserKey, key: &SessionKey, now_ms: u64) -> Result<()>;
 
-    /// The keys in `user`'s index whose deadline has not passed at `now_ms`. Some of their
-    /// sessions may have ended otherwise (logout, idle timeout); callers check.
-    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<SessionKey>>;
+    /// The keys in `user`'s index whose deadline has not passed at `now_ms`, each with its
+    /// deadline (Unix milliseconds). Some of their sessions may have ended otherwise (logout,
+    /// idle timeout), or may not be created yet; callers check.
+    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<(SessionKey, u64)>>;
 }
 
 /// Reads a counter as stored: a canonical decimal integer within ±[`MAX_COUNTER`].

@@ -5,8 +5,11 @@
 //! The store then keeps, beside the sessions, one index per user: session keys with their
 //! absolute deadlines. Each index step touches the index alone, and each session step the
 //! session alone, so a cluster never sees a multi-key command. The index is written before the
-//! session is created, so there is never a session of a user that the index does not list;
-//! entries whose session ended are dropped when they are next met, and at their deadline.
+//! session is created, so there is never a session of a user that the index does not list. An
+//! entry is dropped when its session is ended through the index, at its deadline, or when it
+//! is met without a session more than [`INDEX_GRACE`] after it was written (a logout deletes
+//! the session alone); a younger entry without a session may belong to a login whose session
+//! is being created, and is kept.
 
 use std::fmt;
 
@@ -16,6 +19,10 @@ use sha2::{Digest, Sha256};
 
 use crate::store::Fields;
 use crate::token::SessionKey;
+
+/// How long an index entry whose session cannot be found is kept after it was written: its
+/// session may still be on its way to the store (a login writes the entry first).
+pub const INDEX_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The name of a user's index in the store: base64url of SHA-256 of the application's user id
 /// (43 characters), so that ids of any length and alphabet make one safe key.

@@ -763,9 +763,17 @@ impl Store for RedisStore {
         deadline_ms: u64,
         now_ms: u64,
     ) -> Result<()> {
-        let acks = self.waits_on_every_write();
-        self.run_index(user, now_ms, "A", Some(key), Some(deadline_ms), acks)
-            .await?;
+        // Like a delete, an index entry protects a logout: it waits for replicas whenever
+        // deletes do.
+        self.run_index(
+            user,
+            now_ms,
+            "A",
+            Some(key),
+            Some(deadline_ms),
+            self.replica_acks,
+        )
+        .await?;
         Ok(())
     }
 
@@ -776,29 +784,36 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<SessionKey>> {
+    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<(SessionKey, u64)>> {
         let reply = self.run_index(user, now_ms, "L", None, None, None).await?;
         let items = match reply {
             Value::Array(items) => items,
             Value::Nil => Vec::new(),
             _ => return Err(corrupt("the user index is not a list")),
         };
-        let mut keys = Vec::with_capacity(items.len());
-        for item in items {
-            let key = match &item {
-                Value::BulkString(bytes) => std::str::from_utf8(bytes)
-                    .ok()
-                    .and_then(SessionKey::from_stored),
-                _ => None,
-            };
-            match key {
-                Some(key) => keys.push(key),
+        let text = |value: &Value| match value {
+            Value::BulkString(bytes) => std::str::from_utf8(bytes).ok().map(str::to_owned),
+            _ => None,
+        };
+        let mut members = Vec::with_capacity(items.len() / 2);
+        for pair in items.chunks(2) {
+            let key = pair
+                .first()
+                .and_then(text)
+                .and_then(|t| SessionKey::from_stored(&t));
+            // Scores are written as integers; Redis prints them back as such below 2^53.
+            let deadline = pair
+                .get(1)
+                .and_then(text)
+                .and_then(|t| t.parse::<u64>().ok());
+            match (key, deadline) {
+                (Some(key), Some(deadline)) => members.push((key, deadline)),
                 // Not written by cloakroom: skipped, so one bad entry cannot keep the others
                 // from being listed or ended.
-                None => tracing::warn!("a user index holds an entry that is not a session key"),
+                _ => tracing::warn!("a user index holds an entry that is not a session key"),
             }
         }
-        Ok(keys)
+        Ok(members)
     }
 }
 

@@ -99,7 +99,7 @@ impl Store for CountingStore {
         self.inner.index_remove(user, key, now_ms).await
     }
 
-    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<SessionKey>> {
+    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<(SessionKey, u64)>> {
         self.counts.others.fetch_add(1, Ordering::SeqCst);
         self.inner.index_members(user, now_ms).await
     }

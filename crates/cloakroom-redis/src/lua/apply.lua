@@ -116,11 +116,16 @@ end
 -- General path, first pass: check every increment against the values it will meet, writing
 -- nothing, so that a bad increment cannot leave earlier ops of the same step applied.
 local staged = {}
+-- Whether the step sets a field or creates one by incrementing it: only such a step is checked
+-- against the bounds (removals and increments of existing counters add no field, and at most
+-- a few digits).
+local grows = false
 local i = 6
 while i <= #ARGV do
   local op, name = ARGV[i], ARGV[i + 1]
   if op == 'S' then
     staged[name] = ARGV[i + 2]
+    grows = true
     i = i + 3
   elseif op == 'D' then
     staged[name] = false
@@ -131,6 +136,7 @@ while i <= #ARGV do
       current = redis.call('HGET', key, name)
     end
     local base = 0
+    if not current then grows = true end
     if current then
       base = counter(current)
       if base == nil then
@@ -149,7 +155,7 @@ while i <= #ARGV do
 end
 
 -- Bounds: the session's user totals before the step and after it, from the staged values.
-if max_fields then
+if max_fields and grows then
   local all = fields
   if all == 0 then all = redis.call('HGETALL', key) end
   local count, bytes, current = 0, 0, {}

@@ -5,7 +5,8 @@
 --
 -- Every step first drops the entries whose deadline has passed, and leaves the index expiring
 -- with its last deadline, so an index never outlives the sessions it lists.
--- Reply: for 'L', the session keys, soonest deadline first; otherwise an empty list.
+-- Reply: for 'L', each session key followed by its deadline, soonest first; otherwise an
+-- empty list.
 local key, now, op = KEYS[1], tonumber(ARGV[1]), ARGV[2]
 redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[1])
 if op == 'A' then
@@ -24,6 +25,6 @@ end
 -- %d, not tostring: tostring writes large numbers in exponent notation.
 redis.call('PEXPIRE', key, string.format('%d', math.max(1, tonumber(last[2]) - now)))
 if op == 'L' then
-  return redis.call('ZRANGE', key, 0, -1)
+  return redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
 end
 return {}

@@ -5,8 +5,10 @@
 use std::sync::Arc;
 
 use anyhow::{Context, ensure};
-use cloakroom_core::{ErrorKind, SessionConfig, SessionManager, Store};
+use cloakroom_core::store::META_USER;
+use cloakroom_core::{ErrorKind, SessionConfig, SessionManager, SessionToken, Store, UserKey};
 use cloakroom_test::StoreFixture;
+use cloakroom_test::conformance::new_session;
 use cloakroom_test::requests::{login, request, returned_cookie, token_of};
 
 const SECRET: &[u8] = b"per-user-index-secret-0123456789abcdef012";
@@ -17,6 +19,8 @@ cloakroom_test::test_over_each_store!(
     a_user_sees_their_sessions_and_ends_one,
     the_index_follows_rotation_and_logout,
     a_user_is_bound_only_to_a_session_started_in_the_request,
+    a_login_racing_log_out_everywhere_stays_listed,
+    a_broken_record_does_not_hide_the_other_sessions,
 );
 
 fn manager(store: Arc<dyn Store>) -> anyhow::Result<SessionManager> {
@@ -151,5 +155,57 @@ async fn a_user_is_bound_only_to_a_session_started_in_the_request(
         }
     }
     ensure!(m.sessions_of("ann").await?.is_empty());
+    Ok(())
+}
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+fn now_ms() -> anyhow::Result<u64> {
+    Ok(u64::try_from(std::time::UNIX_EPOCH.elapsed()?.as_millis())?)
+}
+
+async fn a_login_racing_log_out_everywhere_stays_listed(f: StoreFixture) -> anyhow::Result<()> {
+    // A login has written its index entry but not yet created its session when "log out
+    // everywhere" and a listing run: the entry must survive both, so the session, once
+    // created, can still be found and ended.
+    let m = manager(f.store.clone())?;
+    let ann = UserKey::of("ann");
+    let key = SessionToken::generate()?.key();
+    let now = now_ms()?;
+    f.store.index_add(&ann, &key, now + DAY_MS, now).await?;
+    ensure!(m.sessions_of("ann").await?.is_empty());
+    ensure!(m.end_sessions_of("ann").await? == 0);
+    let session = new_session(&[(META_USER, ann.as_str())], 600_000, DAY_MS);
+    f.store.create(&key, &session).await?;
+    let listed = m.sessions_of("ann").await?;
+    ensure!(
+        listed.len() == 1 && listed[0].key == key,
+        "the late session is not listed"
+    );
+    ensure!(
+        m.end_sessions_of("ann").await? == 1,
+        "the late session escaped"
+    );
+    ensure!(f.store.peek(&key, now_ms()?).await?.is_none());
+    Ok(())
+}
+
+async fn a_broken_record_does_not_hide_the_other_sessions(f: StoreFixture) -> anyhow::Result<()> {
+    let m = manager(f.store.clone())?;
+    let good = login_as(&m, "ann", "phone").await?;
+    // An indexed session without its creation time: skipped by the listing, still ended.
+    let ann = UserKey::of("ann");
+    let key = SessionToken::generate()?.key();
+    let mut broken = new_session(&[(META_USER, ann.as_str())], 600_000, DAY_MS);
+    broken.fields.remove("__created");
+    let now = now_ms()?;
+    f.store.index_add(&ann, &key, now + DAY_MS, now).await?;
+    f.store.create(&key, &broken).await?;
+    let listed = m.sessions_of("ann").await?;
+    ensure!(
+        listed.len() == 1 && listed[0].key == token_of(&good)?.key(),
+        "{listed:?}"
+    );
+    ensure!(m.end_sessions_of("ann").await? == 2);
     Ok(())
 }

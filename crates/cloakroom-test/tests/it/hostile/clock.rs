@@ -2,8 +2,9 @@
 //! 1970 or to the far future.
 //!
 //! Expected outcomes: no panic and no overflow; a session never lives past its absolute deadline
-//! or its idle timeout as measured by the clock, and once over it stays over, whatever the clock
-//! does next.
+//! as the application's clock measures it, and once over it stays over, whatever the clock does
+//! next. (The idle timeout is measured by Redis's own clock on Redis, and by the application's
+//! clock on the memory store.)
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -76,8 +77,9 @@ async fn a_clock_set_to_the_far_future(f: StoreFixture) -> anyhow::Result<()> {
     let cookie = login(&m, "ann").await?;
     ensure!(request(&m, &cookie).incr("visits", 1).await? == Some(1));
     clock.set(SystemTime::now());
-    // Back to now: the session's deadline is in the far future, so it is still valid, but its
-    // idle timeout is measured by the store and it has not expired yet.
+    // Back to now: the deadline is in the far future, and the idle timeout has not run out
+    // (on Redis by the server's clock; on the memory store the last access is, by the
+    // application's clock, still to come), so the session goes on in both.
     ensure!(request(&m, &cookie).incr("visits", 1).await? == Some(2));
     Ok(())
 }
