@@ -669,7 +669,7 @@ pub async fn the_user_index_lists_until_each_deadline(store: &dyn Store) -> anyh
 pub async fn peek_reads_without_extending(store: &dyn Store) -> anyhow::Result<()> {
     let k = key()?;
     store
-        .create(&k, &new_session(&[("a", "1")], 400, LONG))
+        .create(&k, &new_session(&[("a", "1")], 1000, LONG))
         .await?;
     let fields = store
         .peek(&k, now_ms())
@@ -680,9 +680,9 @@ pub async fn peek_reads_without_extending(store: &dyn Store) -> anyhow::Result<(
         fields.contains_key(META_DEADLINE),
         "no metadata: {fields:?}"
     );
-    // Peeking every 100 ms for longer than the idle timeout does not keep it alive.
+    // Peeking every 100 ms for well over the idle timeout does not keep it alive.
     let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_millis(1200) {
+    while started.elapsed() < Duration::from_millis(2500) {
         store.peek(&k, now_ms()).await?;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
