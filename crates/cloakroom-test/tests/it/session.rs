@@ -36,6 +36,7 @@ cloakroom_test::test_over_each_store!(
     a_rotated_secret_keeps_sessions_until_the_old_key_retires,
     attacks_and_broken_input_are_counted,
     limits_refuse_oversized_writes_and_write_nothing,
+    concurrent_duplicate_logins_get_distinct_tokens,
 );
 
 async fn login_then_read_and_count(f: StoreFixture) -> anyhow::Result<()> {
@@ -604,5 +605,37 @@ async fn limits_refuse_oversized_writes_and_write_nothing(f: StoreFixture) -> an
     s.insert("e", &5).await?;
     s.insert("f", &6).await?;
     ensure!(too_large(s.insert("g", &7).await), "a blind fourth field");
+    Ok(())
+}
+
+async fn concurrent_duplicate_logins_get_distinct_tokens(f: StoreFixture) -> anyhow::Result<()> {
+    // Twenty logins at once from the same browser (a double-clicked button, a replayed form),
+    // all carrying the same pre-login cookie: each gets a session of its own, none inherits
+    // the pre-login one, and that one ends.
+    let m = Arc::new(manager(f.store.clone())?);
+    let planted = login(&m, "anonymous").await?;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (m, planted) = (m.clone(), planted.clone());
+        tasks.push(tokio::spawn(async move {
+            let s = request(&m, &planted);
+            s.start().await?;
+            s.insert("username", &format!("ann-{i}")).await?;
+            let cookie = returned_cookie(&s.finish().await?.set_cookie).context("no cookie")?;
+            anyhow::Ok((i, cookie))
+        }));
+    }
+    let mut cookies = std::collections::HashSet::new();
+    for task in tasks {
+        let (i, cookie) = task.await??;
+        ensure!(cookie != planted, "a login kept the pre-login token");
+        let name = request(&m, &cookie).get::<String>("username").await?;
+        ensure!(name == Some(format!("ann-{i}")), "login {i} reads {name:?}");
+        ensure!(cookies.insert(cookie), "two logins got the same token");
+    }
+    ensure!(
+        !request(&m, &planted).exists().await?,
+        "the pre-login session survived"
+    );
     Ok(())
 }
