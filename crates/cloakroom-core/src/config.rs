@@ -401,6 +401,27 @@ mod tests {
     }
 
     #[test]
+    fn nesting_is_measured_as_serde_json_reads_it() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        // The deepest accepted value is exactly the deepest serde_json reads back.
+        for depth in [MAX_VALUE_DEPTH - 1, MAX_VALUE_DEPTH, MAX_VALUE_DEPTH + 1] {
+            let text = nested(depth);
+            let readable = serde_json::from_str::<serde_json::Value>(&text).is_ok();
+            assert_eq!(!nesting_exceeds(&text, MAX_VALUE_DEPTH), readable, "depth {depth}");
+        }
+        // Brackets inside strings, escaped quotes included, are text, not nesting.
+        let in_string = format!("[\"{}\\\"{}\"]", "[".repeat(500), "{".repeat(500));
+        assert!(!nesting_exceeds(&in_string, 2));
+        assert!(serde_json::from_str::<serde_json::Value>(&in_string).is_ok());
+        assert!(nesting_exceeds(r#"{"a":[{"b":[1]}]}"#, 3));
+        assert!(!nesting_exceeds(r#"{"a":[{"b":[1]}]}"#, 4));
+        let limits = SessionLimits::default();
+        assert!(limits.check_field("x", Some(&nested(MAX_VALUE_DEPTH))).is_ok());
+        let refused = limits.check_field("x", Some(&nested(MAX_VALUE_DEPTH + 1)));
+        assert_eq!(refused.map_err(|e| e.kind()), Err(ErrorKind::TooLarge));
+    }
+
+    #[test]
     fn contradictions_are_refused() -> Result<()> {
         let base = SessionConfig::new([7u8; 32])?;
         let bad = [
