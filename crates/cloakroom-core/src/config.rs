@@ -407,7 +407,11 @@ mod tests {
         for depth in [MAX_VALUE_DEPTH - 1, MAX_VALUE_DEPTH, MAX_VALUE_DEPTH + 1] {
             let text = nested(depth);
             let readable = serde_json::from_str::<serde_json::Value>(&text).is_ok();
-            assert_eq!(!nesting_exceeds(&text, MAX_VALUE_DEPTH), readable, "depth {depth}");
+            assert_eq!(
+                !nesting_exceeds(&text, MAX_VALUE_DEPTH),
+                readable,
+                "depth {depth}"
+            );
         }
         // Brackets inside strings, escaped quotes included, are text, not nesting.
         let in_string = format!("[\"{}\\\"{}\"]", "[".repeat(500), "{".repeat(500));
@@ -416,7 +420,11 @@ mod tests {
         assert!(nesting_exceeds(r#"{"a":[{"b":[1]}]}"#, 3));
         assert!(!nesting_exceeds(r#"{"a":[{"b":[1]}]}"#, 4));
         let limits = SessionLimits::default();
-        assert!(limits.check_field("x", Some(&nested(MAX_VALUE_DEPTH))).is_ok());
+        assert!(
+            limits
+                .check_field("x", Some(&nested(MAX_VALUE_DEPTH)))
+                .is_ok()
+        );
         let refused = limits.check_field("x", Some(&nested(MAX_VALUE_DEPTH + 1)));
         assert_eq!(refused.map_err(|e| e.kind()), Err(ErrorKind::TooLarge));
     }

@@ -1,13 +1,15 @@
 //! A reference model of a session store, and a checker that drives a store through a sequence
 //! of steps and compares every answer with the model: counters count exactly, sliding expiry
-//! and the absolute deadline end sessions when the model says, and an expired or deleted session
-//! never answers again. The proptest in the test suite and the `memory_model` fuzz target both
+//! and the absolute deadline end sessions when the model says, an expired or deleted session
+//! never answers again, a peek reads without extending, and a write past the session-wide
+//! bounds is refused and writes nothing. The proptest in the test suite and the `memory_model` fuzz target both
 //! drive it, from bytes.
 
 use cloakroom_core::store::{
-    Access, Applied, Apply, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op, Store,
+    Access, Applied, Apply, Bounds, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op,
+    Store,
 };
-use cloakroom_core::{SessionKey, SessionToken};
+use cloakroom_core::{ErrorKind, SessionKey, SessionToken};
 
 // Time moves in 7 ms steps; expiry (100 ms after an access) and deadlines (1,000 ms after a
 // creation) never land on a step, so the model needs no opinion about the boundary instant.
@@ -15,6 +17,12 @@ const STEP_MS: u64 = 7;
 const IDLE_MS: u64 = 100;
 const LIFETIME_MS: u64 = 1_000;
 const SESSIONS: usize = 3;
+// `Grow` sets one of four fields under a bound of three user fields (`visits` counts).
+const GROWN_FIELDS: u8 = 4;
+const BOUNDS: Bounds = Bounds {
+    max_fields: 3,
+    max_bytes: 1_000,
+};
 
 /// One thing done to the store.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +37,10 @@ pub enum Step {
     Delete(usize),
     /// Let this many 7 ms steps pass.
     Wait(u64),
+    /// Read session `n` without touching it.
+    Peek(usize),
+    /// Set field `g{k}` of session `n` under the bounds (session, k).
+    Grow(usize, u8),
 }
 
 /// Steps read from bytes, two per step (which step, and its argument): any bytes are a valid
@@ -38,11 +50,13 @@ pub fn steps_from_bytes(bytes: &[u8]) -> Vec<Step> {
         .chunks_exact(2)
         .map(|pair| {
             let session = usize::from(pair[1]) % SESSIONS;
-            match pair[0] % 5 {
+            match pair[0] % 7 {
                 0 => Step::Create(session),
                 1 => Step::Incr(session),
                 2 => Step::Load(session),
                 3 => Step::Delete(session),
+                4 => Step::Peek(session),
+                5 => Step::Grow(session, (pair[1] / 3) % GROWN_FIELDS),
                 _ => Step::Wait(u64::from(pair[1] % 30) + 1),
             }
         })
@@ -55,6 +69,14 @@ struct Entry {
     visits: i64,
     expires: u64,
     deadline: u64,
+    // Which of the `g{k}` fields are set, one bit each.
+    grown: u8,
+}
+
+impl Entry {
+    fn user_fields(&self) -> u32 {
+        self.grown.count_ones() + u32::from(self.visits != 0)
+    }
 }
 
 fn live(entry: Option<Entry>, now: u64) -> Option<Entry> {
@@ -97,6 +119,7 @@ pub async fn check_against_model(store: &dyn Store, steps: &[Step]) -> Result<()
                             visits: 0,
                             expires: now + IDLE_MS,
                             deadline,
+                            grown: 0,
                         });
                     }
                     _ => return fail(format!("live: {alive}, create answered {created:?}")),
@@ -150,6 +173,60 @@ pub async fn check_against_model(store: &dyn Store, steps: &[Step]) -> Result<()
                     return fail(format!("delete failed: {e}"));
                 }
                 model[i] = None;
+            }
+            Step::Peek(i) => {
+                // Nothing slides: the model's entry is left exactly as it is.
+                let peeked = store.peek(&keys[i], now).await;
+                match (live(model[i], now), peeked) {
+                    (None, Ok(None)) => {}
+                    (Some(entry), Ok(Some(fields))) => {
+                        let stored = fields
+                            .get("visits")
+                            .map_or(Some(0), |v| v.parse::<i64>().ok());
+                        if stored != Some(entry.visits) {
+                            return fail(format!("peeked {stored:?}, not {}", entry.visits));
+                        }
+                    }
+                    (expected, peeked) => {
+                        return fail(format!("model {expected:?}, peek answered {peeked:?}"));
+                    }
+                }
+            }
+            Step::Grow(i, k) => {
+                let apply = Apply {
+                    access: access(now),
+                    ops: vec![Op::Set {
+                        name: format!("g{k}"),
+                        value: "1".to_owned(),
+                    }],
+                    load: false,
+                    bounds: Some(BOUNDS),
+                };
+                let applied = store.apply(&keys[i], &apply).await;
+                match (live(model[i], now), applied) {
+                    (None, Ok(Applied::Missing)) => model[i] = None,
+                    (Some(mut entry), outcome) => {
+                        let bit = 1u8 << k;
+                        let new = entry.grown & bit == 0;
+                        let refused = new && entry.user_fields() >= 3;
+                        match (refused, outcome) {
+                            (true, Err(e)) if e.kind() == ErrorKind::TooLarge => {}
+                            (false, Ok(Applied::Done { .. })) => {
+                                entry.grown |= bit;
+                                entry.expires = (now + IDLE_MS).min(entry.deadline);
+                                model[i] = Some(entry);
+                            }
+                            (refused, outcome) => {
+                                return fail(format!(
+                                    "refused: {refused}, store answered {outcome:?}"
+                                ));
+                            }
+                        }
+                    }
+                    (None, applied) => {
+                        return fail(format!("model: gone, store answered {applied:?}"));
+                    }
+                }
             }
         }
     }
