@@ -15,7 +15,8 @@ use cloakroom_core::{ErrorKind, SessionKey, SessionToken, UserKey};
 
 const LONG: u64 = 60_000;
 
-fn now_ms() -> u64 {
+/// The current time, Unix milliseconds.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -90,14 +91,27 @@ async fn load_with(
     }
 }
 
-async fn run(store: &dyn Store, key: &SessionKey, ops: Vec<Op>) -> cloakroom_core::Result<Applied> {
+/// Applies `ops` to the session now, with a one-minute idle timeout, returning its fields when
+/// `load` is set and checking `bounds` when given: one store step as a test (or a second writer
+/// sharing the store) makes it, below the session handle.
+pub async fn apply_step(
+    store: &dyn Store,
+    key: &SessionKey,
+    ops: Vec<Op>,
+    load: bool,
+    bounds: Option<Bounds>,
+) -> cloakroom_core::Result<Applied> {
     let apply = Apply {
         access: access(LONG),
         ops,
-        load: false,
-        bounds: None,
+        load,
+        bounds,
     };
     store.apply(key, &apply).await
+}
+
+async fn run(store: &dyn Store, key: &SessionKey, ops: Vec<Op>) -> cloakroom_core::Result<Applied> {
+    apply_step(store, key, ops, false, None).await
 }
 
 /// Fails unless the session's non-reserved fields are exactly `expected`.
@@ -526,22 +540,6 @@ pub async fn reads_see_the_ops_of_the_same_step(store: &dyn Store) -> anyhow::Re
     Ok(())
 }
 
-async fn run_bounded(
-    store: &dyn Store,
-    key: &SessionKey,
-    ops: Vec<Op>,
-    load: bool,
-    bounds: Bounds,
-) -> cloakroom_core::Result<Applied> {
-    let apply = Apply {
-        access: access(LONG),
-        ops,
-        load,
-        bounds: Some(bounds),
-    };
-    store.apply(key, &apply).await
-}
-
 /// A step that would take the session past its bounds fails with `TooLarge` and writes nothing,
 /// counted against the session as stored (reserved fields not counted), whatever the step's own
 /// size; a session already past a bound can still shrink.
@@ -565,26 +563,29 @@ pub async fn steps_past_the_bounds_fail_and_write_nothing(store: &dyn Store) -> 
     // A fourth and a fifth field, by a step that also changes a field: nothing of it lands.
     let step = vec![set("a", "1"), set("c", "1"), set("d", "1")];
     too_large(
-        run_bounded(store, &k, step, false, bounds).await,
+        apply_step(store, &k, step, false, Some(bounds)).await,
         "five fields",
     )?;
     // A value that takes the bytes past 20 (8 + 1 + 12).
     let step = vec![set("c", "\"0123456789\"")];
-    too_large(run_bounded(store, &k, step, true, bounds).await, "21 bytes")?;
+    too_large(
+        apply_step(store, &k, step, true, Some(bounds)).await,
+        "21 bytes",
+    )?;
     // An increment that creates a fourth field, alone (the fast path) and loaded or not.
-    run_bounded(store, &k, vec![set("c", "1")], false, bounds).await?;
+    apply_step(store, &k, vec![set("c", "1")], false, Some(bounds)).await?;
     for load in [true, false] {
         too_large(
-            run_bounded(store, &k, vec![incr("d", 1)], load, bounds).await,
+            apply_step(store, &k, vec![incr("d", 1)], load, Some(bounds)).await,
             "a counter as a fourth field",
         )?;
     }
     ensure_user_fields(store, &k, &[("a", "\"x\""), ("b", "\"y\""), ("c", "1")]).await?;
     // Within the bounds: replace a value, increment an existing field, remove then add.
-    run_bounded(store, &k, vec![set("a", "\"xyz\"")], false, bounds).await?;
-    run_bounded(store, &k, vec![incr("c", 41)], true, bounds).await?;
+    apply_step(store, &k, vec![set("a", "\"xyz\"")], false, Some(bounds)).await?;
+    apply_step(store, &k, vec![incr("c", 41)], true, Some(bounds)).await?;
     let step = vec![Op::Remove { name: "b".into() }, set("d", "2")];
-    run_bounded(store, &k, step, false, bounds).await?;
+    apply_step(store, &k, step, false, Some(bounds)).await?;
     ensure_user_fields(store, &k, &[("a", "\"xyz\""), ("c", "42"), ("d", "2")]).await?;
     // Lowered bounds: the session holds 3 fields, past a bound of 1; it may shrink, not grow.
     let lowered = Bounds {
@@ -592,15 +593,15 @@ pub async fn steps_past_the_bounds_fail_and_write_nothing(store: &dyn Store) -> 
         max_bytes: 1,
     };
     too_large(
-        run_bounded(store, &k, vec![set("e", "1")], false, lowered).await,
+        apply_step(store, &k, vec![set("e", "1")], false, Some(lowered)).await,
         "growing past lowered bounds",
     )?;
-    run_bounded(
+    apply_step(
         store,
         &k,
         vec![Op::Remove { name: "d".into() }, set("a", "1")],
         false,
-        lowered,
+        Some(lowered),
     )
     .await?;
     ensure_user_fields(store, &k, &[("a", "1"), ("c", "42")]).await?;
@@ -615,12 +616,12 @@ pub async fn steps_past_the_bounds_fail_and_write_nothing(store: &dyn Store) -> 
         max_bytes: 2,
     };
     for load in [true, false] {
-        run_bounded(store, &k, vec![incr("v", 1)], load, exact).await?;
+        apply_step(store, &k, vec![incr("v", 1)], load, Some(exact)).await?;
     }
     ensure_user_fields(store, &k, &[("v", "11")]).await?;
     let step = vec![Op::Remove { name: "v".into() }, incr("v", 100)];
     too_large(
-        run_bounded(store, &k, step, false, exact).await,
+        apply_step(store, &k, step, false, Some(exact)).await,
         "a counter re-created past the bytes",
     )?;
     ensure_user_fields(store, &k, &[("v", "11")]).await?;

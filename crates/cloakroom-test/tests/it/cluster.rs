@@ -9,7 +9,7 @@ use anyhow::{Context, ensure};
 use cloakroom_core::store::Store;
 use cloakroom_core::{ErrorKind, SessionKey, SessionToken};
 use cloakroom_redis::{ClusterMode, RedisStore, ReplicaAcks};
-use cloakroom_test::conformance::{load, new_session};
+use cloakroom_test::conformance::{apply_step, load, new_session};
 use cloakroom_test::{
     RedisCluster, RedisServer, SESSION_USER, redis_cluster_fixture, redis_cluster_tls_acl_fixture,
 };
@@ -59,11 +59,7 @@ async fn sessions_spread_over_every_primary() -> anyhow::Result<()> {
             .await?;
     }
     let mut per_primary = Vec::new();
-    for node in cluster
-        .topology()?
-        .iter()
-        .filter(|n| n.is_primary && n.slot_count > 0)
-    {
+    for node in cluster.topology()?.iter().filter(|n| n.is_primary) {
         let index = cluster.index_of_port(node.port).context("unknown node")?;
         per_primary.push(dbsize(&cluster.nodes()[index])?);
     }
@@ -243,23 +239,14 @@ async fn deletes_wait_for_a_replica_when_asked() -> anyhow::Result<()> {
             &new_session(&[("name", "\"ann\"")], 60_000, 3_600_000),
         )
         .await?;
-    let apply = cloakroom_core::store::Apply {
-        access: cloakroom_core::store::Access {
-            now_ms: u64::try_from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_millis(),
-            )?,
-            idle_ms: 60_000,
-        },
-        ops: vec![cloakroom_core::store::Op::Incr {
-            name: "name".to_owned(),
-            by: 1,
-        }],
-        load: false,
-        bounds: None,
-    };
-    let kind = store.apply(&key, &apply).await.err().map(|e| e.kind());
+    let ops = vec![cloakroom_core::store::Op::Incr {
+        name: "name".to_owned(),
+        by: 1,
+    }];
+    let kind = apply_step(&store, &key, ops, false, None)
+        .await
+        .err()
+        .map(|e| e.kind());
     ensure!(kind == Some(ErrorKind::NotAnInteger), "{kind:?}");
     // A timeout that the operation timeout would cut short is refused at start-up.
     let too_long = patient_builder(lone.url())
@@ -284,24 +271,12 @@ fn on_node<T: redis::FromRedisValue>(
 }
 
 async fn counter_after_increment(store: &RedisStore, key: &SessionKey) -> anyhow::Result<i64> {
-    use cloakroom_core::store::{Access, Applied, Apply, Op};
-    let apply = Apply {
-        access: Access {
-            now_ms: u64::try_from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_millis(),
-            )?,
-            idle_ms: 60_000,
-        },
-        ops: vec![Op::Incr {
-            name: "visits".to_owned(),
-            by: 1,
-        }],
-        load: false,
-        bounds: None,
-    };
-    match store.apply(key, &apply).await? {
+    use cloakroom_core::store::{Applied, Op};
+    let ops = vec![Op::Incr {
+        name: "visits".to_owned(),
+        by: 1,
+    }];
+    match apply_step(store, key, ops, false, None).await? {
         Applied::Done { counters, .. } => counters.first().copied().context("no counter"),
         other => anyhow::bail!("unexpected {other:?}"),
     }

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use cloakroom_core::store::{Applied, Apply, Op, Store};
+use cloakroom_core::store::{Applied, Op, Store};
 use cloakroom_core::{ErrorKind, SessionToken};
 use cloakroom_redis::RedisStore;
-use cloakroom_test::conformance::{load, new_session};
+use cloakroom_test::conformance::{apply_step, load, new_session};
 use cloakroom_test::{RedisServer, redis_fixture};
 use redis::Commands;
 
@@ -42,30 +42,20 @@ async fn no_session_key_is_ever_left_without_a_ttl() -> anyhow::Result<()> {
         store
             .create(&k, &new_session(&[("n", "1")], 60_000, 3_600_000))
             .await?;
-        let apply = Apply {
-            access: cloakroom_core::store::Access {
-                now_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_millis() as u64,
-                idle_ms: 60_000,
+        let ops = vec![
+            Op::Set {
+                name: format!("f{i}"),
+                value: "1".into(),
             },
-            ops: vec![
-                Op::Set {
-                    name: format!("f{i}"),
-                    value: "1".into(),
-                },
-                Op::Incr {
-                    name: "n".into(),
-                    by: 1,
-                },
-            ],
-            load: i % 2 == 0,
-            bounds: None,
-        };
-        store.apply(&k, &apply).await?;
+            Op::Incr {
+                name: "n".into(),
+                by: 1,
+            },
+        ];
+        apply_step(&store, &k, ops.clone(), i % 2 == 0, None).await?;
         // Writes to sessions that never existed must not create keys either.
         let ghost = SessionToken::generate()?.key();
-        ensure!(store.apply(&ghost, &apply).await? == Applied::Missing);
+        ensure!(apply_step(&store, &ghost, ops, i % 2 == 0, None).await? == Applied::Missing);
         keys.push(k);
     }
     let found = keys_and_ttls(&server)?;

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use cloakroom_core::store::{Apply, Op};
+use cloakroom_core::store::Op;
 use cloakroom_core::{ErrorKind, SessionConfig, SessionManager};
 use cloakroom_redis::RedisStore;
+use cloakroom_test::conformance::apply_step;
 use cloakroom_test::requests::{login, request, token_of};
 use cloakroom_test::{CallCounts, RedisServer, StoreFixture};
 use redis::Commands;
@@ -236,16 +237,7 @@ async fn plant(
         .into_iter()
         .map(|(name, value)| Op::Set { name, value })
         .collect();
-    let apply = Apply {
-        access: cloakroom_core::store::Access {
-            now_ms: u64::try_from(std::time::UNIX_EPOCH.elapsed()?.as_millis())?,
-            idle_ms: 600_000,
-        },
-        ops,
-        load: false,
-        bounds: None,
-    };
-    f.store.apply(&token_of(&cookie)?.key(), &apply).await?;
+    apply_step(f.store(), &token_of(&cookie)?.key(), ops, false, None).await?;
     Ok((m, counts, cookie))
 }
 
@@ -265,25 +257,24 @@ async fn a_field_holding_text_that_is_not_json(f: StoreFixture) -> anyhow::Resul
     Ok(())
 }
 
-async fn a_counter_holding_text(f: StoreFixture) -> anyhow::Result<()> {
-    let (m, _, cookie) = plant(&f, vec![("visits".into(), "\"ten\"".into())]).await?;
+/// An increment of a counter planted as `stored` is `NotAnInteger`, and the value stays.
+async fn not_a_counter_of_ours(f: StoreFixture, stored: &str) -> anyhow::Result<()> {
+    let (m, _, cookie) = plant(&f, vec![("visits".into(), stored.into())]).await?;
     ensure_kind(
         request(&m, &cookie).incr("visits", 1).await,
         ErrorKind::NotAnInteger,
     )?;
-    ensure!(user_field(&f, &cookie, "visits").await?.as_deref() == Some("\"ten\""));
+    ensure!(user_field(&f, &cookie, "visits").await?.as_deref() == Some(stored));
     Ok(())
+}
+
+async fn a_counter_holding_text(f: StoreFixture) -> anyhow::Result<()> {
+    not_a_counter_of_ours(f, "\"ten\"").await
 }
 
 async fn a_counter_past_two_to_the_fifty_third(f: StoreFixture) -> anyhow::Result<()> {
     // Beyond the integers every JSON reader holds exactly: not a counter of ours.
-    let (m, _, cookie) = plant(&f, vec![("visits".into(), "9007199254740993".into())]).await?;
-    ensure_kind(
-        request(&m, &cookie).incr("visits", 1).await,
-        ErrorKind::NotAnInteger,
-    )?;
-    ensure!(user_field(&f, &cookie, "visits").await?.as_deref() == Some("9007199254740993"));
-    Ok(())
+    not_a_counter_of_ours(f, "9007199254740993").await
 }
 
 async fn a_session_planted_past_the_limits(f: StoreFixture) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@
 use anyhow::ensure;
 use cloakroom_core::{ErrorKind, MAX_VALUE_DEPTH, SessionConfig, SessionLimits};
 use cloakroom_test::StoreFixture;
-use cloakroom_test::conformance::load;
+use cloakroom_test::conformance::{apply_step, load};
 use cloakroom_test::requests::{login, request, token_of};
 use serde_json::Value;
 
@@ -70,19 +70,11 @@ async fn a_stored_value_nested_a_hundred_thousand_deep(f: StoreFixture) -> anyho
     let (m, _) = counted(f.store.clone(), SessionConfig::new(SECRET)?)?;
     let cookie = login(&m, "ann").await?;
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let apply = cloakroom_core::store::Apply {
-        access: cloakroom_core::store::Access {
-            now_ms: u64::try_from(std::time::UNIX_EPOCH.elapsed()?.as_millis())?,
-            idle_ms: 600_000,
-        },
-        ops: vec![cloakroom_core::store::Op::Set {
-            name: "deep".into(),
-            value: deep,
-        }],
-        load: false,
-        bounds: None,
-    };
-    f.store.apply(&token_of(&cookie)?.key(), &apply).await?;
+    let ops = vec![cloakroom_core::store::Op::Set {
+        name: "deep".into(),
+        value: deep,
+    }];
+    apply_step(f.store(), &token_of(&cookie)?.key(), ops, false, None).await?;
     let s = request(&m, &cookie);
     ensure_kind(s.get::<Value>("deep").await, ErrorKind::Decode)?;
     ensure!(s.get::<String>("username").await? == Some("ann".into()));
