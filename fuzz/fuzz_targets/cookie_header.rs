@@ -1,5 +1,7 @@
-//! Any `Cookie` header: turning it into a session handle never panics and never touches the
-//! store, and only a header holding exactly one validly signed cookie of our name is `Valid`.
+//! Any `Cookie` header, as bytes: turning it into a session handle never panics and never
+//! touches the store, and only a header holding exactly one validly signed cookie of our name is
+//! `Valid`. A valid cookie stays valid whatever neighbours (any bytes, UTF-8 or not) share its
+//! header.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
@@ -15,19 +17,51 @@ fn manager() -> &'static SessionManager {
     })
 }
 
-fuzz_target!(|headers: Vec<&str>| {
-    let manager = manager();
-    let session = manager.session_from_cookie_headers(headers.iter().copied());
+// One validly signed cookie pair of our name, made once.
+fn valid_pair() -> &'static Vec<u8> {
+    static PAIR: OnceLock<Vec<u8>> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|_| unreachable!());
+        let session = manager().session_from_cookie_headers([]);
+        let finished = runtime.block_on(async {
+            session.start().await?;
+            session.finish().await
+        });
+        let set_cookie = finished
+            .ok()
+            .and_then(|f| f.set_cookie)
+            .unwrap_or_else(|| unreachable!());
+        let pair = set_cookie.split(';').next().unwrap_or_else(|| unreachable!());
+        pair.as_bytes().to_vec()
+    })
+}
+
+fn state_of(headers: &[&[u8]]) -> CookieState {
+    let session = manager().session_from_cookie_headers(headers.iter().copied());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap_or_else(|_| unreachable!());
-    let state = runtime.block_on(session.cookie_state());
-    if state == CookieState::Valid {
+    runtime.block_on(session.cookie_state())
+}
+
+fuzz_target!(|input: (Vec<&[u8]>, Vec<u8>)| {
+    let (headers, neighbours) = input;
+    let name = manager().config().cookie_name().as_bytes();
+    if state_of(&headers) == CookieState::Valid {
         // A random header can only be valid by containing our cookie name.
-        assert!(
-            headers
-                .iter()
-                .any(|h| h.contains(manager.config().cookie_name()))
-        );
+        assert!(headers.iter().any(|h| h.windows(name.len()).any(|w| w == name)));
     }
+    // Our valid cookie beside arbitrary neighbours (split into pairs by `;` and never naming our
+    // cookie) is still found and accepted.
+    if neighbours.windows(name.len()).any(|w| w == name) {
+        return;
+    }
+    let mut header = neighbours.clone();
+    header.extend_from_slice(b"; ");
+    header.extend_from_slice(valid_pair());
+    header.extend_from_slice(b"; ");
+    header.extend_from_slice(&neighbours);
+    assert_eq!(state_of(&[&header]), CookieState::Valid);
 });

@@ -43,7 +43,7 @@ fuzz_target!(|value: String| {
             .await
             .unwrap_or_else(|_| unreachable!());
         let cookie = format!("{}={}", manager.config().cookie_name(), signer.sign(&token));
-        let handle = manager.session_from_cookie_headers([cookie.as_str()]);
+        let handle = manager.session_from_cookie_headers([cookie.as_bytes()]);
         for result in [
             handle.get::<String>("f").await.map(|_| ()),
             handle.get::<i64>("f").await.map(|_| ()),

@@ -64,15 +64,19 @@ impl Csrf {
 
     /// The token in the request's cookie, if exactly one well-formed one is there.
     fn cookie_token(self, headers: &HeaderMap) -> Option<String> {
-        let prefix = format!("{}=", self.cookie_name());
-        let mut found = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(';'))
-            .filter_map(|pair| pair.trim().strip_prefix(prefix.as_str()));
+        // As bytes: another cookie of the site that is not ASCII must not hide this one.
+        let mut found = cloakroom::cookies::values_named(
+            headers
+                .get_all(header::COOKIE)
+                .iter()
+                .map(HeaderValue::as_bytes),
+            self.cookie_name(),
+        );
         match (found.next(), found.next()) {
-            (Some(token), None) if SessionToken::parse(token).is_some() => Some(token.to_owned()),
+            (Some(token), None) => std::str::from_utf8(token)
+                .ok()
+                .filter(|token| SessionToken::parse(token).is_some())
+                .map(str::to_owned),
             _ => None,
         }
     }

@@ -75,13 +75,13 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // Cookie headers that are not visible ASCII cannot hold our cookie: skip them.
+        // As bytes: another cookie in the same header may not be ASCII, and must not hide ours.
         let session = self.manager.session_from_cookie_headers(
             request
                 .headers()
                 .get_all(COOKIE)
                 .iter()
-                .filter_map(|v| v.to_str().ok()),
+                .map(HeaderValue::as_bytes),
         );
         request.extensions_mut().insert(session.clone());
         // Take the service that was driven to readiness; leave a fresh clone in its place.

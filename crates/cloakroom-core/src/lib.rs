@@ -17,6 +17,7 @@
 mod axum;
 mod clock;
 mod config;
+pub mod cookies;
 mod error;
 mod memory;
 mod metrics;

@@ -158,33 +158,32 @@ impl SessionManager {
         Ok(ended > 0)
     }
 
-    /// A handle for a request carrying these `Cookie` header values. Costs no store access: the
+    /// A handle for a request carrying these `Cookie` header values, as bytes (a header may
+    /// hold other cookies that are not ASCII; only ours must be). Costs no store access: the
     /// session is looked up only when the handler first uses it.
     pub fn session_from_cookie_headers<'a>(
         &self,
-        cookie_headers: impl IntoIterator<Item = &'a str>,
+        cookie_headers: impl IntoIterator<Item = &'a [u8]>,
     ) -> Session {
         let name = self.shared.config.cookie_name();
-        let mut found: Option<&str> = None;
+        let mut found: Option<&[u8]> = None;
         let mut count = 0usize;
         let mut oversized = false;
-        for header in cookie_headers {
-            for cookie in cookie::Cookie::split_parse(header).flatten() {
-                if cookie.name() == name {
-                    count += 1;
-                    found = cookie.value_raw().or(Some(""));
-                    oversized |= found.is_some_and(|v| v.len() > SIGNED_VALUE_LEN);
-                }
-            }
+        for value in crate::cookies::values_named(cookie_headers, name) {
+            count += 1;
+            found = Some(value);
+            oversized |= value.len() > SIGNED_VALUE_LEN;
         }
         // Two cookies of our name make the request ambiguous (a subdomain may have planted one):
         // trust neither.
         let token = match (count, found) {
-            (1, Some(value)) => self
-                .shared
-                .config
-                .signer
-                .verify(value, unix_millis(self.shared.config.clock.now())),
+            // A value that is not text cannot be one we signed.
+            (1, Some(value)) => std::str::from_utf8(value).ok().and_then(|value| {
+                self.shared
+                    .config
+                    .signer
+                    .verify(value, unix_millis(self.shared.config.clock.now()))
+            }),
             _ => None,
         };
         let cookie = match (count, &token) {

@@ -27,7 +27,7 @@ pub async fn login(m: &SessionManager, name: &str) -> anyhow::Result<String> {
 
 /// A request carrying `cookie` as its only `Cookie` header.
 pub fn request(m: &SessionManager, cookie: &str) -> Session {
-    m.session_from_cookie_headers([cookie])
+    m.session_from_cookie_headers([cookie.as_bytes()])
 }
 
 /// The token inside a `name=token.signature` cookie pair.

@@ -28,6 +28,7 @@ cloakroom_test::test_over_memory_and_redis!(
     a_username_in_many_scripts,
     a_username_that_is_not_utf8,
     a_cookie_header_that_is_not_utf8,
+    non_ascii_neighbour_cookies,
     ten_thousand_cookies_in_one_header,
     our_cookie_in_two_cookie_headers,
     a_logged_out_cookie_replayed,
@@ -157,6 +158,62 @@ async fn a_cookie_header_that_is_not_utf8(f: StoreFixture) -> anyhow::Result<()>
         .header(header::COOKIE, bytes.as_slice())
         .body(Body::empty())?;
     anonymous_without_store_access(&app, &counts, request).await
+}
+
+/// `bytes` as one `Cookie` header (bytes that are not ASCII are allowed on the wire).
+fn with_cookie_bytes(
+    request: axum::http::request::Builder,
+    bytes: &[u8],
+) -> anyhow::Result<Request<Body>> {
+    Ok(request
+        .header(header::COOKIE, header::HeaderValue::from_bytes(bytes)?)
+        .body(Body::empty())?)
+}
+
+/// Other cookies of the site, in UTF-8 and in Latin-1, around ours.
+fn among_neighbours(cookie: &str) -> Vec<u8> {
+    let mut bytes = "city=Zürich; ".as_bytes().to_vec();
+    bytes.extend_from_slice(cookie.as_bytes());
+    bytes.extend_from_slice(b"; name=Ren\xe9e; emoji=\xf0\x9f\x8d\xaa");
+    bytes
+}
+
+async fn non_ascii_neighbour_cookies(f: StoreFixture) -> anyhow::Result<()> {
+    let (app, _) = counted_app(&f)?;
+    // Logging in works: the CSRF cookie is found among the neighbours.
+    let (csrf_cookie, token) = crate::support::csrf_for_login(&app).await?;
+    let request = axum::http::Request::post("/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(
+            header::COOKIE,
+            header::HeaderValue::from_bytes(&among_neighbours(&csrf_cookie))?,
+        )
+        .body(Body::from(format!("csrf={token}&username=ann")))?;
+    let reply = send(&app, request).await?;
+    ensure!(reply.status == StatusCode::SEE_OTHER, "{}", reply.status);
+    let cookie = reply.cookie().unwrap_or_default();
+    ensure!(!cookie.is_empty(), "the login set no session cookie");
+    // The logged-in user stays logged in.
+    let page = send(
+        &app,
+        with_cookie_bytes(Request::get("/"), &among_neighbours(&cookie))?,
+    )
+    .await?;
+    ensure!(visits(&page.body) == Some(1), "{}", page.body);
+    // Logging out deletes the session and clears the cookie.
+    let reply = send(
+        &app,
+        with_cookie_bytes(Request::post("/logout"), &among_neighbours(&cookie))?,
+    )
+    .await?;
+    ensure!(reply.status == StatusCode::SEE_OTHER, "{}", reply.status);
+    ensure!(
+        reply.cookie().as_deref() == Some(""),
+        "the cookie was not cleared"
+    );
+    let page = get(&app, "/", Some(&cookie)).await?;
+    ensure!(page.body.contains("You are not logged in"), "{}", page.body);
+    Ok(())
 }
 
 async fn ten_thousand_cookies_in_one_header(f: StoreFixture) -> anyhow::Result<()> {

@@ -43,7 +43,7 @@ async fn check(
         .with_previous_secret(RETIRED, SystemTime::now() - Duration::from_secs(3600))?;
     let (manager, counts) = counted(f.store.clone(), config)?;
     let header = header(&signed(SECRET)?)?;
-    let session = manager.session_from_cookie_headers([header.as_str()]);
+    let session = manager.session_from_cookie_headers([header.as_bytes()]);
     let expected = match taken {
         Taken::Forged => CookieState::Invalid,
         Taken::NotOurs => CookieState::Absent,
