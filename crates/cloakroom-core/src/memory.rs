@@ -17,7 +17,7 @@ use crate::store::{
     add_to_counter, check_ops,
 };
 use crate::token::SessionKey;
-use crate::users::{INDEX_GRACE, UserKey};
+use crate::users::{INDEX_GRACE, IndexEntry, UserKey};
 
 /// Default bound on the number of sessions held.
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
@@ -55,14 +55,15 @@ struct State {
     // Each user's sessions with their deadlines and when they were indexed. A session leaves its
     // user's index when it leaves the store, and an entry whose session never arrived leaves
     // after `INDEX_GRACE`: the index holds the sessions held plus the logins of the last minute.
-    users: HashMap<UserKey, BTreeMap<SessionKey, IndexEntry>>,
+    users: HashMap<UserKey, BTreeMap<SessionKey, Listed>>,
     evictions: u64,
 }
 
+// One entry of a user's index: the session's deadline and when the entry was written.
 #[derive(Clone, Copy)]
-struct IndexEntry {
+struct Listed {
     deadline_ms: u64,
-    added_ms: u64,
+    written_ms: u64,
 }
 
 struct Entry {
@@ -232,7 +233,7 @@ impl State {
             entry.deadline_ms > now_ms
                 && match sessions.get(key) {
                     Some(session) => session.expires_at_ms > now_ms,
-                    None => now_ms < entry.added_ms.saturating_add(grace),
+                    None => now_ms < entry.written_ms.saturating_add(grace),
                 }
         });
         if index.is_empty() {
@@ -393,9 +394,9 @@ impl Store for MemoryStore {
         if deadline_ms > now_ms {
             state.users.entry(user.clone()).or_default().insert(
                 key.clone(),
-                IndexEntry {
+                Listed {
                     deadline_ms,
-                    added_ms: now_ms,
+                    written_ms: now_ms,
                 },
             );
         }
@@ -409,7 +410,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<(SessionKey, u64)>> {
+    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>> {
         let mut state = self.lock();
         state.prune_index(user, now_ms);
         Ok(state
@@ -418,7 +419,9 @@ impl Store for MemoryStore {
             .map(|index| {
                 index
                     .iter()
-                    .map(|(key, entry)| (key.clone(), entry.deadline_ms))
+                    .map(|(key, listed)| {
+                        IndexEntry::new(key.clone(), listed.deadline_ms, listed.written_ms)
+                    })
                     .collect()
             })
             .unwrap_or_default())

@@ -19,7 +19,7 @@ use crate::store::{
     check_increment,
 };
 use crate::token::{SessionKey, SessionToken};
-use crate::users::{INDEX_GRACE, UserKey, UserSession};
+use crate::users::{UserKey, UserSession};
 
 /// Makes [`Session`] handles from request cookies; one per application, cheap to clone.
 #[derive(Clone)]
@@ -31,16 +31,6 @@ struct Shared {
     store: Arc<dyn Store>,
     config: SessionConfig,
     metrics: SessionMetrics,
-}
-
-impl Shared {
-    // Whether an index entry with this deadline was written more than `INDEX_GRACE` ago (it
-    // was written at the deadline less the absolute timeout), so that its session, if absent,
-    // is gone rather than on its way.
-    fn past_grace(&self, deadline_ms: u64, now_ms: u64) -> bool {
-        let written = deadline_ms.saturating_sub(duration_millis(self.config.absolute_timeout));
-        now_ms >= written.saturating_add(duration_millis(INDEX_GRACE))
-    }
 }
 
 impl fmt::Debug for SessionManager {
@@ -101,13 +91,14 @@ impl SessionManager {
         let now = unix_millis(self.shared.config.clock.now());
         let store = &self.shared.store;
         let mut sessions = Vec::new();
-        for (key, deadline) in store.index_members(&user, now).await? {
+        for entry in store.index_members(&user, now).await? {
+            let key = entry.key.clone();
             let fields = match store.peek(&key, now).await {
                 Ok(Some(fields)) => fields,
                 Ok(None) => {
                     // Ended by logout or idle timeout, or not created yet: forget it only when
                     // it is too old to be a login on its way.
-                    if self.shared.past_grace(deadline, now) {
+                    if entry.is_past_grace(now) {
                         store.index_remove(&user, &key, now).await?;
                     }
                     continue;
@@ -882,17 +873,18 @@ async fn end_indexed(
     for _ in 0..END_PASSES {
         let now = unix_millis(shared.config.clock.now());
         let mut found = false;
-        for (key, deadline) in shared.store.index_members(user, now).await? {
-            if !chosen(&key) || !tried.insert(key.clone()) {
+        for entry in shared.store.index_members(user, now).await? {
+            let key = &entry.key;
+            if !chosen(key) || !tried.insert(key.clone()) {
                 continue;
             }
             found = true;
-            let existed = shared.store.delete(&key).await?;
+            let existed = shared.store.delete(key).await?;
             if existed {
                 ended += 1;
             }
-            if existed || shared.past_grace(deadline, now) {
-                shared.store.index_remove(user, &key, now).await?;
+            if existed || entry.is_past_grace(now) {
+                shared.store.index_remove(user, key, now).await?;
             }
         }
         if !found {

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::token::SessionKey;
-use crate::users::UserKey;
+use crate::users::{IndexEntry, UserKey};
 
 /// A session's fields: name to JSON text, metadata included when it comes from a store.
 pub type Fields = HashMap<String, String>;
@@ -222,8 +222,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// slide); `None` when it is missing or past its deadline at `now_ms`.
     async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>>;
 
-    /// Lists `key` in `user`'s index until `deadline_ms`, and drops the entries whose deadline
-    /// has passed at `now_ms`. One step on the index alone.
+    /// Lists `key` in `user`'s index until `deadline_ms`, written at `now_ms`, and drops the
+    /// entries whose deadline has passed at `now_ms`. One step on the index alone.
     async fn index_add(
         &self,
         user: &UserKey,
@@ -235,10 +235,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Drops `key` from `user`'s index.
     async fn index_remove(&self, user: &UserKey, key: &SessionKey, now_ms: u64) -> Result<()>;
 
-    /// The keys in `user`'s index whose deadline has not passed at `now_ms`, each with its
-    /// deadline (Unix milliseconds). Some of their sessions may have ended otherwise (logout,
-    /// idle timeout), or may not be created yet; callers check.
-    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<(SessionKey, u64)>>;
+    /// The entries of `user`'s index whose deadline has not passed at `now_ms`, each with its
+    /// deadline and the `now_ms` its [`Store::index_add`] was given. Some of their sessions may
+    /// have ended otherwise (logout, idle timeout), or may not be created yet; callers check.
+    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>>;
 }
 
 /// Reads a counter as stored: a canonical decimal integer within ±[`MAX_COUNTER`].
@@ -257,6 +257,26 @@ pub fn parse_counter(text: &str) -> Option<i64> {
     }
     let value: i64 = text.parse().ok()?;
     (value.unsigned_abs() <= MAX_COUNTER.unsigned_abs()).then_some(value)
+}
+
+/// Reads a time stored in a session's metadata (`__created`, `__deadline`) or an index: Unix
+/// milliseconds as a canonical decimal integer (digits only, no sign, no leading zero) of at
+/// most 2^53 − 1, so that a script computing in double precision reads exactly the same
+/// number. Any other spelling (`+1`, ` 1`, `1e12`, `1.5`, `0x10`, `nan`) is not a time.
+///
+/// The Redis store's script applies the same rule; a session whose deadline does not follow it
+/// is corrupt ([`ErrorKind::Corrupt`]) in every operation.
+pub fn parse_millis(text: &str) -> Option<u64> {
+    let canonical = text == "0"
+        || (!text.is_empty()
+            && text.len() <= 16
+            && text.bytes().all(|b| b.is_ascii_digit())
+            && !text.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    let value: u64 = text.parse().ok()?;
+    (value <= MAX_COUNTER.unsigned_abs()).then_some(value)
 }
 
 /// Checks an increment amount: within ±[`MAX_COUNTER`], so that every store computes it
@@ -347,6 +367,36 @@ mod tests {
             "99999999999999999",
         ] {
             assert_eq!(parse_counter(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn times_are_canonical_integers() {
+        assert_eq!(parse_millis("0"), Some(0));
+        assert_eq!(parse_millis("1764500000000"), Some(1_764_500_000_000));
+        assert_eq!(
+            parse_millis("9007199254740991"),
+            Some(9_007_199_254_740_991)
+        );
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "1 ",
+            "01",
+            "1.5",
+            "1.0",
+            "1e12",
+            "1.9e12",
+            "0x10",
+            "nan",
+            "inf",
+            "9007199254740992",
+            "99999999999999999",
+            "١٢",
+        ] {
+            assert_eq!(parse_millis(bad), None, "{bad:?}");
         }
     }
 

@@ -61,6 +61,39 @@ pub(crate) fn is_digest_text(text: &str) -> bool {
             .is_ok_and(|bytes| bytes.len() == 32 && URL_SAFE_NO_PAD.encode(&bytes) == text)
 }
 
+/// One entry of a user's index, as [`Store::index_members`](crate::Store::index_members)
+/// lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub struct IndexEntry {
+    /// The session the entry lists.
+    pub key: SessionKey,
+    /// The session's absolute deadline, Unix milliseconds: the entry is dropped then.
+    pub deadline_ms: u64,
+    /// When the entry was written, Unix milliseconds, as the store's caller gave it. The grace
+    /// given to an entry whose session is not there yet runs from here: a rotation lists its
+    /// new session with the old deadline, so the deadline says nothing about the entry's age.
+    pub written_ms: u64,
+}
+
+impl IndexEntry {
+    /// An entry for `key`, listed until `deadline_ms`, written at `written_ms`.
+    pub fn new(key: SessionKey, deadline_ms: u64, written_ms: u64) -> Self {
+        Self {
+            key,
+            deadline_ms,
+            written_ms,
+        }
+    }
+
+    /// Whether the entry was written more than [`INDEX_GRACE`] before `now_ms`, so that its
+    /// session, if absent, is gone rather than on its way.
+    pub fn is_past_grace(&self, now_ms: u64) -> bool {
+        let grace = u64::try_from(INDEX_GRACE.as_millis()).unwrap_or(u64::MAX);
+        now_ms >= self.written_ms.saturating_add(grace)
+    }
+}
+
 /// One live session of a user, as [`SessionManager::sessions_of`](crate::SessionManager::sessions_of)
 /// lists it (reading it does not extend it).
 #[derive(Debug, Clone, PartialEq, Eq)]

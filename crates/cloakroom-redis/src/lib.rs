@@ -22,10 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cloakroom_core::store::parse_millis;
 use cloakroom_core::store::{
     Applied, Apply, Created, Fields, META_DEADLINE, NewSession, Op, Store, check_ops,
 };
-use cloakroom_core::{Error, ErrorKind, Result, SessionKey, UserKey};
+use cloakroom_core::{Error, ErrorKind, IndexEntry, Result, SessionKey, UserKey};
 use redis::{Script, Value};
 
 pub use crate::connection::ClusterMode;
@@ -784,7 +785,7 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<(SessionKey, u64)>> {
+    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>> {
         let reply = self.run_index(user, now_ms, "L", None, None, None).await?;
         let items = match reply {
             Value::Array(items) => items,
@@ -797,17 +798,13 @@ impl Store for RedisStore {
         };
         let mut members = Vec::with_capacity(items.len() / 2);
         for pair in items.chunks(2) {
-            let key = pair
-                .first()
-                .and_then(text)
-                .and_then(|t| SessionKey::from_stored(&t));
+            let member = pair.first().and_then(text);
             // Scores are written as integers; Redis prints them back as such below 2^53.
-            let deadline = pair
-                .get(1)
-                .and_then(text)
-                .and_then(|t| t.parse::<u64>().ok());
-            match (key, deadline) {
-                (Some(key), Some(deadline)) => members.push((key, deadline)),
+            let deadline = pair.get(1).and_then(text).and_then(|t| parse_millis(&t));
+            match (member.as_deref().and_then(parse_member), deadline) {
+                (Some((key, written)), Some(deadline)) => {
+                    members.push(IndexEntry::new(key, deadline, written));
+                }
                 // Not written by cloakroom: skipped, so one bad entry cannot keep the others
                 // from being listed or ended.
                 _ => tracing::warn!("a user index holds an entry that is not a session key"),
@@ -815,6 +812,16 @@ impl Store for RedisStore {
         }
         Ok(members)
     }
+}
+
+// An index member, `SESSIONKEY:WRITTEN`. A member without a time (written before entries
+// carried one) counts as written long ago.
+fn parse_member(member: &str) -> Option<(SessionKey, u64)> {
+    let (key, written) = match member.split_once(':') {
+        Some((key, written)) => (key, parse_millis(written)?),
+        None => (member, 0),
+    };
+    Some((SessionKey::from_stored(key)?, written))
 }
 
 // An HGETALL reply read into fields; names and values must be UTF-8 text.

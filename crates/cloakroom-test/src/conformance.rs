@@ -628,11 +628,11 @@ pub async fn steps_past_the_bounds_fail_and_write_nothing(store: &dyn Store) -> 
     Ok(())
 }
 
-/// A user's index lists what was added until each entry's deadline, forgets what was removed,
-/// and is kept per user.
+/// A user's index lists what was added until each entry's deadline, with when each entry was
+/// written, forgets what was removed, and is kept per user.
 pub async fn the_user_index_lists_until_each_deadline(store: &dyn Store) -> anyhow::Result<()> {
     let (ann, bob) = (UserKey::of("ann"), UserKey::of("bob"));
-    let (k1, k2, k3, k4) = (key()?, key()?, key()?, key()?);
+    let (k1, k2, k3, k4, k5) = (key()?, key()?, key()?, key()?, key()?);
     let now = now_ms();
     store.index_add(&ann, &k1, now + LONG, now).await?;
     store.index_add(&ann, &k2, now + 300, now).await?;
@@ -642,26 +642,43 @@ pub async fn the_user_index_lists_until_each_deadline(store: &dyn Store) -> anyh
     let members = |user: &UserKey, at: u64| {
         let user = user.clone();
         async move {
-            let mut members = store.index_members(&user, at).await?;
+            let mut members: Vec<_> = store
+                .index_members(&user, at)
+                .await?
+                .into_iter()
+                .map(|e| (e.key, e.deadline_ms, e.written_ms))
+                .collect();
             members.sort();
             anyhow::Ok(members)
         }
     };
-    let mut expected = vec![(k1.clone(), now + LONG), (k2.clone(), now + 300)];
+    let mut expected = vec![(k1.clone(), now + LONG, now), (k2.clone(), now + 300, now)];
     expected.sort();
     ensure!(
         members(&ann, now).await? == expected,
         "ann's index is wrong"
     );
-    ensure!(members(&bob, now).await? == vec![(k3.clone(), now + LONG)]);
+    ensure!(members(&bob, now).await? == vec![(k3.clone(), now + LONG, now)]);
     // Past k2's deadline, only k1 is left.
-    ensure!(members(&ann, now + 301).await? == vec![(k1.clone(), now + LONG)]);
+    ensure!(members(&ann, now + 301).await? == vec![(k1.clone(), now + LONG, now)]);
     store.index_remove(&ann, &k1, now).await?;
     ensure!(members(&ann, now).await?.is_empty());
     // Removing what is not there is not an error.
     store.index_remove(&ann, &k1, now).await?;
     ensure!(members(&UserKey::of("nobody"), now).await?.is_empty());
-    ensure!(members(&bob, now).await? == vec![(k3, now + LONG)]);
+    ensure!(members(&bob, now).await? == vec![(k3.clone(), now + LONG, now)]);
+    // An entry written later with an earlier deadline (a rotation keeps its session's
+    // deadline) reports when it was really written.
+    store.index_add(&bob, &k5, now + LONG - 5, now + 7).await?;
+    let mut expected = vec![
+        (k3.clone(), now + LONG, now),
+        (k5.clone(), now + LONG - 5, now + 7),
+    ];
+    expected.sort();
+    ensure!(
+        members(&bob, now + 7).await? == expected,
+        "bob's index is wrong"
+    );
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use cloakroom_core::store::{Applied, Apply, Created, Fields, NewSession, Store};
-use cloakroom_core::{Result, SessionKey, UserKey};
+use cloakroom_core::{IndexEntry, Result, SessionKey, UserKey};
 
 /// Calls made through a [`CountingStore`].
 #[derive(Debug, Default)]
@@ -99,7 +99,7 @@ impl Store for CountingStore {
         self.inner.index_remove(user, key, now_ms).await
     }
 
-    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<(SessionKey, u64)>> {
+    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>> {
         self.counts.others.fetch_add(1, Ordering::SeqCst);
         self.inner.index_members(user, now_ms).await
     }

@@ -1,29 +1,33 @@
--- One step on a user's index: a sorted set of session keys scored by their absolute deadlines.
+-- One step on a user's index: a sorted set scored by the sessions' absolute deadlines, whose
+-- members are 'SESSIONKEY:WRITTEN', WRITTEN being when the entry was written (Unix ms). The
+-- caller judges an entry whose session is not there yet by WRITTEN: a rotation lists its new
+-- session with the old deadline, so the score says nothing about the entry's age.
 -- KEYS[1]: the index key
 -- ARGV[1]: now (Unix ms); ARGV[2]: 'A' add | 'R' remove | 'L' list
 -- ARGV[3]: the session key (A, R); ARGV[4]: its deadline, Unix ms (A)
 --
--- Every step first drops the entries whose deadline has passed, and leaves the index expiring
--- with its last deadline, so an index never outlives the sessions it lists.
--- Reply: for 'L', each session key followed by its deadline, soonest first; otherwise an
--- empty list.
+-- Every step first drops the entries whose deadline has passed; a set left empty is deleted by
+-- Redis. The index has no TTL on purpose: under the volatile-* eviction policies Redis only
+-- evicts keys that have one, so an index is never evicted while the sessions it lists live on.
+-- Reply: for 'L', each member followed by its deadline, soonest first; otherwise an empty list.
 local key, now, op = KEYS[1], tonumber(ARGV[1]), ARGV[2]
 redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[1])
 if op == 'A' then
   if tonumber(ARGV[4]) > now then
-    redis.call('ZADD', key, ARGV[4], ARGV[3])
+    redis.call('ZADD', key, ARGV[4], ARGV[3] .. ':' .. ARGV[1])
   end
 elseif op == 'R' then
-  redis.call('ZREM', key, ARGV[3])
+  -- Members of this session, whenever written (and one written without a time, as before).
+  local session = ARGV[3]
+  local prefix = session .. ':'
+  for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    if member == session or string.sub(member, 1, #prefix) == prefix then
+      redis.call('ZREM', key, member)
+    end
+  end
 elseif op ~= 'L' then
   return redis.error_reply('BADOP unknown index operation')
 end
-local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-if #last == 0 then
-  return {}
-end
--- %d, not tostring: tostring writes large numbers in exponent notation.
-redis.call('PEXPIRE', key, string.format('%d', math.max(1, tonumber(last[2]) - now)))
 if op == 'L' then
   return redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
 end

@@ -3,6 +3,7 @@
 mod cluster;
 mod failover;
 mod hostile;
+mod index_races;
 mod memory;
 mod redis;
 mod session;
