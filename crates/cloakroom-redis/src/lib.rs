@@ -16,6 +16,7 @@
 //! back, without a restart.
 
 mod connection;
+mod eviction;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +32,7 @@ use redis::{Script, Value};
 
 pub use crate::connection::ClusterMode;
 use crate::connection::Connection;
+pub use crate::eviction::EvictionPolicy;
 
 /// Default prefix of session keys.
 pub const DEFAULT_PREFIX: &str = "cloakroom:";
@@ -160,6 +162,22 @@ impl RedisStore {
     /// How many writes fewer replicas confirmed than [`ReplicaAcks`] asked for, since start-up.
     pub fn unconfirmed_writes(&self) -> u64 {
         self.unconfirmed_writes.load(Ordering::Relaxed)
+    }
+
+    /// The server's eviction policy, from `INFO memory` (on a cluster, the weakest primary's);
+    /// `None` when the server does not report one. The store reads it at start-up and warns
+    /// when it can evict a user's index while the user's sessions live on
+    /// ([`EvictionPolicy::keeps_user_indexes`]).
+    pub async fn eviction_policy(&self) -> Result<Option<EvictionPolicy>> {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("memory");
+        let reply = bounded(
+            self.operation_timeout,
+            "answer INFO",
+            self.connection.query::<Value>(&cmd),
+        )
+        .await?;
+        Ok(EvictionPolicy::from_reply(&reply))
     }
 
     /// The full Redis key of a session: useful to inspect it with `redis-cli`.
@@ -481,7 +499,34 @@ impl RedisStoreBuilder {
             )
             .await?;
         }
+        store.check_eviction_policy().await;
         Ok(store)
+    }
+}
+
+impl RedisStore {
+    // Says at start-up whether the server's eviction policy keeps the per-user guarantees. Not
+    // an error: the policy can change at run time, and a server without `maxmemory` evicts
+    // nothing whatever its policy says.
+    async fn check_eviction_policy(&self) {
+        match self.eviction_policy().await {
+            Ok(Some(policy)) if !policy.keeps_user_indexes() => tracing::warn!(
+                policy = %policy.name,
+                maxmemory = policy.maxmemory,
+                "this eviction policy can evict a user's session index while the user's \
+                 sessions live on, and \"log out everywhere\" would then miss them: use \
+                 volatile-lru (or another volatile-* policy) or noeviction"
+            ),
+            Ok(Some(policy)) => {
+                tracing::debug!(policy = %policy.name, "the eviction policy keeps user indexes");
+            }
+            Ok(None) => tracing::warn!("the server did not report its eviction policy"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not read the eviction policy with INFO memory (does the Redis user have \
+                 +info?)"
+            ),
+        }
     }
 }
 
