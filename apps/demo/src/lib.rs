@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use cloakroom::{Session, SessionLayer, SessionRejection, SessionToken};
+use cloakroom::{ErrorKind, Session, SessionLayer, SessionRejection, SessionToken};
 use serde::Deserialize;
 
 /// Longest accepted username, in characters.
@@ -148,12 +148,28 @@ fn login_page(
 async fn index(session: Session) -> Result<Response, SessionRejection> {
     // Increment first: one round trip increments, slides the TTL and loads the session, so the
     // username read below needs no second trip.
-    let Some(visits) = session.incr("visits", 1).await? else {
-        return Ok(anonymous_page());
+    let visits = match session.incr("visits", 1).await {
+        Ok(Some(visits)) => visits,
+        Ok(None) => return Ok(anonymous_page()),
+        // Something other than this app wrote the counter: start it again rather than fail
+        // every visit until the session ends (nothing was written by the failed increment).
+        Err(e) if e.kind() == ErrorKind::NotAnInteger => {
+            tracing::warn!("the visits field was not a counter; it starts again at 1");
+            session.insert("visits", &1).await?;
+            1
+        }
+        Err(e) => return Err(e.into()),
     };
-    match session.get::<String>("username").await? {
-        Some(username) => Ok(index_page(&username, visits)),
-        None => Ok(anonymous_page()),
+    match session.get::<String>("username").await {
+        Ok(Some(username)) => Ok(index_page(&username, visits)),
+        Ok(None) => Ok(anonymous_page()),
+        // A username this app did not write: shown as logged out, and logging in again
+        // replaces the session.
+        Err(e) if e.kind() == ErrorKind::Decode => {
+            tracing::warn!("the username field is not text; the page is shown as logged out");
+            Ok(anonymous_page())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

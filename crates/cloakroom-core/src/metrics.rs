@@ -16,6 +16,7 @@ pub struct SessionMetrics {
     oversized_cookies: AtomicU64,
     unknown_tokens: AtomicU64,
     decode_errors: AtomicU64,
+    corrupt_records: AtomicU64,
 }
 
 impl SessionMetrics {
@@ -39,6 +40,18 @@ impl SessionMetrics {
     /// Session fields that did not decode to the type a handler asked for.
     pub fn decode_errors(&self) -> u64 {
         self.decode_errors.load(Ordering::Relaxed)
+    }
+
+    /// Session records the store could not read as cloakroom writes them (a key of another
+    /// type, a hash without a valid deadline or metadata, a counter that is not an integer):
+    /// someone or something other than cloakroom wrote there. The request went on without the
+    /// session (or, for a counter, the increment failed with `NotAnInteger`).
+    pub fn corrupt_records(&self) -> u64 {
+        self.corrupt_records.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn corrupt_record(&self) {
+        self.corrupt_records.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn forged_cookie(&self, oversized: bool) {

@@ -16,7 +16,7 @@ use crate::signing::SIGNED_VALUE_LEN;
 use crate::store::{
     Access, Applied, Apply, Bounds, Created, Fields, META_CREATED, META_DEADLINE, META_USER,
     NewSession, Op, RESERVED_PREFIX, Store, Totals, add_to_counter, check_field_name,
-    check_increment,
+    check_increment, parse_millis,
 };
 use crate::token::{SessionKey, SessionToken};
 use crate::users::{UserKey, UserSession};
@@ -440,7 +440,19 @@ impl Session {
             ops,
             load,
         };
-        let applied = self.shared.store.apply(&token.key(), &apply).await?;
+        let applied = match self.shared.store.apply(&token.key(), &apply).await {
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                self.unreadable(&mut state, &token, &e);
+                return Ok(None);
+            }
+            Err(e) => {
+                if e.kind() == ErrorKind::NotAnInteger {
+                    self.shared.metrics.corrupt_record();
+                }
+                return Err(e);
+            }
+            Ok(applied) => applied,
+        };
         match applied {
             Applied::Missing => {
                 if load {
@@ -498,8 +510,15 @@ impl Session {
         let (fields, meta) = match &state.phase {
             Phase::Anonymous | Phase::Gone | Phase::Unloaded { .. } => return Ok(false),
             Phase::Started { fields, meta, .. } => (fields.clone(), meta.clone()),
-            Phase::Live { fields, .. } => {
-                let meta = meta_of(fields)?;
+            Phase::Live { token, fields } => {
+                let meta = match meta_of(fields) {
+                    Ok(meta) => meta,
+                    Err(e) => {
+                        let token = token.clone();
+                        self.unreadable(&mut state, &token, &e);
+                        return Ok(false);
+                    }
+                };
                 let mut merged = fields.clone();
                 merge_pending(&mut merged, std::mem::take(&mut state.pending));
                 (merged, meta)
@@ -590,6 +609,22 @@ impl Session {
         state.end_here();
     }
 
+    // The session's record cannot be read as a session (a key of another type, a hash without a
+    // valid deadline or metadata): the request goes on without a session, as if it had expired,
+    // and the browser's cookie is cleared. The record is left as it is, for whoever
+    // investigates; it still expires, and a logout or the next login deletes it. Never an
+    // error: the user could not change the record, and must not be locked out by it.
+    fn unreadable(&self, state: &mut State, token: &SessionToken, error: &Error) {
+        self.shared.metrics.corrupt_record();
+        tracing::warn!(
+            session = token.key().short(),
+            error = %error,
+            "the session's record cannot be read; the request goes on without a session"
+        );
+        state.mark_gone();
+        state.clear_cookie = state.cookie != CookieState::Absent;
+    }
+
     async fn ensure_loaded(&self, state: &mut State) -> Result<()> {
         let Phase::Unloaded { token } = &state.phase else {
             return Ok(());
@@ -602,12 +637,14 @@ impl Session {
             ops,
             load: true,
         };
-        match self.shared.store.apply(&token.key(), &apply).await? {
-            Applied::Missing => {
+        match self.shared.store.apply(&token.key(), &apply).await {
+            Err(e) if e.kind() == ErrorKind::Corrupt => self.unreadable(state, &token, &e),
+            Err(e) => return Err(e),
+            Ok(Applied::Missing) => {
                 self.shared.metrics.unknown_token();
                 state.mark_gone();
             }
-            Applied::Done { fields, .. } => {
+            Ok(Applied::Done { fields, .. }) => {
                 state.pending.clear();
                 state.phase = Phase::Live {
                     token,
@@ -691,7 +728,13 @@ impl Session {
                 ops,
                 load: false,
             };
-            let applied = self.shared.store.apply(&token.key(), &apply).await?;
+            let applied = match self.shared.store.apply(&token.key(), &apply).await {
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    self.unreadable(state, &token, &e);
+                    return Ok(());
+                }
+                other => other?,
+            };
             let pending = std::mem::take(&mut state.pending);
             match applied {
                 Applied::Missing => {
@@ -901,7 +944,7 @@ fn meta_of(fields: &Fields) -> Result<Meta> {
     let read = |name: &str| {
         fields
             .get(name)
-            .and_then(|v| v.parse::<u64>().ok())
+            .and_then(|v| parse_millis(v))
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::Corrupt,

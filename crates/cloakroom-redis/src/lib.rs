@@ -542,7 +542,7 @@ fn map_error(e: redis::RedisError) -> Error {
             Some("NOTINT") => ErrorKind::NotAnInteger,
             Some("RANGE") => ErrorKind::OutOfRange,
             Some("TOOLARGE") => ErrorKind::TooLarge,
-            Some("WRONGTYPE") => ErrorKind::Corrupt,
+            Some("WRONGTYPE" | "CORRUPT") => ErrorKind::Corrupt,
             _ => match e.kind() {
                 redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig => {
                     ErrorKind::Config
@@ -614,9 +614,39 @@ fn parse_fields(value: Value) -> Result<Fields> {
     if bytes.as_slice() == b"{}" {
         return Ok(Fields::new());
     }
-    serde_json::from_slice::<FlatFields>(&bytes)
-        .map(|flat| flat.0)
-        .map_err(|_| corrupt("the fields are not a JSON array of name, value strings"))
+    match serde_json::from_slice::<FlatFields>(&bytes) {
+        Ok(flat) => Ok(flat.0),
+        // cjson passes bytes that are not UTF-8 through as they are: a field written into the
+        // hash by something other than cloakroom. Read the rest without it.
+        Err(_) if std::str::from_utf8(&bytes).is_err() => {
+            let text = String::from_utf8_lossy(&bytes);
+            let mut fields = serde_json::from_str::<FlatFields>(&text)
+                .map(|flat| flat.0)
+                .map_err(|_| corrupt("the fields are not a JSON array of name, value strings"))?;
+            drop_unreadable(&mut fields, |name, value| {
+                name.contains(char::REPLACEMENT_CHARACTER)
+                    || value.contains(char::REPLACEMENT_CHARACTER)
+            });
+            Ok(fields)
+        }
+        Err(_) => Err(corrupt(
+            "the fields are not a JSON array of name, value strings",
+        )),
+    }
+}
+
+// Leaves out the fields that were not UTF-8 text, and says so: they were not written by
+// cloakroom, and a replacement character in a name or value would be a guess.
+fn drop_unreadable(fields: &mut Fields, unreadable: impl Fn(&str, &str) -> bool) {
+    let before = fields.len();
+    fields.retain(|name, value| !unreadable(name, value));
+    let dropped = before - fields.len();
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "a session holds fields that are not UTF-8 text; they are left out of what is read"
+        );
+    }
 }
 
 /// `["name", "value", ...]` read straight into a map, without an intermediate list.
@@ -795,11 +825,20 @@ impl Store for RedisStore {
         )
         .await?;
         let fields = parse_field_pairs(reply)?;
-        let alive = fields
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        // The same reading of the deadline as the script's, with the same outcome.
+        let deadline = fields
             .get(META_DEADLINE)
-            .and_then(|d| d.parse::<u64>().ok())
-            .is_some_and(|deadline| deadline > now_ms);
-        Ok(alive.then_some(fields))
+            .and_then(|d| parse_millis(d))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Corrupt,
+                    "a session key holds data cloakroom did not write",
+                )
+            })?;
+        Ok((deadline > now_ms).then_some(fields))
     }
 
     async fn index_add(
@@ -877,19 +916,31 @@ fn parse_field_pairs(reply: Value) -> Result<Fields> {
         Value::Nil => Vec::new(),
         _ => return Err(corrupt("the session is not a list of fields")),
     };
+    // `None` for bytes that are not UTF-8: such a field is left out, as the script's reply
+    // reader does.
     let text = |value: Value| match value {
-        Value::BulkString(bytes) => {
-            String::from_utf8(bytes).map_err(|_| corrupt("a session field is not UTF-8 text"))
-        }
+        Value::BulkString(bytes) => Ok(String::from_utf8(bytes).ok()),
         _ => Err(corrupt("a session field is not a string")),
     };
     let mut fields = Fields::with_capacity(items.len() / 2);
+    let mut unreadable = 0usize;
     let mut items = items.into_iter();
     while let Some(name) = items.next() {
         let value = items
             .next()
             .ok_or_else(|| corrupt("a session field has no value"))?;
-        fields.insert(text(name)?, text(value)?);
+        match (text(name)?, text(value)?) {
+            (Some(name), Some(value)) => {
+                fields.insert(name, value);
+            }
+            _ => unreadable += 1,
+        }
+    }
+    if unreadable > 0 {
+        tracing::warn!(
+            dropped = unreadable,
+            "a session holds fields that are not UTF-8 text; they are left out of what is read"
+        );
     }
     Ok(fields)
 }

@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod cluster;
+mod corrupt_records;
 mod flow;
 mod hostile;
 mod redis_down;

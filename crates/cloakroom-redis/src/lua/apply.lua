@@ -8,6 +8,8 @@
 -- Replies:
 -- * false: the session is missing or past its deadline. Nothing is written; a missing session
 --   is never created.
+-- * an error 'CORRUPT ...': the key holds a hash without a valid deadline (not a session of
+--   ours, or a damaged one). Nothing is written. A key of another type fails with WRONGTYPE.
 -- * one increment and nothing else (the common request), fields asked: the JSON text of the
 --   flat field list AFTER the increment, ["name", "value", ...]; the caller reads the new
 --   counter from it. Fields not asked: the new counter, an integer.
@@ -30,24 +32,44 @@ local incr_name = ARGV[7]
 -- Read the deadline, from the full hash when it is wanted anyway (one command, not two).
 -- A key of another type makes the read fail with WRONGTYPE: the caller reports corruption.
 local fields = 0
-local deadline
+local text
 local counter_at
 if ARGV[3] == '1' then
   fields = redis.call('HGETALL', key)
+  if #fields == 0 then
+    return false
+  end
   for i = 1, #fields, 2 do
     local name = fields[i]
     if name == '__deadline' then
-      deadline = tonumber(fields[i + 1])
+      text = fields[i + 1]
     elseif name == incr_name then
       counter_at = i + 1
     end
   end
 else
-  deadline = tonumber(redis.call('HGET', key, '__deadline'))
+  text = redis.call('HGET', key, '__deadline')
+  if not text and redis.call('EXISTS', key) == 0 then
+    return false
+  end
 end
--- Missing, or a hash without our deadline (not a session of ours: left alone).
+-- The deadline is read exactly as Rust's `parse_millis` reads it: a canonical decimal integer
+-- (digits only, no leading zero) of at most 2^53 - 1. tonumber alone would also take ' 1',
+-- '1e12', '0x10', '1.5' or 'nan'. A hash without a valid deadline is not a session of ours (or a
+-- damaged one): left exactly as it is.
+local deadline
+if text and #text <= 16 and (text == '0' or string.match(text, '^[1-9]%d*$')) then
+  deadline = tonumber(text)
+  if deadline > MAX then deadline = nil end
+end
 if not deadline then
-  return false
+  -- Nothing planted outlives the idle timeout: a record without an expiry gets one, and is
+  -- otherwise left as it is, for whoever investigates. (pcall: a Redis user without +pttl still
+  -- gets the error below.)
+  if redis.pcall('PTTL', key) == -1 then
+    redis.pcall('PEXPIRE', key, idle)
+  end
+  return redis.error_reply('CORRUPT the session record has no valid deadline')
 end
 if deadline <= now then
   redis.call('DEL', key)

@@ -1,10 +1,13 @@
 //! Corrupted session records: what a bug, an operator's mistake, another application sharing
 //! the database, or an attacker with write access to Redis could leave under a session's key.
 //!
-//! Expected outcomes: data cloakroom cannot read is a typed error (`Corrupt`, a 503 over HTTP,
-//! or `Decode` for one field), never a panic, never a guess; a record that is not a session of
-//! ours is treated as absent; either way the record is left exactly as it was, for whoever
-//! investigates, and nothing planted outlives the configured timeouts.
+//! Expected outcomes: a record cloakroom cannot read as a session (a key of another type, a hash
+//! without a valid deadline) is no session for the request, which goes on (the cookie is
+//! cleared, the event counted and logged), and `Corrupt` for a store-level read; a field that is
+//! not UTF-8 is left out of what is read; a field that does not decode is `Decode` for that field
+//! alone. Never a panic, never a guess, never a user locked out: the record is left exactly as it
+//! was, for whoever investigates, logging in again replaces it, and nothing planted outlives the
+//! configured timeouts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +16,7 @@ use anyhow::{Context, ensure};
 use cloakroom_core::store::Op;
 use cloakroom_core::{ErrorKind, SessionConfig, SessionManager};
 use cloakroom_redis::RedisStore;
-use cloakroom_test::conformance::apply_step;
+use cloakroom_test::conformance::{apply_step, now_ms};
 use cloakroom_test::requests::{login, request, token_of};
 use cloakroom_test::{CallCounts, RedisServer, StoreFixture};
 use redis::Commands;
@@ -54,37 +57,47 @@ async fn planted() -> anyhow::Result<Planted> {
     })
 }
 
-type Record = Vec<(Vec<u8>, Vec<u8>)>;
-
-fn record(p: &mut Planted) -> anyhow::Result<Record> {
-    let mut fields: Record = p.conn.hgetall(&p.key)?;
-    fields.sort();
-    Ok(fields)
-}
-
-/// Reading the session is a `Corrupt` error and leaves the record as it was; logging out still
-/// deletes it. With `wrong_type`, the key is not a hash at all, and writes fail the same way.
-/// (A hash with one unreadable field still takes writes to other fields: the store applies
-/// them without reading the rest, and only the reply, which carries every field, fails.)
-async fn unreadable(p: &mut Planted, wrong_type: bool) -> anyhow::Result<()> {
+/// The record cannot be read as a session: the request goes on without a session (as if it had
+/// expired) after one lookup, the browser's cookie is cleared, the event is counted, the record
+/// is left exactly as it was, logging out still deletes it, and the user can log in again.
+async fn no_session_here(p: &mut Planted) -> anyhow::Result<()> {
     let before = raw_dump(p)?;
+    let (calls, corrupt) = (p.counts.total(), p.m.metrics().corrupt_records());
     let s = request(&p.m, &p.cookie);
-    ensure_kind(s.exists().await, ErrorKind::Corrupt)?;
+    s.insert("username", "mallory").await?;
+    ensure!(s.incr("visits", 1).await?.is_none(), "a visit was counted");
+    ensure!(!s.exists().await?, "the unreadable record is a session");
+    ensure!(s.get::<String>("username").await?.is_none());
+    let finished = s.finish().await?;
+    ensure!(
+        finished
+            .set_cookie
+            .as_deref()
+            .is_some_and(|c| c.contains("Max-Age=0")),
+        "the cookie was not cleared: {:?}",
+        finished.set_cookie
+    );
+    ensure!(p.counts.total() == calls + 1, "expected one lookup");
+    ensure!(
+        p.m.metrics().corrupt_records() == corrupt + 1,
+        "not counted"
+    );
     let s = request(&p.m, &p.cookie);
-    ensure_kind(s.get::<String>("username").await, ErrorKind::Corrupt)?;
-    if wrong_type {
-        let s = request(&p.m, &p.cookie);
-        ensure_kind(s.incr("visits", 1).await, ErrorKind::Corrupt)?;
-        let s = request(&p.m, &p.cookie);
-        s.insert("theme", "dark").await?;
-        ensure_kind(s.finish().await, ErrorKind::Corrupt)?;
-    }
-    ensure!(raw_dump(p)? == before, "the corrupted record was modified");
-    let s = request(&p.m, &p.cookie);
-    s.destroy().await;
+    s.insert("theme", "dark").await?;
     s.finish().await?;
+    ensure!(raw_dump(p)? == before, "the unreadable record was modified");
+    // Logging in again from the same browser works and replaces it.
+    let s = request(&p.m, &p.cookie);
+    s.start().await?;
+    s.insert("username", "ann").await?;
+    let fresh = s.finish().await?.set_cookie.context("no new cookie")?;
+    let fresh = fresh.split(';').next().unwrap_or_default().to_owned();
+    ensure!(request(&p.m, &fresh).incr("visits", 1).await? == Some(1));
     let exists: bool = p.conn.exists(&p.key)?;
-    ensure!(!exists, "logging out did not delete the corrupted record");
+    ensure!(
+        !exists,
+        "logging in again did not delete the unreadable record"
+    );
     Ok(())
 }
 
@@ -93,14 +106,12 @@ fn raw_dump(p: &mut Planted) -> anyhow::Result<Vec<u8>> {
     dump.context("the record is gone")
 }
 
-const WRONG_TYPE: bool = true;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_bytes_under_the_session_key() -> anyhow::Result<()> {
     let mut p = planted().await?;
     let bytes: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(97) ^ 0xA5).collect();
     let _: () = p.conn.set(&p.key, bytes)?;
-    unreadable(&mut p, WRONG_TYPE).await
+    no_session_here(&mut p).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,40 +119,57 @@ async fn a_list_under_the_session_key() -> anyhow::Result<()> {
     let mut p = planted().await?;
     let _: () = p.conn.del(&p.key)?;
     let _: () = p.conn.rpush(&p.key, &["__deadline", "99999999999999"])?;
-    unreadable(&mut p, WRONG_TYPE).await
+    no_session_here(&mut p).await
+}
+
+/// A field that is not UTF-8 text was not written by cloakroom: it is left out of what is read,
+/// the rest of the session works (the visit counts), and the field stays as it was.
+async fn left_out(p: &mut Planted, name: &[u8], value: &[u8]) -> anyhow::Result<()> {
+    let _: () = p.conn.hset(&p.key, name, value)?;
+    let s = request(&p.m, &p.cookie);
+    ensure!(s.incr("visits", 1).await? == Some(1), "the visit failed");
+    ensure!(s.exists().await?);
+    s.insert("theme", "dark").await?;
+    s.finish().await?;
+    let s = request(&p.m, &p.cookie);
+    ensure!(s.get::<String>("theme").await? == Some("dark".into()));
+    let stored: Option<Vec<u8>> = p.conn.hget(&p.key, name)?;
+    ensure!(stored.as_deref() == Some(value), "the field was changed");
+    // Peeking (the user's list of sessions) leaves it out the same way.
+    let listed =
+        p.m.store()
+            .peek(&token_of(&p.cookie)?.key(), now_ms())
+            .await?;
+    let listed = listed.context("the session is not seen by peek")?;
+    ensure!(listed.get("theme").map(String::as_str) == Some("\"dark\""));
+    ensure!(
+        !listed
+            .keys()
+            .any(|k| k.contains(char::REPLACEMENT_CHARACTER))
+    );
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_value_that_is_not_utf8() -> anyhow::Result<()> {
     let mut p = planted().await?;
-    let _: () = p.conn.hset(&p.key, "username", &b"\"\xff\xfe\""[..])?;
-    unreadable(&mut p, !WRONG_TYPE).await
+    left_out(&mut p, b"username", b"\"\xff\xfe\"").await?;
+    // The username is gone from what is read: the user looks logged out to the app, which
+    // can log them in again.
+    ensure!(
+        request(&p.m, &p.cookie)
+            .get::<String>("username")
+            .await?
+            .is_none()
+    );
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_name_that_is_not_utf8() -> anyhow::Result<()> {
     let mut p = planted().await?;
-    let _: () = p.conn.hset(&p.key, &b"user\xc0name"[..], "1")?;
-    unreadable(&mut p, !WRONG_TYPE).await
-}
-
-/// The record is not a session of ours: treated as absent after one lookup, a write to it
-/// lands nowhere, and the record (fields and TTL) is left alone.
-async fn foreign(p: &mut Planted) -> anyhow::Result<()> {
-    let (before, ttl_before) = (record(p)?, p.conn.pttl::<_, i64>(&p.key)?);
-    let calls = p.counts.total();
-    let s = request(&p.m, &p.cookie);
-    s.insert("username", "mallory").await?;
-    ensure!(
-        s.incr("visits", 1).await?.is_none(),
-        "a foreign record counted a visit"
-    );
-    ensure!(!s.exists().await?);
-    s.finish().await?;
-    ensure!(p.counts.total() == calls + 1, "expected one lookup");
-    ensure!(record(p)? == before, "the foreign record was modified");
-    let ttl: i64 = p.conn.pttl(&p.key)?;
-    ensure!(ttl <= ttl_before, "the foreign record's TTL was extended");
+    left_out(&mut p, b"user\xc0name", b"1").await?;
+    ensure!(request(&p.m, &p.cookie).get::<String>("username").await? == Some("ann".into()));
     Ok(())
 }
 
@@ -149,14 +177,52 @@ async fn foreign(p: &mut Planted) -> anyhow::Result<()> {
 async fn a_hash_missing_its_deadline() -> anyhow::Result<()> {
     let mut p = planted().await?;
     let _: () = p.conn.hdel(&p.key, "__deadline")?;
-    foreign(&mut p).await
+    no_session_here(&mut p).await
+}
+
+/// Every spelling of a deadline that is not a canonical decimal integer within 2^53: one
+/// outcome everywhere (no session for the request, corrupt for a peek, nothing written), where
+/// a looser reading once served some of them and called others dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_that_are_not_canonical_integers() -> anyhow::Result<()> {
+    for bad in [
+        "tomorrow",
+        "nan",
+        "inf",
+        "1.5",
+        "4102444800000.0",
+        "4.1e12",
+        " 4102444800000",
+        "4102444800000 ",
+        "+4102444800000",
+        "04102444800000",
+        "0x3bb2cc3d800",
+        "31536000000000000000",
+        "",
+    ] {
+        let mut p = planted().await?;
+        let _: () = p.conn.hset(&p.key, "__deadline", bad)?;
+        let key = token_of(&p.cookie)?.key();
+        ensure_kind(p.m.store().peek(&key, now_ms()).await, ErrorKind::Corrupt)
+            .with_context(|| format!("peek of {bad:?}"))?;
+        no_session_here(&mut p)
+            .await
+            .with_context(|| format!("deadline {bad:?}"))?;
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hash_whose_deadline_is_not_a_number() -> anyhow::Result<()> {
+async fn an_unreadable_record_without_a_ttl_gets_one() -> anyhow::Result<()> {
+    // Nothing planted outlives the idle timeout: the record is left as it is, but expires.
     let mut p = planted().await?;
-    let _: () = p.conn.hset(&p.key, "__deadline", "tomorrow")?;
-    foreign(&mut p).await
+    let _: () = p.conn.hset(&p.key, "__deadline", "nan")?;
+    let _: () = p.conn.persist(&p.key)?;
+    ensure!(!request(&p.m, &p.cookie).exists().await?);
+    let ttl: i64 = p.conn.pttl(&p.key)?;
+    let idle = i64::try_from(p.m.config().idle_timeout().as_millis())?;
+    ensure!(ttl > 0 && ttl <= idle, "PTTL {ttl}");
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +232,7 @@ async fn a_hash_of_another_application_under_our_key() -> anyhow::Result<()> {
     let _: () = p
         .conn
         .hset_multiple(&p.key, &[("user_id", "42"), ("role", "admin")])?;
-    foreign(&mut p).await
+    no_session_here(&mut p).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,9 +258,10 @@ async fn a_record_of_an_unknown_newer_schema() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planted_deadline_in_the_far_future() -> anyhow::Result<()> {
-    // Someone moves the deadline a million years out: the idle timeout still bounds the key.
+    // Someone moves the deadline to the year 287396 (2^53 - 1 ms, the furthest a deadline can
+    // be): the idle timeout still bounds the key.
     let mut p = planted().await?;
-    let _: () = p.conn.hset(&p.key, "__deadline", "31536000000000000000")?;
+    let _: () = p.conn.hset(&p.key, "__deadline", "9007199254740991")?;
     ensure!(request(&p.m, &p.cookie).exists().await?);
     let ttl: i64 = p.conn.pttl(&p.key)?;
     let idle = i64::try_from(p.m.config().idle_timeout().as_millis())?;
