@@ -9,6 +9,8 @@
 //!   then end when the process does) and a warning.
 //! * `SECRET_KEY_PREVIOUS` and `SECRET_KEY_PREVIOUS_UNTIL`: after a key rotation, the old key
 //!   and the Unix time (seconds) until which cookies it signed are still accepted.
+//! * `SECRET_KEY_NEXT`: the key that will sign next, accepted but not yet signing: the first
+//!   phase of a rotation across several instances.
 //! * `SESSION_TTL`: idle timeout in seconds (default 1800).
 //! * `BIND`: address to listen on (default `127.0.0.1:3000`).
 //! * `COOKIE_SECURE`: `0` to send the cookie without `Secure` when serving plain http on an
@@ -114,6 +116,12 @@ async fn run() -> anyhow::Result<()> {
              Unix time (seconds) until which its cookies are accepted (the rotation time plus \
              the absolute session lifetime logs nobody out)"
         ),
+    };
+    let config = match env("SECRET_KEY_NEXT") {
+        None => config,
+        Some(next) => config
+            .with_next_secret(next.as_bytes())
+            .context("SECRET_KEY_NEXT is not usable")?,
     };
     let config = config
         .with_idle_timeout(Duration::from_secs(ttl_secs))

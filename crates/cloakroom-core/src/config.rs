@@ -222,6 +222,20 @@ impl SessionConfig {
         Ok(self)
     }
 
+    /// Accepts cookies signed with `secret`, the key that will sign next, without signing with
+    /// it yet (at most [`MAX_NEXT_KEYS`](crate::MAX_NEXT_KEYS)).
+    ///
+    /// With several instances, rotate in two phases so that no instance meets a cookie signed
+    /// by a key it does not know: first deploy every instance with the new key as next; once
+    /// all run it, deploy the new key as current and the old one as previous
+    /// ([`with_previous_secret`](Self::with_previous_secret)); drop the old key after it
+    /// retires. Without the first phase, an instance still on the old configuration treats the
+    /// cookies of users who logged in on an updated instance as forged, and clears them.
+    pub fn with_next_secret(mut self, secret: impl AsRef<[u8]>) -> Result<Self> {
+        self.signer.add_next(secret.as_ref())?;
+        Ok(self)
+    }
+
     /// A configuration with a random secret: sessions do not survive a restart of the process
     /// and are not shared between processes.
     pub fn with_random_secret() -> Result<Self> {

@@ -41,7 +41,9 @@ pub use crate::memory::{
 };
 pub use crate::metrics::SessionMetrics;
 pub use crate::session::{CookieState, Finished, Session, SessionManager};
-pub use crate::signing::{CookieSigner, MAX_PREVIOUS_KEYS, MIN_SECRET_LEN, SIGNED_VALUE_LEN};
+pub use crate::signing::{
+    CookieSigner, MAX_NEXT_KEYS, MAX_PREVIOUS_KEYS, MIN_SECRET_LEN, SIGNED_VALUE_LEN,
+};
 pub use crate::store::Store;
 pub use crate::token::{SessionKey, SessionToken, TOKEN_BYTES, TOKEN_TEXT_LEN};
 pub use crate::users::{INDEX_GRACE, IndexEntry, UserKey, UserSession};

@@ -8,6 +8,11 @@
 //! retires. A cookie whose session started before the rotation keeps working until then; once
 //! the last session that key signed has reached its absolute lifetime, the key can go. A cookie
 //! signed by a retired key is treated as forged.
+//!
+//! A key can also be announced before it signs: a *next* key verifies but never signs. With
+//! several instances, a rotation is then done in two phases so that no instance meets a cookie
+//! signed by a key it does not know yet: first every instance gets the new key as next, then
+//! the new key becomes current and the old one previous.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -30,11 +35,17 @@ const CONTEXT: &[u8] = b"cloakroom session cookie v1\0";
 /// Most previous keys kept at once: each one costs a forged cookie one more HMAC.
 pub const MAX_PREVIOUS_KEYS: usize = 4;
 
+/// Most next keys (accepted, not yet signing) kept at once: one rotation in flight. A forged
+/// cookie costs at most `1 + MAX_PREVIOUS_KEYS + MAX_NEXT_KEYS` HMACs, six.
+pub const MAX_NEXT_KEYS: usize = 1;
+
 /// Signs cookie values with HMAC-SHA256 under the current secret, and verifies them under the
-/// current secret or a previous one that has not retired yet.
+/// current secret, a next one, or a previous one that has not retired yet.
 #[derive(Clone)]
 pub struct CookieSigner {
     current: HmacSha256,
+    // Keys that verify but do not sign yet: they become current in the next phase of a rotation.
+    next: Vec<HmacSha256>,
     // Previous keys and when each retires (Unix milliseconds).
     previous: Vec<(HmacSha256, u64)>,
 }
@@ -65,6 +76,7 @@ impl CookieSigner {
     pub fn new(secret: &[u8]) -> Result<Self> {
         Ok(Self {
             current: keyed_mac(secret)?,
+            next: Vec::new(),
             previous: Vec::new(),
         })
     }
@@ -82,6 +94,20 @@ impl CookieSigner {
         Ok(())
     }
 
+    /// Also verifies cookies signed with `secret`, a key that does not sign here yet: during a
+    /// rolling rotation, instances that already sign with it may have issued them. At most
+    /// [`MAX_NEXT_KEYS`].
+    pub fn add_next(&mut self, secret: &[u8]) -> Result<()> {
+        if self.next.len() >= MAX_NEXT_KEYS {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("at most {MAX_NEXT_KEYS} next secret key is kept"),
+            ));
+        }
+        self.next.push(keyed_mac(secret)?);
+        Ok(())
+    }
+
     /// The cookie value for `token`, signed with the current key.
     pub fn sign(&self, token: &SessionToken) -> String {
         let tag = mac_for(&self.current, token).finalize().into_bytes();
@@ -92,7 +118,7 @@ impl CookieSigner {
     }
 
     /// The token inside a cookie value, if the value is exactly one canonical signed token,
-    /// signed by the current key or by a previous key not retired at `now_ms`.
+    /// signed by the current key, a next key, or a previous key not retired at `now_ms`.
     ///
     /// Anything else (wrong length, a missing or extra separator, another alphabet, a
     /// non-canonical spelling, a signature from an unknown or retired key) is `None`.
@@ -115,6 +141,7 @@ impl CookieSigner {
             .filter(|(_, retire_at_ms)| now_ms < *retire_at_ms)
             .map(|(key, _)| key);
         std::iter::once(&self.current)
+            .chain(&self.next)
             .chain(live_previous)
             .any(|key| mac_for(key, &token).verify_slice(&signature).is_ok())
             .then_some(token)
@@ -229,6 +256,55 @@ mod tests {
     }
 
     #[test]
+    fn next_keys_verify_but_never_sign() -> Result<()> {
+        // An instance that already signs with the new key (the old one kept as previous)...
+        let rotated = {
+            let mut s = signer(2)?;
+            s.add_previous(&[1; 32], NOW + 1_000)?;
+            s
+        };
+        let token = SessionToken::generate()?;
+        let fresh = rotated.sign(&token);
+        // ...issues a cookie that an instance knowing only the old key takes for a forgery,
+        let old = signer(1)?;
+        assert!(old.verify(&fresh, NOW).is_none());
+        // but that one announcing the new key as next accepts, at any time.
+        let mut announced = signer(1)?;
+        announced.add_next(&[2; 32])?;
+        assert!(announced.verify(&fresh, NOW) == Some(token.clone()));
+        assert!(announced.verify(&fresh, u64::MAX) == Some(token.clone()));
+        assert_tampering_fails(&announced, &fresh)?;
+        // It still signs with the old key, which every instance knows.
+        let own = announced.sign(&token);
+        assert!(own == old.sign(&token) && own != fresh);
+        assert!(rotated.verify(&own, NOW) == Some(token));
+        // A key it was not told about is still refused.
+        assert!(
+            announced
+                .verify(&signer(3)?.sign(&SessionToken::generate()?), NOW)
+                .is_none()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn next_keys_are_bounded_and_checked() -> Result<()> {
+        let mut s = signer(1)?;
+        assert_eq!(
+            s.add_next(b"short").map_err(|e| e.kind()),
+            Err(ErrorKind::Config)
+        );
+        for byte in 0..MAX_NEXT_KEYS {
+            s.add_next(&[u8::try_from(byte).unwrap_or(0) + 10; 32])?;
+        }
+        assert_eq!(
+            s.add_next(&[99; 32]).map_err(|e| e.kind()),
+            Err(ErrorKind::Config)
+        );
+        Ok(())
+    }
+
+    #[test]
     fn short_secrets_are_refused() {
         assert_eq!(
             CookieSigner::new(b"short")
@@ -251,18 +327,22 @@ mod properties {
     fn signer() -> CookieSigner {
         let mut signer = CookieSigner::new(&[7; 32]).unwrap_or_else(|_| unreachable!());
         let _ = signer.add_previous(&[8; 32], NOW + 1);
+        let _ = signer.add_next(&[9; 32]);
         signer
     }
 
     proptest! {
         /// Only exactly what the signer wrote verifies: any accepted text is the signature of
-        /// the token it names, under the current key or a live previous one.
+        /// the token it names, under the current key, the next one or a live previous one.
         #[test]
         fn accepted_values_are_exactly_signed_tokens(value in "[A-Za-z0-9_.=-]{85,89}|\\PC{0,100}") {
             let s = signer();
             if let Some(token) = s.verify(&value, NOW) {
                 let old = CookieSigner::new(&[8; 32]).unwrap_or_else(|_| unreachable!());
-                prop_assert!(value == s.sign(&token) || value == old.sign(&token));
+                let next = CookieSigner::new(&[9; 32]).unwrap_or_else(|_| unreachable!());
+                prop_assert!(
+                    value == s.sign(&token) || value == old.sign(&token) || value == next.sign(&token)
+                );
             }
         }
 

@@ -17,6 +17,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
     ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo, RedisResult, Value,
 };
+use tokio::time::Instant;
 
 use crate::bounded;
 
@@ -54,17 +55,23 @@ impl Connection {
         }
     }
 
-    /// A pipeline is sent in one write and answered in one read; in cluster mode it goes to the
-    /// node owning its one key (commands without a key, such as `WAIT`, follow it there).
-    pub(crate) async fn query_pipeline<T: FromRedisValue>(
+    /// A write followed by a `WAIT` in one pipeline, sent in one write and answered in one read;
+    /// in cluster mode it goes to the node owning the write's key (`WAIT`, without a key,
+    /// follows it there). Answers the write's reply (an error reply included, as a value) and
+    /// `WAIT`'s, or `Nil` for it when no time was left to wait.
+    pub(crate) async fn query_acked(
         &self,
-        pipeline: &redis::Pipeline,
-    ) -> RedisResult<T> {
+        cmd: &redis::Cmd,
+        wait: AckWait,
+    ) -> RedisResult<(Value, Value)> {
         match self {
-            Self::Standalone(connection) => pipeline.query_async(&mut connection.clone()).await,
+            Self::Standalone(connection) => match wait.pipeline(cmd) {
+                Some(pipeline) => pipeline.query_async(&mut connection.clone()).await,
+                None => Ok((cmd.query_async(&mut connection.clone()).await?, Value::Nil)),
+            },
             Self::Cluster(connection) => {
-                let value = cluster_request(connection, Request::Pipeline(pipeline)).await?;
-                Ok(T::from_redis_value(value)?)
+                let value = cluster_request(connection, Request::Acked(cmd, wait)).await?;
+                Ok(<(Value, Value)>::from_redis_value(value)?)
             }
         }
     }
@@ -74,8 +81,61 @@ impl Connection {
     }
 }
 
+/// The `WAIT` that follows a write, bounded by the deadline of the whole call.
+///
+/// A call may take several hops: `MOVED`, `ASK`, a lost script cache. Each hop sends the write
+/// and its `WAIT` together, and a hop that was refused (redirected, `NOSCRIPT`) still runs its
+/// `WAIT`, on a node that may have no replica to answer it. So the timeout is worked out anew
+/// for each hop from what is left of the call, never from the configured timeout alone.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AckWait {
+    /// How many replicas must confirm.
+    pub(crate) replicas: u32,
+    /// The configured `WAIT` timeout: the most any one hop waits.
+    pub(crate) timeout: Duration,
+    /// When the whole call must have answered.
+    pub(crate) deadline: Instant,
+    /// Kept free for the last round trip and the answer.
+    pub(crate) margin: Duration,
+}
+
+impl AckWait {
+    // The write and a `WAIT` that fits the time left, or `None` when too little is left to wait
+    // at all (`WAIT n 0` would block forever): then the write goes alone and counts as
+    // unconfirmed. A hop waits at most half of what is left beyond the margin, so however many
+    // refused hops come first, the one that runs the write still has time to run it and answer.
+    fn pipeline(&self, cmd: &redis::Cmd) -> Option<redis::Pipeline> {
+        let left = self
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(self.margin);
+        let millis = u64::try_from(self.timeout.min(left / 2).as_millis()).unwrap_or(u64::MAX);
+        if millis == 0 {
+            return None;
+        }
+        let mut pipeline = redis::pipe();
+        pipeline
+            .add_command(cmd.clone())
+            .cmd("WAIT")
+            .arg(self.replicas)
+            .arg(millis)
+            // The write's own error comes back as it is (with its code), not as a pipeline
+            // error.
+            .ignore_errors();
+        Some(pipeline)
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Request<'a> {
+    Command(&'a redis::Cmd),
+    /// A write followed by a `WAIT`, built anew for each hop.
+    Acked(&'a redis::Cmd, AckWait),
+}
+
+/// What one hop sends.
+#[derive(Clone, Copy)]
+enum Hop<'a> {
     Command(&'a redis::Cmd),
     Pipeline(&'a redis::Pipeline),
 }
@@ -112,24 +172,35 @@ async fn cluster_request(
     let mut ignored_asking: Option<String> = None;
     let mut pause = Duration::from_millis(5);
     loop {
+        let acked;
+        let (hop, waits) = match request {
+            Request::Command(cmd) => (Hop::Command(cmd), false),
+            Request::Acked(cmd, wait) => match wait.pipeline(cmd) {
+                Some(pipeline) => {
+                    acked = pipeline;
+                    (Hop::Pipeline(&acked), true)
+                }
+                None => (Hop::Command(cmd), false),
+            },
+        };
         let mut connection = connection.clone();
         let asking_node = match &redirect {
             Redirect::Ask { host, port } => Some(format!("{host}:{port}")),
             _ => None,
         };
         let result = match redirect {
-            Redirect::None => match request {
-                Request::Command(cmd) => cmd.query_async::<Value>(&mut connection).await,
-                Request::Pipeline(pipeline) => pipeline.query_async::<Value>(&mut connection).await,
+            Redirect::None => match hop {
+                Hop::Command(cmd) => cmd.query_async::<Value>(&mut connection).await,
+                Hop::Pipeline(pipeline) => pipeline.query_async::<Value>(&mut connection).await,
             },
             Redirect::Moved { host, port } => {
                 let node = SingleNodeRoutingInfo::ByAddress { host, port };
-                match request {
-                    Request::Command(cmd) => connection
+                match hop {
+                    Hop::Command(cmd) => connection
                         .route_command(cmd.clone(), RoutingInfo::SingleNode(node))
                         .await
                         .and_then(Value::extract_error),
-                    Request::Pipeline(pipeline) => connection
+                    Hop::Pipeline(pipeline) => connection
                         .route_pipeline(pipeline.clone(), 0, pipeline.len(), node)
                         .await
                         .and_then(|values| Value::Array(values).extract_error()),
@@ -139,12 +210,12 @@ async fn cluster_request(
                 let node = SingleNodeRoutingInfo::ByAddress { host, port };
                 let mut asking = redis::pipe();
                 asking.cmd("ASKING");
-                let count = match request {
-                    Request::Command(cmd) => {
+                let count = match hop {
+                    Hop::Command(cmd) => {
                         asking.add_command(cmd.clone());
                         1
                     }
-                    Request::Pipeline(pipeline) => {
+                    Hop::Pipeline(pipeline) => {
                         for cmd in pipeline.cmd_iter() {
                             asking.add_command(cmd.clone());
                         }
@@ -159,8 +230,8 @@ async fn cluster_request(
                     .and_then(|values| {
                         let mut values = values.into_iter();
                         values.next().map(Value::extract_error).transpose()?;
-                        match request {
-                            Request::Command(_) => values.next().map_or_else(
+                        match hop {
+                            Hop::Command(_) => values.next().map_or_else(
                                 || {
                                     Err(redis::RedisError::from((
                                         redis::ErrorKind::UnexpectedReturnType,
@@ -169,12 +240,16 @@ async fn cluster_request(
                                 },
                                 Value::extract_error,
                             ),
-                            Request::Pipeline(_) => Value::Array(values.collect()).extract_error(),
+                            Hop::Pipeline(_) => Value::Array(values.collect()).extract_error(),
                         }
                     })
             }
         };
         let error = match result {
+            // A write sent without its `WAIT`: answered in the shape of one sent with it.
+            Ok(value) if !waits && matches!(request, Request::Acked(..)) => {
+                return Ok(Value::Array(vec![value, Value::Nil]));
+            }
             Ok(value) => return Ok(value),
             Err(error) => error,
         };

@@ -39,6 +39,10 @@ pub const DEFAULT_PREFIX: &str = "cloakroom:";
 /// Default bound on each operation, reconnection included.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(1);
 
+// The share of the operation timeout that no `WAIT` may use: kept for the round trip that
+// brings the answer back (a tenth: 100 ms of the default second).
+const ROUND_TRIP_SHARE: u32 = 10;
+
 /// A session store in Redis (or Valkey, or ElastiCache), cheap to clone.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -77,6 +81,13 @@ impl std::fmt::Debug for RedisStore {
 /// error unless [`ReplicaAcks::required`] says so. Writes that wait share their connection, so
 /// while replicas are missing they queue one `WAIT` timeout each; a write whose caller gave up
 /// in the queue may still run later, as after any timeout.
+///
+/// A write that takes several hops (`MOVED` or `ASK` during a failover or a reshard, a lost
+/// script cache) sends a `WAIT` with each, and a refused hop's `WAIT` still blocks on a node
+/// whose replicas lag. So the whole call stays within the operation timeout: each `WAIT` gets
+/// the configured timeout at most, and never more than half of what is left of the operation
+/// timeout once a tenth of it is kept for the answer. A write left no time to wait is sent
+/// alone and counts as unconfirmed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplicaAcks {
     replicas: u32,
@@ -245,17 +256,18 @@ impl RedisStore {
         idempotent: bool,
         add_args: impl Fn(&mut redis::Cmd),
     ) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + self.operation_timeout;
         let attempt = || async {
             // Sized for a typical call, so that building it does not reallocate.
             let mut cmd = redis::Cmd::with_capacity(16, 256);
             cmd.arg("EVALSHA").arg(&script.sha).arg(1).arg(redis_key);
             add_args(&mut cmd);
-            match self.send(cmd, replica_acks).await {
+            match self.send(cmd, replica_acks, deadline).await {
                 Err(e) if e.code() == Some("NOSCRIPT") => {
                     let mut cmd = redis::cmd("EVAL");
                     cmd.arg(script.source).arg(1).arg(redis_key);
                     add_args(&mut cmd);
-                    self.send(cmd, replica_acks).await
+                    self.send(cmd, replica_acks, deadline).await
                 }
                 other => other,
             }
@@ -277,29 +289,25 @@ impl RedisStore {
 
     // Sends one command; when replicas must confirm, it goes with a `WAIT` in one pipeline over
     // the connection kept for such writes: Redis serves nothing else on a connection blocked in
-    // `WAIT`, and every other request must not queue behind it.
+    // `WAIT`, and every other request must not queue behind it. Every `WAIT` of the call (one
+    // per hop: redirections, a lost script cache) fits before `deadline`, so the call answers
+    // with the write's real outcome instead of timing out after it ran.
     async fn send(
         &self,
         cmd: redis::Cmd,
         replica_acks: Option<ReplicaAcks>,
+        deadline: tokio::time::Instant,
     ) -> redis::RedisResult<(Value, bool)> {
         let (Some(acks), Some(connection)) = (replica_acks, &self.acks_connection) else {
             return Ok((self.connection.query(&cmd).await?, true));
         };
-        let mut pipeline = redis::pipe();
-        pipeline
-            .add_command(cmd)
-            .cmd("WAIT")
-            .arg(acks.replicas)
-            .arg(
-                u64::try_from(acks.timeout.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
-            )
-            // The command's own error comes back as it is (with its code), not as a pipeline
-            // error.
-            .ignore_errors();
-        let (reply, confirmed): (Value, Value) = connection.query_pipeline(&pipeline).await?;
+        let wait = connection::AckWait {
+            replicas: acks.replicas,
+            timeout: acks.timeout,
+            deadline,
+            margin: self.operation_timeout / ROUND_TRIP_SHARE,
+        };
+        let (reply, confirmed) = connection.query_acked(&cmd, wait).await?;
         // The command's outcome first; a `WAIT` that did not answer with a count confirmed
         // nothing.
         let reply = reply.extract_error()?;
@@ -438,7 +446,9 @@ impl RedisStoreBuilder {
                     .checked_mul(2)
                     .is_none_or(|twice| twice >= self.operation_timeout))
         {
-            // Twice: a lost script cache costs a second round trip, and each one waits.
+            // Twice: a call may take several round trips (a lost script cache, redirections),
+            // each with a `WAIT`; the first one only gets its full timeout within the first half
+            // of the operation timeout (see `connection::AckWait`).
             return Err(Error::new(
                 ErrorKind::Config,
                 "replica acknowledgement needs at least one replica and a timeout shorter than \
@@ -804,10 +814,11 @@ impl Store for RedisStore {
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.redis_key(key));
+        let deadline = tokio::time::Instant::now() + self.operation_timeout;
         let (deleted, confirmed) = bounded(
             self.operation_timeout,
             "answer DEL",
-            self.send(cmd, self.replica_acks),
+            self.send(cmd, self.replica_acks, deadline),
         )
         .await?;
         self.settle(confirmed, self.replica_acks)?;

@@ -458,3 +458,92 @@ async fn a_tls_cluster_checks_certificates_unless_told_not_to() -> anyhow::Resul
     }
     Ok(())
 }
+
+/// With replica acknowledgement a write goes with a `WAIT`, and a redirected hop runs that
+/// `WAIT` too, on the node that refused the write. Where nothing can acknowledge (no replicas
+/// here), each such `WAIT` used to block its whole timeout, so a write redirected a few times ran
+/// but was reported unavailable. The whole call must fit the operation timeout: the write is
+/// done, reported, and counted as unconfirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirected_writes_that_wait_for_replicas_end_within_the_operation_timeout()
+-> anyhow::Result<()> {
+    use cloakroom_core::UserKey;
+    use cloakroom_test::conformance::now_ms;
+
+    let cluster = RedisCluster::spawn_with(Default::default(), 0)?;
+    // Each hop's `WAIT` used to take 900 ms here: three hops took 2.7 s, four 3.6 s.
+    let operation_timeout = Duration::from_secs(2);
+    let store = RedisStore::builder(cluster.url())
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_operation_timeout(operation_timeout)
+        .with_replica_acks(ReplicaAcks::on_deletes(1, Duration::from_millis(900)))
+        .connect()
+        .await?;
+    // A user's index, written now while every node still has the scripts.
+    let user = UserKey::of("ann");
+    let index_key = format!("{}user:{}", cloakroom_redis::DEFAULT_PREFIX, user.as_str());
+    let deadline = now_ms() + 3_600_000;
+    let key = new_key(&store).await?;
+    store.index_add(&user, &key, deadline, now_ms()).await?;
+
+    // A delete three hops away: its slot moves to another primary after the store learnt the
+    // slot map, then starts moving on. The old owner answers MOVED, the new one ASK, and the
+    // third runs the delete after ASKING.
+    let redis_key = store.redis_key(&key);
+    let first = half_migrate(&cluster, &redis_key, false)?;
+    for node in 0..3 {
+        let _: () = on_node(
+            &cluster,
+            node,
+            &["CLUSTER", "SETSLOT", &first.slot, "NODE", &first.target_id],
+        )?;
+    }
+    let second = half_migrate(&cluster, &redis_key, false)?;
+    let started = std::time::Instant::now();
+    let deleted = store.delete(&key).await;
+    let took = started.elapsed();
+    println!("redirected delete: {deleted:?} in {took:?}");
+    ensure!(
+        matches!(deleted, Ok(true)),
+        "the delete was not reported done: {deleted:?}"
+    );
+    ensure!(took <= operation_timeout, "the delete took {took:?}");
+    // The key sits on the importing node, which shows it only after ASKING.
+    let (left,): (i64,) = redis::pipe()
+        .cmd("ASKING")
+        .ignore()
+        .cmd("EXISTS")
+        .arg(&redis_key)
+        .query(&mut cluster.nodes()[second.target].connection()?)?;
+    ensure!(left == 0, "the session is still there");
+    ensure!(
+        store.unconfirmed_writes() == 2,
+        "{}",
+        store.unconfirmed_writes()
+    );
+
+    // An index entry (it waits whenever deletes do) four hops away: ASK, then NOSCRIPT from a
+    // target that lost its script cache, then the same again with the script's source.
+    half_migrate(&cluster, &index_key, false)?;
+    let other = new_key(&store).await?;
+    let started = std::time::Instant::now();
+    let added = store.index_add(&user, &other, deadline, now_ms()).await;
+    let took = started.elapsed();
+    println!("redirected index entry with a lost script cache: {added:?} in {took:?}");
+    ensure!(
+        added.is_ok(),
+        "the index entry was not reported done: {added:?}"
+    );
+    ensure!(took <= operation_timeout, "the index entry took {took:?}");
+    let listed = store.index_members(&user, now_ms()).await?;
+    ensure!(
+        listed.iter().any(|(listed, _)| *listed == other),
+        "the entry is not listed"
+    );
+    ensure!(
+        store.unconfirmed_writes() == 3,
+        "{}",
+        store.unconfirmed_writes()
+    );
+    Ok(())
+}

@@ -34,6 +34,7 @@ cloakroom_test::test_over_each_store!(
     save_reports_whether_the_session_exists,
     increments_beyond_the_exact_range_are_refused,
     a_rotated_secret_keeps_sessions_until_the_old_key_retires,
+    a_next_key_accepts_cookies_of_instances_that_already_sign_with_it,
     attacks_and_broken_input_are_counted,
     limits_refuse_oversized_writes_and_write_nothing,
     concurrent_duplicate_logins_get_distinct_tokens,
@@ -504,6 +505,69 @@ async fn a_rotated_secret_keeps_sessions_until_the_old_key_retires(
     );
     // The new key's sessions are untouched by the retirement.
     ensure!(request(&rotated, &new_cookie).exists().await?);
+    Ok(())
+}
+
+/// A rolling rotation: instance B already signs with the new key while instance A still signs
+/// with the old one. A knows the new key as next, so a user who logged in on B and lands on A
+/// keeps the session; without it, A took the cookie for a forgery and cleared it.
+async fn a_next_key_accepts_cookies_of_instances_that_already_sign_with_it(
+    f: StoreFixture,
+) -> anyhow::Result<()> {
+    const NEW_SECRET: &[u8] = b"the-next-secret-key-0123456789abcdef-rotated";
+    let counting = CountingStore::new(f.store.clone());
+    let counts = counting.counts();
+    let store: Arc<dyn Store> = Arc::new(counting);
+    let in_a_day = SystemTime::now() + Duration::from_secs(86_400);
+    // Phase 1 on A: the old key signs, the new one is announced.
+    let a = SessionManager::new(
+        store.clone(),
+        SessionConfig::new(SECRET)?.with_next_secret(NEW_SECRET)?,
+    )?;
+    // Phase 2 on B: the new key signs, the old one verifies until it retires.
+    let b = SessionManager::new(
+        store.clone(),
+        SessionConfig::new(NEW_SECRET)?.with_previous_secret(SECRET, in_a_day)?,
+    )?;
+    // An instance not yet told about the new key: what A was before this change.
+    let unaware = manager(store.clone())?;
+
+    let cookie_from_b = login(&b, "bob").await?;
+    let s = request(&a, &cookie_from_b);
+    ensure!(
+        s.cookie_state().await == CookieState::Valid,
+        "A refused a cookie signed with its next key"
+    );
+    ensure!(s.get::<String>("username").await?.as_deref() == Some("bob"));
+    ensure!(s.incr("visits", 1).await? == Some(1));
+    ensure!(
+        s.finish().await?.set_cookie.is_none(),
+        "A re-set the cookie"
+    );
+    let before = counts.total();
+    let s = request(&unaware, &cookie_from_b);
+    ensure!(s.cookie_state().await == CookieState::Invalid);
+    ensure!(
+        returned_cookie(&s.finish().await?.set_cookie).as_deref() == Some(""),
+        "the unaware instance kept a cookie it cannot verify"
+    );
+    ensure!(
+        counts.total() == before,
+        "an unverified cookie reached the store"
+    );
+
+    // A still signs with the old key, so its logins work on every instance of either phase.
+    let cookie_from_a = login(&a, "ann").await?;
+    for instance in [&a, &b, &unaware] {
+        let s = request(instance, &cookie_from_a);
+        ensure!(s.cookie_state().await == CookieState::Valid);
+        ensure!(s.get::<String>("username").await?.as_deref() == Some("ann"));
+        s.finish().await?;
+    }
+    // And bob's session, visited on A, is the same one on B.
+    let s = request(&b, &cookie_from_b);
+    ensure!(s.get::<i64>("visits").await? == Some(1));
+    s.finish().await?;
     Ok(())
 }
 
