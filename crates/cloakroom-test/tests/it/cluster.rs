@@ -537,7 +537,7 @@ async fn redirected_writes_that_wait_for_replicas_end_within_the_operation_timeo
     ensure!(took <= operation_timeout, "the index entry took {took:?}");
     let listed = store.index_members(&user, now_ms()).await?;
     ensure!(
-        listed.iter().any(|(listed, _)| *listed == other),
+        listed.iter().any(|entry| entry.key == other),
         "the entry is not listed"
     );
     ensure!(
