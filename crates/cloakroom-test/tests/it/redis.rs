@@ -121,12 +121,19 @@ async fn a_key_of_another_type_is_reported_corrupt_not_overwritten() -> anyhow::
     ensure!(kind == Some(ErrorKind::Corrupt), "{err:?}");
     let still: String = conn.get(&full)?;
     ensure!(still == "not a hash");
-    // A hash without cloakroom's metadata is not a session, and is left alone.
+    // A hash without cloakroom's metadata is corrupt too; its fields are left alone, and it
+    // expires after the idle timeout instead of never.
     let _: () = conn.del(&full)?;
     let _: () = conn.hset(&full, "username", "\"mallory\"")?;
-    ensure!(load(&store, &k).await?.is_none());
+    let err = load(&store, &k).await.err().context("a foreign hash loaded")?;
+    let kind = err
+        .downcast_ref::<cloakroom_core::Error>()
+        .map(|e| e.kind());
+    ensure!(kind == Some(ErrorKind::Corrupt), "{err:?}");
+    let fields: Vec<(String, String)> = conn.hgetall(&full)?;
+    ensure!(fields == [("username".to_owned(), "\"mallory\"".to_owned())]);
     let ttl: i64 = conn.pttl(&full)?;
-    ensure!(ttl == -1, "the foreign hash was modified");
+    ensure!(ttl > 0, "the foreign hash has no expiry: {ttl}");
     Ok(())
 }
 
