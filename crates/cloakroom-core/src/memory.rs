@@ -227,9 +227,10 @@ async fn sweep_until_dropped(inner: Weak<Inner>, interval: Duration) {
 
 impl State {
     fn remove(&mut self, key: &SessionKey) -> bool {
-        match self.sessions.remove(key) {
-            Some(entry) => {
-                self.by_expiry.remove(&(entry.expires_at_ms, key.clone()));
+        // The map gives back its own copy of the key, which the deadline index's entry is built
+        // from: no copy of a key is made to remove a session.
+        match self.sessions.remove_entry(key) {
+            Some((key, entry)) => {
                 if let Standing::Probation(number) = entry.standing {
                     self.probation.remove(&number);
                 }
@@ -238,8 +239,9 @@ impl State {
                     .get(META_USER)
                     .and_then(|u| UserKey::from_stored(u))
                 {
-                    self.unindex(&user, key);
+                    self.unindex(&user, &key);
                 }
+                self.by_expiry.remove(&(entry.expires_at_ms, key));
                 true
             }
             None => false,
@@ -278,28 +280,33 @@ impl State {
 
     fn purge_expired(&mut self, now_ms: u64) -> usize {
         let mut purged = 0;
-        while let Some((at, key)) = self.by_expiry.first().cloned() {
-            if at > now_ms {
+        while self.by_expiry.first().is_some_and(|(at, _)| *at <= now_ms) {
+            let Some((_, key)) = self.by_expiry.pop_first() else {
                 break;
-            }
+            };
             self.remove(&key);
             purged += 1;
         }
         purged
     }
 
-    // The session a full store evicts, and why. Sessions on probation go first, oldest first,
-    // while they are at least `floor`: a flood of logins never used again evicts its own. Below
-    // the floor the session idle longest goes, in use or not, so that a store full of sessions in
-    // use still gives each new login a tenth of the bound's worth of logins to be used in.
-    fn victim(&self, floor: usize) -> Option<(SessionKey, Eviction)> {
-        if self.probation.len() >= floor
-            && let Some((_, key)) = self.probation.first_key_value()
+    // Evicts one session from a full store; returns it and why it was picked. Sessions on
+    // probation go first, oldest first, while they are at least `floor`: a flood of logins never
+    // used again evicts its own. Below the floor the session idle longest goes, in use or not, so
+    // that a store full of sessions in use still gives each new login a tenth of the bound's
+    // worth of logins to be used in.
+    fn evict(&mut self, floor: usize) -> Option<(SessionKey, Eviction)> {
+        let (key, why) = if self.probation.len() >= floor
+            && let Some((_, key)) = self.probation.pop_first()
         {
-            return Some((key.clone(), Eviction::OldestOnProbation));
-        }
-        let (_, key) = self.by_expiry.first()?;
-        Some((key.clone(), Eviction::IdleLongest))
+            (key, Eviction::OldestOnProbation)
+        } else {
+            let (_, key) = self.by_expiry.pop_first()?;
+            (key, Eviction::IdleLongest)
+        };
+        self.remove(&key);
+        self.evictions += 1;
+        Some((key, why))
     }
 
     fn insert(&mut self, key: &SessionKey, fields: Fields, expires_at_ms: u64, deadline_ms: u64) {
@@ -331,9 +338,13 @@ impl State {
             entry.standing = Standing::InUse;
         }
         if entry.expires_at_ms != expires_at_ms {
-            self.by_expiry.remove(&(entry.expires_at_ms, key.clone()));
+            // The index's own copy of the key moves to the new deadline.
+            let moved = self
+                .by_expiry
+                .take(&(entry.expires_at_ms, key.clone()))
+                .map_or_else(|| key.clone(), |(_, key)| key);
             entry.expires_at_ms = expires_at_ms;
-            self.by_expiry.insert((expires_at_ms, key.clone()));
+            self.by_expiry.insert((expires_at_ms, moved));
         }
     }
 }
@@ -378,11 +389,9 @@ impl Store for MemoryStore {
             state.purge_expired(now);
         }
         while state.sessions.len() >= self.inner.max_sessions {
-            let Some((victim, why)) = state.victim(self.inner.probation_floor) else {
+            let Some((victim, why)) = state.evict(self.inner.probation_floor) else {
                 break;
             };
-            state.remove(&victim);
-            state.evictions += 1;
             match why {
                 Eviction::OldestOnProbation => tracing::debug!(
                     victim = victim.short(),
