@@ -140,7 +140,7 @@ fn main() -> anyhow::Result<()> {
     let steady = keys(STEADY_USERS)?;
     let logins = keys(BOUND - STEADY_USERS + ROUNDS)?;
     println!(
-        "machine: {} cores; bound {BOUND}, {STEADY_USERS} steady users, {ROUNDS} logins per run at the bound",
+        "machine: {} cores; bound {BOUND}; {STEADY_USERS} steady users; {ROUNDS} logins a run",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let mut rates = Vec::with_capacity(REPETITIONS);
