@@ -153,8 +153,8 @@ async fn index(session: Session) -> Result<Response, SessionRejection> {
         Ok(None) => return Ok(anonymous_page()),
         // Something other than this app wrote the counter: start it again rather than fail
         // every visit until the session ends (nothing was written by the failed increment).
-        Err(e) if e.kind() == ErrorKind::NotAnInteger => {
-            tracing::warn!("the visits field was not a counter; it starts again at 1");
+        Err(e) if matches!(e.kind(), ErrorKind::NotAnInteger | ErrorKind::OutOfRange) => {
+            tracing::warn!("the visits field is not a counter that can grow; it starts again at 1");
             session.insert("visits", &1).await?;
             1
         }

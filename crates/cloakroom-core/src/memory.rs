@@ -1,8 +1,9 @@
 //! The embedded store: sessions in this process's memory, bounded and expiring.
 //!
-//! One mutex guards a map and a deadline index. Every operation holds it for a few map lookups
-//! and never across an `.await`, which makes each operation atomic per session (and, more
-//! strongly, across sessions) at a cost of well under a microsecond.
+//! One mutex guards a map and two indexes (deadlines, and the creation order of sessions not
+//! used since). Every operation holds it for a few map lookups and never across an `.await`,
+//! which makes each operation atomic per session (and, more strongly, across sessions) at a cost
+//! of well under a microsecond.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -23,13 +24,20 @@ use crate::users::{INDEX_GRACE, IndexEntry, UserKey};
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 /// Default interval between sweeps of expired sessions.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+// A full store evicts sessions on probation while they are at least this share of the bound
+// (one tenth): enough for a new login to survive the logins that follow it until its first
+// request, little enough that the sessions in use keep the rest.
+const PROBATION_SHARE: usize = 10;
 
 /// An in-process session store, the default when no server is configured.
 ///
 /// * **Bounded**: it holds at most `max_sessions` sessions. Creating one more first drops every
-///   expired session, and if the store is still full it evicts the session that would expire
-///   soonest: with sliding expiry that is the one idle the longest. Existing sessions are never
-///   refused writes; a login is never refused.
+///   expired session. If the store is still full it evicts a session on probation, the oldest,
+///   while at least a tenth of the bound is on probation, and otherwise the session that would
+///   expire soonest: with sliding expiry that is the one idle the longest. A session is on
+///   probation from its creation until its first use (a load or write; a peek does not count),
+///   so a flood of logins that are never used again evicts its own sessions, not the sessions
+///   in use. Existing sessions are never refused writes; a login is never refused.
 /// * **Expiring**: a deadline index lets a background task (started when the store is built
 ///   inside a Tokio runtime, stopped when the store is dropped) and every create reclaim expired
 ///   sessions without waiting for them to be accessed; every access also checks expiry itself.
@@ -44,6 +52,8 @@ pub struct MemoryStore {
 struct Inner {
     state: Mutex<State>,
     max_sessions: usize,
+    // While at least this many sessions are on probation, a full store evicts one of them.
+    probation_floor: usize,
     clock: Arc<dyn Clock>,
 }
 
@@ -56,6 +66,11 @@ struct State {
     // user's index when it leaves the store, and an entry whose session never arrived leaves
     // after `INDEX_GRACE`: the index holds the sessions held plus the logins of the last minute.
     users: HashMap<UserKey, BTreeMap<SessionKey, Listed>>,
+    // The sessions on probation (created and not used since) by creation number: the first
+    // entry is the oldest. A session leaves at its first use or when it leaves the store.
+    probation: BTreeMap<u64, SessionKey>,
+    // The creation number of the next session.
+    next_creation: u64,
     evictions: u64,
 }
 
@@ -70,6 +85,23 @@ struct Entry {
     fields: Fields,
     expires_at_ms: u64,
     deadline_ms: u64,
+    standing: Standing,
+}
+
+// Whether a session has been used since its creation: what a full store evicts first.
+#[derive(Clone, Copy)]
+enum Standing {
+    // Created and not used since; the number is its key in `State::probation`.
+    Probation(u64),
+    // Used at least once since its creation.
+    InUse,
+}
+
+// Which rule picked the session a full store evicts.
+#[derive(Clone, Copy)]
+enum Eviction {
+    OldestOnProbation,
+    IdleLongest,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -167,6 +199,7 @@ impl MemoryStoreBuilder {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 max_sessions: self.max_sessions,
+                probation_floor: (self.max_sessions / PROBATION_SHARE).max(1),
                 clock: self.clock,
             }),
         };
@@ -195,16 +228,21 @@ async fn sweep_until_dropped(inner: Weak<Inner>, interval: Duration) {
 
 impl State {
     fn remove(&mut self, key: &SessionKey) -> bool {
-        match self.sessions.remove(key) {
-            Some(entry) => {
-                self.by_expiry.remove(&(entry.expires_at_ms, key.clone()));
+        // The map gives back its own copy of the key, which the deadline index's entry is built
+        // from: no copy of a key is made to remove a session.
+        match self.sessions.remove_entry(key) {
+            Some((key, entry)) => {
+                if let Standing::Probation(number) = entry.standing {
+                    self.probation.remove(&number);
+                }
                 if let Some(user) = entry
                     .fields
                     .get(META_USER)
                     .and_then(|u| UserKey::from_stored(u))
                 {
-                    self.unindex(&user, key);
+                    self.unindex(&user, &key);
                 }
+                self.by_expiry.remove(&(entry.expires_at_ms, key));
                 true
             }
             None => false,
@@ -243,21 +281,71 @@ impl State {
 
     fn purge_expired(&mut self, now_ms: u64) -> usize {
         let mut purged = 0;
-        while let Some((at, key)) = self.by_expiry.first().cloned() {
-            if at > now_ms {
+        while self.by_expiry.first().is_some_and(|(at, _)| *at <= now_ms) {
+            let Some((_, key)) = self.by_expiry.pop_first() else {
                 break;
-            }
+            };
             self.remove(&key);
             purged += 1;
         }
         purged
     }
 
-    fn set_expiry(&mut self, key: &SessionKey, expires_at_ms: u64) {
-        if let Some(entry) = self.sessions.get_mut(key) {
-            self.by_expiry.remove(&(entry.expires_at_ms, key.clone()));
+    // Evicts one session from a full store; returns it and why it was picked. Sessions on
+    // probation go first, oldest first, while they are at least `floor`: a flood of logins never
+    // used again evicts its own. Below the floor the session idle longest goes, in use or not, so
+    // that a store full of sessions in use still gives each new login a tenth of the bound's
+    // worth of logins to be used in.
+    fn evict(&mut self, floor: usize) -> Option<(SessionKey, Eviction)> {
+        let (key, why) = if self.probation.len() >= floor
+            && let Some((_, key)) = self.probation.pop_first()
+        {
+            (key, Eviction::OldestOnProbation)
+        } else {
+            let (_, key) = self.by_expiry.pop_first()?;
+            (key, Eviction::IdleLongest)
+        };
+        self.remove(&key);
+        self.evictions += 1;
+        Some((key, why))
+    }
+
+    fn insert(&mut self, key: &SessionKey, fields: Fields, expires_at_ms: u64, deadline_ms: u64) {
+        // Numbers never wrap: no store sees 2^64 creations.
+        let number = self.next_creation;
+        self.next_creation = number.wrapping_add(1);
+        self.probation.insert(number, key.clone());
+        self.by_expiry.insert((expires_at_ms, key.clone()));
+        self.sessions.insert(
+            key.clone(),
+            Entry {
+                fields,
+                expires_at_ms,
+                deadline_ms,
+                standing: Standing::Probation(number),
+            },
+        );
+    }
+
+    // Stores the result of a use of the session: its fields, its new expiry, and that it is no
+    // longer on probation.
+    fn record_use(&mut self, key: &SessionKey, fields: Fields, expires_at_ms: u64) {
+        let Some(entry) = self.sessions.get_mut(key) else {
+            return;
+        };
+        entry.fields = fields;
+        if let Standing::Probation(number) = entry.standing {
+            self.probation.remove(&number);
+            entry.standing = Standing::InUse;
+        }
+        if entry.expires_at_ms != expires_at_ms {
+            // The index's own copy of the key moves to the new deadline.
+            let moved = self
+                .by_expiry
+                .take(&(entry.expires_at_ms, key.clone()))
+                .map_or_else(|| key.clone(), |(_, key)| key);
             entry.expires_at_ms = expires_at_ms;
-            self.by_expiry.insert((expires_at_ms, key.clone()));
+            self.by_expiry.insert((expires_at_ms, moved));
         }
     }
 }
@@ -302,25 +390,26 @@ impl Store for MemoryStore {
             state.purge_expired(now);
         }
         while state.sessions.len() >= self.inner.max_sessions {
-            let Some((_, victim)) = state.by_expiry.first().cloned() else {
+            let Some((victim, why)) = state.evict(self.inner.probation_floor) else {
                 break;
             };
-            state.remove(&victim);
-            state.evictions += 1;
-            tracing::debug!(
-                victim = victim.short(),
-                "memory store full: evicted the session idle longest"
-            );
+            match why {
+                Eviction::OldestOnProbation => tracing::debug!(
+                    victim = victim.short(),
+                    "memory store full: evicted the oldest session not used since its creation"
+                ),
+                Eviction::IdleLongest => tracing::debug!(
+                    victim = victim.short(),
+                    "memory store full: evicted the session idle longest"
+                ),
+            }
         }
-        state.sessions.insert(
-            key.clone(),
-            Entry {
-                fields: session.fields.clone(),
-                expires_at_ms,
-                deadline_ms: session.deadline_ms,
-            },
+        state.insert(
+            key,
+            session.fields.clone(),
+            expires_at_ms,
+            session.deadline_ms,
         );
-        state.by_expiry.insert((expires_at_ms, key.clone()));
         Ok(Created::Created)
     }
 
@@ -359,10 +448,8 @@ impl Store for MemoryStore {
             bounds.check(Totals::of(&entry.fields), Totals::of(&fields))?;
         }
         let loaded = apply.load.then(|| fields.clone());
-        if let Some(entry) = state.sessions.get_mut(key) {
-            entry.fields = fields;
-        }
-        state.set_expiry(key, new_expiry);
+        // A step that succeeds, a plain load included, is a use: it ends the session's probation.
+        state.record_use(key, fields, new_expiry);
         Ok(Applied::Done {
             counters,
             fields: loaded,
@@ -374,6 +461,7 @@ impl Store for MemoryStore {
     }
 
     async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>> {
+        // Not a use: listing a user's sessions must not take them off probation.
         let state = self.lock();
         Ok(state
             .sessions
@@ -403,9 +491,9 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn index_remove(&self, user: &UserKey, key: &SessionKey, now_ms: u64) -> Result<()> {
+    async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, now_ms: u64) -> Result<()> {
         let mut state = self.lock();
-        state.unindex(user, key);
+        state.unindex(user, &entry.key);
         state.prune_index(user, now_ms);
         Ok(())
     }

@@ -43,9 +43,10 @@ impl SessionMetrics {
     }
 
     /// Session records the store could not read as cloakroom writes them (a key of another
-    /// type, a hash without a valid deadline or metadata, a counter that is not an integer):
-    /// someone or something other than cloakroom wrote there. The request went on without the
-    /// session (or, for a counter, the increment failed with `NotAnInteger`).
+    /// type, a hash without a valid deadline or metadata): someone or something other than
+    /// cloakroom wrote there, and the request went on without the session. Increments of a
+    /// field that does not hold an integer (`NotAnInteger`) count here too, although that may
+    /// be the application's own mistake of storing text where it counts.
     pub fn corrupt_records(&self) -> u64 {
         self.corrupt_records.load(Ordering::Relaxed)
     }

@@ -99,7 +99,7 @@ impl SessionManager {
                     // Ended by logout or idle timeout, or not created yet: forget it only when
                     // it is too old to be a login on its way.
                     if entry.is_past_grace(now) {
-                        store.index_remove(&user, &key, now).await?;
+                        store.index_remove(&user, &entry, now).await?;
                     }
                     continue;
                 }
@@ -610,10 +610,11 @@ impl Session {
     }
 
     // The session's record cannot be read as a session (a key of another type, a hash without a
-    // valid deadline or metadata): the request goes on without a session, as if it had expired,
-    // and the browser's cookie is cleared. The record is left as it is, for whoever
-    // investigates; it still expires, and a logout or the next login deletes it. Never an
-    // error: the user could not change the record, and must not be locked out by it.
+    // valid deadline or metadata): the request goes on without a session, as if it had expired.
+    // The record is left as it is, for whoever investigates; it expires, and a logout or the
+    // next login deletes it. The cookie is left alone, as for an expired session: clearing it
+    // could wipe a login made meanwhile in another tab. Never an error: the user could not
+    // change the record, and must not be locked out by it.
     fn unreadable(&self, state: &mut State, token: &SessionToken, error: &Error) {
         self.shared.metrics.corrupt_record();
         tracing::warn!(
@@ -622,7 +623,6 @@ impl Session {
             "the session's record cannot be read; the request goes on without a session"
         );
         state.mark_gone();
-        state.clear_cookie = state.cookie != CookieState::Absent;
     }
 
     async fn ensure_loaded(&self, state: &mut State) -> Result<()> {
@@ -927,7 +927,7 @@ async fn end_indexed(
                 ended += 1;
             }
             if existed || entry.is_past_grace(now) {
-                shared.store.index_remove(user, key, now).await?;
+                shared.store.index_remove(user, &entry, now).await?;
             }
         }
         if !found {

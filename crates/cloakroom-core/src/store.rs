@@ -232,8 +232,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now_ms: u64,
     ) -> Result<()>;
 
-    /// Drops `key` from `user`'s index.
-    async fn index_remove(&self, user: &UserKey, key: &SessionKey, now_ms: u64) -> Result<()>;
+    /// Drops `entry`, as [`Store::index_members`] listed it, from `user`'s index. One step on
+    /// the index alone, costing no more than the removal of one entry whatever the index's size.
+    async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, now_ms: u64) -> Result<()>;
 
     /// The entries of `user`'s index whose deadline has not passed at `now_ms`, each with its
     /// deadline and the `now_ms` its [`Store::index_add`] was given. Some of their sessions may

@@ -211,7 +211,8 @@ impl RedisStore {
         now_ms: u64,
         op: &str,
         key: Option<&SessionKey>,
-        deadline_ms: Option<u64>,
+        // 'A': the session's deadline; 'R': when the entry was written.
+        time_ms: Option<u64>,
         replica_acks: Option<ReplicaAcks>,
     ) -> Result<Value> {
         let index_key = self.index_key(user);
@@ -220,8 +221,8 @@ impl RedisStore {
             if let Some(key) = key {
                 inv.arg(key.as_str());
             }
-            if let Some(deadline) = deadline_ms {
-                inv.arg(deadline);
+            if let Some(time) = time_ms {
+                inv.arg(time);
             }
         })
         .await
@@ -627,16 +628,26 @@ fn parse_fields(value: Value) -> Result<Fields> {
     match serde_json::from_slice::<FlatFields>(&bytes) {
         Ok(flat) => Ok(flat.0),
         // cjson passes bytes that are not UTF-8 through as they are: a field written into the
-        // hash by something other than cloakroom. Read the rest without it.
+        // hash by something other than cloakroom. Read the strings as bytes, and leave out
+        // exactly the fields whose name or value is not text.
         Err(_) if std::str::from_utf8(&bytes).is_err() => {
-            let text = String::from_utf8_lossy(&bytes);
-            let mut fields = serde_json::from_str::<FlatFields>(&text)
-                .map(|flat| flat.0)
+            let pairs = serde_json::from_slice::<Vec<JsonBytes>>(&bytes)
                 .map_err(|_| corrupt("the fields are not a JSON array of name, value strings"))?;
-            drop_unreadable(&mut fields, |name, value| {
-                name.contains(char::REPLACEMENT_CHARACTER)
-                    || value.contains(char::REPLACEMENT_CHARACTER)
-            });
+            if pairs.len() % 2 != 0 {
+                return Err(corrupt("a session field has no value"));
+            }
+            let mut fields = Fields::with_capacity(pairs.len() / 2);
+            let mut unreadable = 0usize;
+            let mut pairs = pairs.into_iter();
+            while let (Some(name), Some(value)) = (pairs.next(), pairs.next()) {
+                match (String::from_utf8(name.0), String::from_utf8(value.0)) {
+                    (Ok(name), Ok(value)) => {
+                        fields.insert(name, value);
+                    }
+                    _ => unreadable += 1,
+                }
+            }
+            warn_unreadable(unreadable);
             Ok(fields)
         }
         Err(_) => Err(corrupt(
@@ -645,17 +656,40 @@ fn parse_fields(value: Value) -> Result<Fields> {
     }
 }
 
-// Leaves out the fields that were not UTF-8 text, and says so: they were not written by
-// cloakroom, and a replacement character in a name or value would be a guess.
-fn drop_unreadable(fields: &mut Fields, unreadable: impl Fn(&str, &str) -> bool) {
-    let before = fields.len();
-    fields.retain(|name, value| !unreadable(name, value));
-    let dropped = before - fields.len();
+// Fields that are not UTF-8 text were not written by cloakroom: they are left out of what is
+// read, and that is said.
+fn warn_unreadable(dropped: usize) {
     if dropped > 0 {
         tracing::warn!(
             dropped,
             "a session holds fields that are not UTF-8 text; they are left out of what is read"
         );
+    }
+}
+
+/// A JSON string read as its bytes (escapes decoded, UTF-8 not required): serde_json's
+/// `deserialize_bytes` reads strings this way.
+struct JsonBytes(Vec<u8>);
+
+impl<'de> serde::Deserialize<'de> for JsonBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = JsonBytes;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<JsonBytes, E> {
+                Ok(JsonBytes(bytes.to_vec()))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<JsonBytes, E> {
+                Ok(JsonBytes(text.as_bytes().to_vec()))
+            }
+        }
+        deserializer.deserialize_bytes(Bytes)
     }
 }
 
@@ -873,9 +907,10 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn index_remove(&self, user: &UserKey, key: &SessionKey, now_ms: u64) -> Result<()> {
+    async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, now_ms: u64) -> Result<()> {
         let acks = self.waits_on_every_write();
-        self.run_index(user, now_ms, "R", Some(key), None, acks)
+        let written = Some(entry.written_ms);
+        self.run_index(user, now_ms, "R", Some(&entry.key), written, acks)
             .await?;
         Ok(())
     }
@@ -905,6 +940,9 @@ impl Store for RedisStore {
                 _ => tracing::warn!("a user index holds an entry that is not a session key"),
             }
         }
+        // One entry per session, the latest written, should a key ever be listed twice.
+        members.sort_by(|a, b| (&a.key, b.written_ms).cmp(&(&b.key, a.written_ms)));
+        members.dedup_by(|later, kept| later.key == kept.key);
         Ok(members)
     }
 }
@@ -947,12 +985,7 @@ fn parse_field_pairs(reply: Value) -> Result<Fields> {
             _ => unreadable += 1,
         }
     }
-    if unreadable > 0 {
-        tracing::warn!(
-            dropped = unreadable,
-            "a session holds fields that are not UTF-8 text; they are left out of what is read"
-        );
-    }
+    warn_unreadable(unreadable);
     Ok(fields)
 }
 
@@ -970,6 +1003,23 @@ mod tests {
         assert_eq!(parsed.get("username").map(String::as_str), Some("\"ann\""));
         assert_eq!(parsed.get("visits").map(String::as_str), Some("3"));
         assert!(fields("{}")?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn fields_that_are_not_utf8_are_left_out_and_no_other() -> Result<()> {
+        // As cjson writes them: `a` holds a genuine U+FFFD, `b`'s value and the name of the
+        // third field are not UTF-8, `c` is plain.
+        let mut raw = Vec::new();
+        raw.extend_from_slice("[\"a\",\"\\\"\u{fffd}\\\"\",\"b\",\"\\\"".as_bytes());
+        raw.push(0xff);
+        raw.extend_from_slice(b"\\\"\",\"");
+        raw.push(0xc0);
+        raw.extend_from_slice(b"\",\"1\",\"c\",\"2\"]");
+        let parsed = parse_fields(Value::BulkString(raw))?;
+        assert_eq!(parsed.len(), 2, "{parsed:?}");
+        assert_eq!(parsed.get("a").map(String::as_str), Some("\"\u{fffd}\""));
+        assert_eq!(parsed.get("c").map(String::as_str), Some("2"));
         Ok(())
     }
 

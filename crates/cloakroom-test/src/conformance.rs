@@ -11,7 +11,7 @@ use cloakroom_core::store::{
     Access, Applied, Apply, Bounds, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op,
     Store,
 };
-use cloakroom_core::{ErrorKind, SessionKey, SessionToken, UserKey};
+use cloakroom_core::{ErrorKind, IndexEntry, SessionKey, SessionToken, UserKey};
 
 const LONG: u64 = 60_000;
 
@@ -661,10 +661,11 @@ pub async fn the_user_index_lists_until_each_deadline(store: &dyn Store) -> anyh
     ensure!(members(&bob, now).await? == vec![(k3.clone(), now + LONG, now)]);
     // Past k2's deadline, only k1 is left.
     ensure!(members(&ann, now + 301).await? == vec![(k1.clone(), now + LONG, now)]);
-    store.index_remove(&ann, &k1, now).await?;
+    let listed = IndexEntry::new(k1.clone(), now + LONG, now);
+    store.index_remove(&ann, &listed, now).await?;
     ensure!(members(&ann, now).await?.is_empty());
     // Removing what is not there is not an error.
-    store.index_remove(&ann, &k1, now).await?;
+    store.index_remove(&ann, &listed, now).await?;
     ensure!(members(&UserKey::of("nobody"), now).await?.is_empty());
     ensure!(members(&bob, now).await? == vec![(k3.clone(), now + LONG, now)]);
     // An entry written later with an earlier deadline (a rotation keeps its session's

@@ -94,9 +94,9 @@ impl Store for CountingStore {
         self.inner.index_add(user, key, deadline_ms, now_ms).await
     }
 
-    async fn index_remove(&self, user: &UserKey, key: &SessionKey, now_ms: u64) -> Result<()> {
+    async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, now_ms: u64) -> Result<()> {
         self.counts.others.fetch_add(1, Ordering::SeqCst);
-        self.inner.index_remove(user, key, now_ms).await
+        self.inner.index_remove(user, entry, now_ms).await
     }
 
     async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>> {

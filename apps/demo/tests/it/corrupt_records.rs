@@ -21,6 +21,9 @@ const CORRUPTIONS: &[(&str, Corruption)] = &[
     ("visits past 2^53", |c, k| {
         c.hset(k, "visits", "9007199254740993")
     }),
+    ("visits at 2^53 - 1", |c, k| {
+        c.hset(k, "visits", "9007199254740991")
+    }),
     ("username not a string", |c, k| c.hset(k, "username", "123")),
     ("username not JSON", |c, k| c.hset(k, "username", "ann")),
     ("username not UTF-8", |c, k| {

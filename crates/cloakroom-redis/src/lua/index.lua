@@ -4,7 +4,8 @@
 -- session with the old deadline, so the score says nothing about the entry's age.
 -- KEYS[1]: the index key
 -- ARGV[1]: now (Unix ms); ARGV[2]: 'A' add | 'R' remove | 'L' list
--- ARGV[3]: the session key (A, R); ARGV[4]: its deadline, Unix ms (A)
+-- ARGV[3]: the session key (A, R); ARGV[4]: its deadline, Unix ms (A), or when its entry was
+-- written (R)
 --
 -- Every step first drops the entries whose deadline has passed; a set left empty is deleted by
 -- Redis. The index has no TTL on purpose: under the volatile-* eviction policies Redis only
@@ -15,16 +16,15 @@ redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[1])
 if op == 'A' then
   if tonumber(ARGV[4]) > now then
     redis.call('ZADD', key, ARGV[4], ARGV[3] .. ':' .. ARGV[1])
+    -- An index written by an earlier version had a TTL: it loses it, or it would expire with
+    -- the entries added since, and stay open to volatile-* eviction. (pcall: a Redis user
+    -- without +persist keeps the old behaviour rather than failing logins.)
+    redis.pcall('PERSIST', key)
   end
 elseif op == 'R' then
-  -- Members of this session, whenever written (and one written without a time, as before).
-  local session = ARGV[3]
-  local prefix = session .. ':'
-  for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
-    if member == session or string.sub(member, 1, #prefix) == prefix then
-      redis.call('ZREM', key, member)
-    end
-  end
+  -- The member as listed, and the bare key an earlier version wrote: one ZREM, whatever the
+  -- size of the index.
+  redis.call('ZREM', key, ARGV[3] .. ':' .. ARGV[4], ARGV[3])
 elseif op ~= 'L' then
   return redis.error_reply('BADOP unknown index operation')
 end

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use cloakroom_core::{SessionConfig, SessionManager, UserKey};
+use cloakroom_core::{SessionConfig, SessionManager, Store, UserKey};
 use cloakroom_redis::RedisStore;
 use cloakroom_test::RedisServer;
 use cloakroom_test::requests::{request, returned_cookie};
@@ -117,5 +117,45 @@ async fn policies_that_can_evict_an_index_are_detected() -> anyhow::Result<()> {
         ensure!(policy.name == name, "{policy}");
         ensure!(policy.keeps_user_indexes() == keeps, "{policy}");
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_written_by_an_earlier_version_is_upgraded_in_place() -> anyhow::Result<()> {
+    // Earlier indexes had a TTL and bare session keys as members: the next login's entry takes
+    // the TTL away (or the index would expire with the new entry in it, and stay evictable),
+    // and a bare member is listed as written long ago and can be removed.
+    let server = RedisServer::spawn()?;
+    let store = Arc::new(RedisStore::connect(server.url()).await?);
+    let m = SessionManager::new(store.clone(), SessionConfig::new(SECRET)?)?;
+    let index = format!("cloakroom:user:{}", UserKey::of("ann").as_str());
+    let old = cloakroom_core::SessionToken::generate()?.key();
+    let far = cloakroom_test::conformance::now_ms() + 3_600_000;
+    let mut conn = server.connection()?;
+    let _: () = redis::cmd("ZADD")
+        .arg(&index)
+        .arg(far)
+        .arg(old.as_str())
+        .query(&mut conn)?;
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&index)
+        .arg(60_000)
+        .query(&mut conn)?;
+    let login = m.session_from_cookie_headers([]);
+    login.start().await?;
+    login.set_user("ann").await?;
+    login.finish().await?;
+    let ttl: i64 = redis::cmd("PTTL").arg(&index).query(&mut conn)?;
+    ensure!(ttl == -1, "the index kept its TTL: {ttl}");
+    let now = cloakroom_test::conformance::now_ms();
+    let entries = store.index_members(&UserKey::of("ann"), now).await?;
+    let bare = entries
+        .iter()
+        .find(|e| e.key == old)
+        .context("the bare member is not listed")?;
+    ensure!(bare.written_ms == 0 && entries.len() == 2, "{entries:?}");
+    store.index_remove(&UserKey::of("ann"), bare, now).await?;
+    let left = store.index_members(&UserKey::of("ann"), now).await?;
+    ensure!(left.len() == 1 && left[0].key != old, "{left:?}");
     Ok(())
 }

@@ -68,8 +68,8 @@ impl Store for HeldCreates {
     async fn index_add(&self, u: &UserKey, k: &SessionKey, deadline: u64, now: u64) -> Result<()> {
         self.inner.index_add(u, k, deadline, now).await
     }
-    async fn index_remove(&self, user: &UserKey, key: &SessionKey, now_ms: u64) -> Result<()> {
-        self.inner.index_remove(user, key, now_ms).await
+    async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, now_ms: u64) -> Result<()> {
+        self.inner.index_remove(user, entry, now_ms).await
     }
     async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>> {
         self.inner.index_members(user, now_ms).await

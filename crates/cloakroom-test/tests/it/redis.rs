@@ -125,7 +125,10 @@ async fn a_key_of_another_type_is_reported_corrupt_not_overwritten() -> anyhow::
     // expires after the idle timeout instead of never.
     let _: () = conn.del(&full)?;
     let _: () = conn.hset(&full, "username", "\"mallory\"")?;
-    let err = load(&store, &k).await.err().context("a foreign hash loaded")?;
+    let err = load(&store, &k)
+        .await
+        .err()
+        .context("a foreign hash loaded")?;
     let kind = err
         .downcast_ref::<cloakroom_core::Error>()
         .map(|e| e.kind());

@@ -329,6 +329,53 @@ fn clocked() -> anyhow::Result<(SessionManager, ManualClock)> {
     Ok((SessionManager::new(Arc::new(store), config)?, clock))
 }
 
+/// The demo's login flood through the handle, at a bound of 200: 1,000 logins at two a
+/// millisecond while five users who logged in before read their session every 200 ms. An
+/// ordinary request uses the session, so theirs are evicted after the flood's, which are not.
+#[tokio::test]
+async fn a_login_flood_through_the_handle_logs_out_no_active_user() -> anyhow::Result<()> {
+    let clock = ManualClock::new(SystemTime::now());
+    let store = MemoryStore::builder()
+        .with_max_sessions(200)
+        .with_clock(Arc::new(clock.clone()))
+        .with_sweep_interval(None)
+        .build();
+    let config = SessionConfig::new(SECRET)?.with_clock(Arc::new(clock.clone()));
+    let m = SessionManager::new(Arc::new(store.clone()), config)?;
+    let mut users = Vec::new();
+    for name in ["ann", "bob", "cy", "dee", "eve"] {
+        let cookie = login(&m, name).await?;
+        // The page the login redirects to.
+        ensure!(
+            request(&m, &cookie)
+                .get::<String>("username")
+                .await?
+                .as_deref()
+                == Some(name)
+        );
+        users.push((name, cookie));
+    }
+    for n in 0..1_000usize {
+        if n % 2 == 1 {
+            clock.advance(Duration::from_millis(1));
+        }
+        login(&m, "mallory").await?;
+        for (i, (name, cookie)) in users.iter().enumerate() {
+            if (n + 80 * i).is_multiple_of(400) {
+                let s = request(&m, cookie);
+                let seen = s.get::<String>("username").await?;
+                s.finish().await?;
+                ensure!(
+                    seen.as_deref() == Some(*name),
+                    "{name} was logged out after {n} logins"
+                );
+            }
+        }
+    }
+    ensure!(store.len() == 200 && store.evictions() == 805);
+    Ok(())
+}
+
 #[tokio::test]
 async fn sliding_ttl_keeps_an_active_session_alive() -> anyhow::Result<()> {
     let (m, clock) = clocked()?;
