@@ -37,6 +37,7 @@ fuzz_target!(|value: String| {
                 idle_ms: 60_000,
             },
             deadline_ms: now + 60_000,
+            origin: cloakroom_core::store::Origin::Login,
         };
         store
             .create(&token.key(), &session)

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use crate::clock::{Clock, SystemClock, unix_millis};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{
-    Access, Applied, Apply, Created, Fields, META_USER, NewSession, Op, Store, Totals,
+    Access, Applied, Apply, Created, Fields, META_USER, NewSession, Op, Origin, Store, Totals,
     add_to_counter, check_ops,
 };
 use crate::token::SessionKey;
@@ -34,10 +34,13 @@ const PROBATION_SHARE: usize = 10;
 /// * **Bounded**: it holds at most `max_sessions` sessions. Creating one more first drops every
 ///   expired session. If the store is still full it evicts a session on probation, the oldest,
 ///   while at least a tenth of the bound is on probation, and otherwise the session that would
-///   expire soonest: with sliding expiry that is the one idle the longest. A session is on
-///   probation from its creation until its first use (a load or write; a peek does not count),
-///   so a flood of logins that are never used again evicts its own sessions, not the sessions
-///   in use. Existing sessions are never refused writes; a login is never refused.
+///   expire soonest (with sliding expiry, mostly the one idle the longest; a session near its
+///   absolute deadline goes earlier). A login's session is on probation from its creation until
+///   its first use (a load or write; a peek does not count), and a rotated one
+///   ([`Origin::Rotation`](crate::store::Origin)) is not, so a flood of logins that are never
+///   used again evicts its own sessions, not the sessions in use. Existing sessions are never
+///   refused writes and a login is never refused, but during such a flood a new login may be
+///   evicted before its first request: the segment protects the sessions in use.
 /// * **Expiring**: a deadline index lets a background task (started when the store is built
 ///   inside a Tokio runtime, stopped when the store is dropped) and every create reclaim expired
 ///   sessions without waiting for them to be accessed; every access also checks expiry itself.
@@ -305,16 +308,24 @@ impl State {
             let (_, key) = self.by_expiry.pop_first()?;
             (key, Eviction::IdleLongest)
         };
-        self.remove(&key);
-        self.evictions += 1;
+        if self.remove(&key) {
+            self.evictions += 1;
+        }
         Some((key, why))
     }
 
-    fn insert(&mut self, key: &SessionKey, fields: Fields, expires_at_ms: u64, deadline_ms: u64) {
-        // Numbers never wrap: no store sees 2^64 creations.
-        let number = self.next_creation;
-        self.next_creation = number.wrapping_add(1);
-        self.probation.insert(number, key.clone());
+    fn insert(&mut self, key: &SessionKey, session: &NewSession, expires_at_ms: u64) {
+        let (fields, deadline_ms) = (session.fields.clone(), session.deadline_ms);
+        // A rotated session continues one in use: it is not on probation.
+        let standing = if session.origin == Origin::Rotation {
+            Standing::InUse
+        } else {
+            // Numbers never wrap: no store sees 2^64 creations.
+            let number = self.next_creation;
+            self.next_creation = number.wrapping_add(1);
+            self.probation.insert(number, key.clone());
+            Standing::Probation(number)
+        };
         self.by_expiry.insert((expires_at_ms, key.clone()));
         self.sessions.insert(
             key.clone(),
@@ -322,7 +333,7 @@ impl State {
                 fields,
                 expires_at_ms,
                 deadline_ms,
-                standing: Standing::Probation(number),
+                standing,
             },
         );
     }
@@ -404,12 +415,7 @@ impl Store for MemoryStore {
                 ),
             }
         }
-        state.insert(
-            key,
-            session.fields.clone(),
-            expires_at_ms,
-            session.deadline_ms,
-        );
+        state.insert(key, session, expires_at_ms);
         Ok(Created::Created)
     }
 
@@ -491,10 +497,9 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, now_ms: u64) -> Result<()> {
-        let mut state = self.lock();
-        state.unindex(user, &entry.key);
-        state.prune_index(user, now_ms);
+    async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, _now_ms: u64) -> Result<()> {
+        // The entry alone: pruning the rest would cost the size of the index for each removal.
+        self.lock().unindex(user, &entry.key);
         Ok(())
     }
 

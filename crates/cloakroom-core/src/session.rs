@@ -15,7 +15,7 @@ use crate::metrics::SessionMetrics;
 use crate::signing::SIGNED_VALUE_LEN;
 use crate::store::{
     Access, Applied, Apply, Bounds, Created, Fields, META_CREATED, META_DEADLINE, META_USER,
-    NewSession, Op, RESERVED_PREFIX, Store, Totals, add_to_counter, check_field_name,
+    NewSession, Op, Origin, RESERVED_PREFIX, Store, Totals, add_to_counter, check_field_name,
     check_increment, parse_millis,
 };
 use crate::token::{SessionKey, SessionToken};
@@ -689,6 +689,11 @@ impl Session {
                 fields,
                 access,
                 deadline_ms: meta.deadline_ms,
+                origin: if state.rotated_from.is_some() {
+                    Origin::Rotation
+                } else {
+                    Origin::Login
+                },
             };
             // A collision of 256-bit random tokens does not happen; if the store ever says the
             // key exists, something is wrong with randomness, and we refuse to share a session.

@@ -194,6 +194,19 @@ pub struct NewSession {
     pub access: Access,
     /// The absolute deadline, Unix milliseconds (also in `fields`).
     pub deadline_ms: u64,
+    /// Where the session comes from.
+    pub origin: Origin,
+}
+
+/// Where a new session comes from: what a bounded store may weigh when it must evict.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// A login: nothing says yet that the session will be used.
+    #[default]
+    Login,
+    /// A new id for a session in use (`Session::cycle_id`): its data, and its use, carry over.
+    Rotation,
 }
 
 /// A session storage backend.

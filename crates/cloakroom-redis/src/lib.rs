@@ -943,6 +943,7 @@ impl Store for RedisStore {
         // One entry per session, the latest written, should a key ever be listed twice.
         members.sort_by(|a, b| (&a.key, b.written_ms).cmp(&(&b.key, a.written_ms)));
         members.dedup_by(|later, kept| later.key == kept.key);
+        members.sort_by_key(|entry| entry.deadline_ms);
         Ok(members)
     }
 }

@@ -48,6 +48,7 @@ fn login(now_ms: u64) -> NewSession {
             idle_ms: IDLE_MS,
         },
         deadline_ms,
+        origin: cloakroom_core::store::Origin::Login,
     }
 }
 

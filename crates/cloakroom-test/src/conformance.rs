@@ -51,6 +51,7 @@ pub fn new_session(fields: &[(&str, &str)], idle_ms: u64, lifetime_ms: u64) -> N
             idle_ms,
         },
         deadline_ms,
+        origin: cloakroom_core::store::Origin::Login,
     }
 }
 

@@ -109,6 +109,7 @@ pub async fn check_against_model(store: &dyn Store, steps: &[Step]) -> Result<()
                     fields,
                     access: access(now),
                     deadline_ms: deadline,
+                    origin: cloakroom_core::store::Origin::Login,
                 };
                 let created = store.create(&keys[i], &session).await;
                 let alive = live(model[i], now).is_some();

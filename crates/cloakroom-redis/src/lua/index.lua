@@ -24,7 +24,7 @@ if op == 'A' then
 elseif op == 'R' then
   -- The member as listed, and the bare key an earlier version wrote: one ZREM, whatever the
   -- size of the index.
-  redis.call('ZREM', key, ARGV[3] .. ':' .. ARGV[4], ARGV[3])
+  redis.call('ZREM', key, ARGV[3] .. ':' .. (ARGV[4] or ''), ARGV[3])
 elseif op ~= 'L' then
   return redis.error_reply('BADOP unknown index operation')
 end

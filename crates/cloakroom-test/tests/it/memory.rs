@@ -42,6 +42,7 @@ fn login_at(now_ms: u64) -> NewSession {
             idle_ms: 30 * 60_000,
         },
         deadline_ms,
+        origin: cloakroom_core::store::Origin::Login,
     }
 }
 

@@ -377,6 +377,44 @@ async fn a_login_flood_through_the_handle_logs_out_no_active_user() -> anyhow::R
 }
 
 #[tokio::test]
+async fn a_session_rotated_during_a_login_flood_stays_in_use() -> anyhow::Result<()> {
+    // A new id for a session in use (privileges changed) carries its use over: the flood's
+    // logins, never used, go first, even before the user's next request.
+    let clock = ManualClock::new(SystemTime::now());
+    let store = MemoryStore::builder()
+        .with_max_sessions(200)
+        .with_clock(Arc::new(clock.clone()))
+        .with_sweep_interval(None)
+        .build();
+    let config = SessionConfig::new(SECRET)?.with_clock(Arc::new(clock.clone()));
+    let m = SessionManager::new(Arc::new(store.clone()), config)?;
+    let cookie = login(&m, "ann").await?;
+    ensure!(request(&m, &cookie).exists().await?);
+    for n in 0..1_000usize {
+        clock.advance(Duration::from_millis(1));
+        login(&m, "mallory").await?;
+        if n == 500 {
+            let s = request(&m, &cookie);
+            ensure!(
+                s.cycle_id().await?,
+                "ann was logged out before the rotation"
+            );
+            let rotated = returned_cookie(&s.finish().await?.set_cookie).context("no cookie")?;
+            for _ in 0..400 {
+                clock.advance(Duration::from_millis(1));
+                login(&m, "mallory").await?;
+            }
+            ensure!(
+                request(&m, &rotated).exists().await?,
+                "the rotated session was evicted by the flood"
+            );
+            return Ok(());
+        }
+    }
+    anyhow::bail!("the flood ended before the rotation")
+}
+
+#[tokio::test]
 async fn sliding_ttl_keeps_an_active_session_alive() -> anyhow::Result<()> {
     let (m, clock) = clocked()?;
     let cookie = login(&m, "ann").await?;
