@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use cloakroom::{ErrorKind, Session, SessionLayer, SessionRejection, SessionToken};
+use cloakroom::{Error, ErrorKind, Session, SessionLayer, SessionToken};
 use serde::Deserialize;
 
 /// Longest accepted username, in characters.
@@ -121,11 +121,7 @@ fn anonymous_page() -> Response {
 }
 
 // The login form with a fresh CSRF token, in the page and in its cookie.
-fn login_page(
-    csrf: Csrf,
-    status: StatusCode,
-    message: Option<&str>,
-) -> Result<Response, SessionRejection> {
+fn login_page(csrf: Csrf, status: StatusCode, message: Option<&str>) -> Result<Response, Error> {
     let token = SessionToken::generate()?.to_text();
     let alert = message
         .map(|m| format!("<p role=\"alert\">{}</p>\n", escape(m)))
@@ -145,7 +141,7 @@ fn login_page(
     Ok(response)
 }
 
-async fn index(session: Session) -> Result<Response, SessionRejection> {
+async fn index(session: Session) -> Result<Response, Error> {
     // Increment first: one round trip increments, slides the TTL and loads the session, so the
     // username read below needs no second trip.
     let visits = match session.incr("visits", 1).await {
@@ -158,7 +154,7 @@ async fn index(session: Session) -> Result<Response, SessionRejection> {
             session.insert("visits", &1).await?;
             1
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     match session.get::<String>("username").await {
         Ok(Some(username)) => Ok(index_page(&username, visits)),
@@ -169,11 +165,11 @@ async fn index(session: Session) -> Result<Response, SessionRejection> {
             tracing::warn!("the username field is not text; the page is shown as logged out");
             Ok(anonymous_page())
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
-async fn login_form(Extension(csrf): Extension<Csrf>) -> Result<Response, SessionRejection> {
+async fn login_form(Extension(csrf): Extension<Csrf>) -> Result<Response, Error> {
     login_page(csrf, StatusCode::OK, None)
 }
 
@@ -229,7 +225,7 @@ async fn login(
     Extension(csrf): Extension<Csrf>,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
-) -> Result<Response, SessionRejection> {
+) -> Result<Response, Error> {
     let form = match form {
         Ok(Form(form)) => form,
         Err(rejection) => {

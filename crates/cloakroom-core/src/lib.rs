@@ -11,7 +11,8 @@
 //! * [`Session`] and [`SessionManager`]: the per-request handle that records a delta of changed
 //!   fields and writes only that.
 //!
-//! The `axum` feature makes [`Session`] an axum extractor.
+//! The `axum` feature adds `SessionLayer`, the tower layer that gives each request its
+//! [`Session`], makes [`Session`] an axum extractor and [`Error`] an axum response.
 
 #[cfg(feature = "axum")]
 mod axum;
@@ -28,7 +29,7 @@ mod token;
 mod users;
 
 #[cfg(feature = "axum")]
-pub use crate::axum::MissingSessionLayer;
+pub use crate::axum::{MissingSessionLayer, SessionLayer, SessionLayerBuilder, SessionService};
 pub use crate::clock::{Clock, LATEST_MILLIS, ManualClock, SystemClock};
 pub use crate::config::{
     DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT,

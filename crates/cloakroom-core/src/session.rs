@@ -299,6 +299,51 @@ impl Session {
             .then(|| self.shared.config.limits.bounds())
     }
 
+    /// The manager this handle came from: what a "your sessions" page calls
+    /// ([`SessionManager::sessions_of`], [`SessionManager::end_session_of`]).
+    pub fn manager(&self) -> SessionManager {
+        SessionManager {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The store key of the request's session, looking the session up if needed: safe to show
+    /// and to put in a form (it cannot act as the cookie), and what
+    /// [`UserSession::key`](crate::UserSession) holds, so a "your sessions" page can mark this
+    /// one. `None` when the request has no session.
+    ///
+    /// # Errors
+    ///
+    /// A store failure while looking the session up.
+    pub async fn key(&self) -> Result<Option<SessionKey>> {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        self.ensure_loaded(&mut state).await?;
+        Ok(match &state.phase {
+            Phase::Live { token, .. } | Phase::Started { token, .. } => Some(token.key()),
+            _ => None,
+        })
+    }
+
+    /// The user the request's session is bound to ([`Session::set_user`]), as the store names
+    /// it; `None` when the request has no session or its session has no user.
+    ///
+    /// # Errors
+    ///
+    /// A store failure while looking the session up.
+    pub async fn user(&self) -> Result<Option<UserKey>> {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        self.ensure_loaded(&mut state).await?;
+        Ok(match &state.phase {
+            Phase::Live { fields, .. } => {
+                fields.get(META_USER).and_then(|u| UserKey::from_stored(u))
+            }
+            Phase::Started { meta, .. } => meta.user.clone(),
+            _ => None,
+        })
+    }
+
     /// What the request's cookie said.
     pub async fn cookie_state(&self) -> CookieState {
         self.state.lock().await.cookie

@@ -255,6 +255,39 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>>;
 }
 
+// A shared store is a store: `SessionLayer::builder` takes a store by value, and an application
+// that keeps a handle of its own (for `MemoryStore::len`, say) passes an `Arc` of it.
+#[async_trait]
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
+        (**self).create(key, session).await
+    }
+    async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
+        (**self).apply(key, apply).await
+    }
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        (**self).delete(key).await
+    }
+    async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>> {
+        (**self).peek(key, now_ms).await
+    }
+    async fn index_add(
+        &self,
+        user: &UserKey,
+        key: &SessionKey,
+        deadline_ms: u64,
+        now_ms: u64,
+    ) -> Result<()> {
+        (**self).index_add(user, key, deadline_ms, now_ms).await
+    }
+    async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, now_ms: u64) -> Result<()> {
+        (**self).index_remove(user, entry, now_ms).await
+    }
+    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>> {
+        (**self).index_members(user, now_ms).await
+    }
+}
+
 /// Reads a counter as stored: a canonical decimal integer within ±[`MAX_COUNTER`].
 ///
 /// Canonical means no sign but a leading `-`, no leading zeros, no `-0`: exactly the spellings

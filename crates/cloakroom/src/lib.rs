@@ -9,12 +9,10 @@
 //! # Quick start
 //!
 //! ```no_run
-//! use std::sync::Arc;
-//!
 //! use axum::{Router, routing::get};
-//! use cloakroom::{MemoryStore, Session, SessionConfig, SessionLayer, SessionRejection};
+//! use cloakroom::{MemoryStore, Session, SessionLayer};
 //!
-//! async fn index(session: Session) -> Result<String, SessionRejection> {
+//! async fn index(session: Session) -> Result<String, cloakroom::Error> {
 //!     // One round trip: increments, slides the TTL and loads the session.
 //!     match session.incr("visits", 1).await? {
 //!         Some(visits) => {
@@ -25,15 +23,14 @@
 //!     }
 //! }
 //!
-//! async fn login(session: Session) -> Result<&'static str, SessionRejection> {
+//! async fn login(session: Session) -> Result<&'static str, cloakroom::Error> {
 //!     session.start().await?; // fresh token; any previous session is deleted
 //!     session.insert("username", "alice").await?;
 //!     Ok("welcome")
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = SessionConfig::new(std::env::var("SECRET_KEY")?)?;
-//! let layer = SessionLayer::new(Arc::new(MemoryStore::new()), config)?;
+//! let layer = SessionLayer::builder(MemoryStore::new(), std::env::var("SECRET_KEY")?).build()?;
 //! let app: Router = Router::new()
 //!     .route("/", get(index))
 //!     .route("/login", get(login))
@@ -51,7 +48,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `axum` | yes | [`SessionLayer`], the [`Session`] extractor, [`SessionRejection`] |
+//! | `axum` | yes | [`SessionLayer`], the [`Session`] extractor, [`Error`] as a response |
 //! | `redis` | no | [`redis::RedisStore`] for Redis, Valkey and ElastiCache |
 //!
 //! # Guarantees
@@ -64,9 +61,6 @@
 //! * Each store operation touches one key in one round trip.
 
 pub use cloakroom_core::*;
-
-#[cfg(feature = "axum")]
-pub use cloakroom_axum::{SessionLayer, SessionRejection, SessionService};
 
 /// The Redis store (feature `redis`).
 #[cfg(feature = "redis")]

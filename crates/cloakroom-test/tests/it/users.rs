@@ -21,7 +21,34 @@ cloakroom_test::test_over_each_store!(
     a_user_is_bound_only_to_a_session_started_in_the_request,
     a_login_racing_log_out_everywhere_stays_listed,
     a_broken_record_does_not_hide_the_other_sessions,
+    the_handle_names_its_session_and_user_for_a_sessions_page,
 );
+
+async fn the_handle_names_its_session_and_user_for_a_sessions_page(
+    f: StoreFixture,
+) -> anyhow::Result<()> {
+    let m = manager(f.store.clone())?;
+    let phone = login_as(&m, "ann", "phone").await?;
+    let laptop = login_as(&m, "ann", "laptop").await?;
+    let s = request(&m, &phone);
+    let key = s.key().await?.context("no key")?;
+    ensure!(key == token_of(&phone)?.key());
+    ensure!(s.user().await? == Some(UserKey::of("ann")));
+    // The page lists both sessions and marks this one.
+    let listed = s.manager().sessions_of("ann").await?;
+    ensure!(listed.len() == 2);
+    ensure!(listed.iter().filter(|l| l.key == key).count() == 1);
+    // Ending the other one from here.
+    let other = token_of(&laptop)?.key();
+    ensure!(s.manager().end_session_of("ann", &other).await?);
+    ensure!(!alive(&m, &laptop).await?);
+    // No session, no key; a session without a user, no user.
+    let anonymous = m.session_from_cookie_headers([]);
+    ensure!(anonymous.key().await?.is_none() && anonymous.user().await?.is_none());
+    let plain = login(&m, "bob").await?;
+    ensure!(request(&m, &plain).user().await?.is_none());
+    Ok(())
+}
 
 fn manager(store: Arc<dyn Store>) -> anyhow::Result<SessionManager> {
     Ok(SessionManager::new(store, SessionConfig::new(SECRET)?)?)
