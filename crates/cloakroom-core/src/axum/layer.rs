@@ -277,8 +277,10 @@ mod tests {
 
     #[test]
     fn the_builder_takes_options_and_reports_mistakes_once() -> Result<()> {
+        // A shared store, and the secret as a `String`.
         let shared = Arc::new(MemoryStore::new());
-        let layer = SessionLayer::builder(shared.clone(), SECRET.to_owned())
+        let secret = String::from(SECRET);
+        let layer = SessionLayer::builder(shared.clone(), secret)
             .with_idle_timeout(Duration::from_secs(60))
             .with_cookie_name("id")
             .build()?;
