@@ -90,7 +90,7 @@ async fn run() -> anyhow::Result<()> {
         bail!("SESSION_TTL must be at least 1 second");
     }
     let secure = flag("COOKIE_SECURE", true)?;
-    let max_sessions: usize = parse_env("MAX_SESSIONS", cloakroom::DEFAULT_MAX_SESSIONS)?;
+    let max_sessions: usize = parse_env("MAX_SESSIONS", cloakroom::limits::DEFAULT_MAX_SESSIONS)?;
 
     let config = match env("SECRET_KEY") {
         Some(secret) => SessionConfig::new(secret.as_bytes())
