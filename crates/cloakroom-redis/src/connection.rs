@@ -19,7 +19,7 @@ use redis::{
 };
 use tokio::time::Instant;
 
-use crate::bounded;
+use crate::scripts::bounded;
 
 /// Whether the server is a Redis Cluster (ElastiCache "cluster mode enabled") or a standalone
 /// server (or a primary with replicas, ElastiCache "cluster mode disabled").
@@ -477,7 +477,7 @@ async fn is_cluster_node(
              grant +cluster|slots or set the cluster mode explicitly",
             e,
         )),
-        Err(e) => Err(crate::map_error(e)),
+        Err(e) => Err(crate::errors::map_error(e)),
     }
 }
 

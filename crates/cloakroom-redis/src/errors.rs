@@ -1,0 +1,51 @@
+//! Redis errors as cloakroom errors.
+
+use cloakroom_core::{Error, ErrorKind};
+
+pub(crate) fn map_error(e: redis::RedisError) -> Error {
+    let kind = if e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_io_error()
+    {
+        ErrorKind::Unavailable
+    } else {
+        match e.code() {
+            Some("NOTINT") => ErrorKind::NotAnInteger,
+            Some("RANGE") => ErrorKind::OutOfRange,
+            Some("TOOLARGE") => ErrorKind::TooLarge,
+            Some("WRONGTYPE" | "CORRUPT") => ErrorKind::Corrupt,
+            _ => match e.kind() {
+                redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig => {
+                    ErrorKind::Config
+                }
+                redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                | redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
+                | redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown)
+                | redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
+                // Cluster mode: no connection to the node owning the slot (it is down, or the
+                // slot map is being refreshed after a failover).
+                | redis::ErrorKind::ClusterConnectionNotFound => {
+                    ErrorKind::Unavailable
+                }
+                _ => ErrorKind::Backend,
+            },
+        }
+    };
+    let message = match kind {
+        ErrorKind::NotAnInteger => "session field does not hold an integer",
+        ErrorKind::OutOfRange => "session counter would leave ±(2^53 − 1)",
+        ErrorKind::Corrupt => "a session key holds data cloakroom did not write",
+        ErrorKind::Unavailable => "Redis is unavailable",
+        ErrorKind::Config => "Redis refused the connection settings",
+        _ => "Redis returned an error",
+    };
+    Error::with_source(kind, message, e)
+}
+
+pub(crate) fn corrupt(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Corrupt,
+        format!("unexpected reply from Redis: {what}"),
+    )
+}

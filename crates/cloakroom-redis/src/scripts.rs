@@ -1,0 +1,123 @@
+//! Running the Lua scripts: one `EVALSHA` on one key, bounded by the operation timeout.
+
+use std::time::Duration;
+
+use cloakroom_core::{Error, ErrorKind, Result, SessionKey, UserKey};
+use redis::{Script, Value};
+
+use crate::RedisStore;
+use crate::acks::ReplicaAcks;
+use crate::errors::map_error;
+
+impl RedisStore {
+    pub(crate) async fn run_index(
+        &self,
+        user: &UserKey,
+        now_ms: u64,
+        op: &str,
+        key: Option<&SessionKey>,
+        // 'A': the session's deadline; 'R': when the entry was written.
+        time_ms: Option<u64>,
+        replica_acks: Option<ReplicaAcks>,
+    ) -> Result<Value> {
+        let index_key = self.index_key(user);
+        self.run_on(&self.index, &index_key, replica_acks, false, |inv| {
+            inv.arg(now_ms).arg(op);
+            if let Some(key) = key {
+                inv.arg(key.as_str());
+            }
+            if let Some(time) = time_ms {
+                inv.arg(time);
+            }
+        })
+        .await
+    }
+
+    // One EVALSHA on one key. The command is built by hand rather than through redis-rs's
+    // script invocation, which copies every argument once more; if the server has lost its
+    // script cache (restart, failover, SCRIPT FLUSH) the source is sent once with EVAL, which
+    // caches it again.
+    pub(crate) async fn run(
+        &self,
+        script: &ScriptSource,
+        key: &SessionKey,
+        replica_acks: Option<ReplicaAcks>,
+        idempotent: bool,
+        add_args: impl Fn(&mut redis::Cmd),
+    ) -> Result<Value> {
+        let redis_key = self.redis_key(key);
+        self.run_on(script, &redis_key, replica_acks, idempotent, add_args)
+            .await
+    }
+
+    pub(crate) async fn run_on(
+        &self,
+        script: &ScriptSource,
+        redis_key: &str,
+        replica_acks: Option<ReplicaAcks>,
+        idempotent: bool,
+        add_args: impl Fn(&mut redis::Cmd),
+    ) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + self.operation_timeout;
+        let attempt = || async {
+            // Sized for a typical call, so that building it does not reallocate.
+            let mut cmd = redis::Cmd::with_capacity(16, 256);
+            cmd.arg("EVALSHA").arg(&script.sha).arg(1).arg(redis_key);
+            add_args(&mut cmd);
+            match self.send(cmd, replica_acks, deadline).await {
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    let mut cmd = redis::cmd("EVAL");
+                    cmd.arg(script.source).arg(1).arg(redis_key);
+                    add_args(&mut cmd);
+                    self.send(cmd, replica_acks, deadline).await
+                }
+                other => other,
+            }
+        };
+        let call = async {
+            match attempt().await {
+                // A connection that broke while idle (its server restarted, or failed over) is
+                // found out by the first request sent on it. A read may be sent again on the
+                // fresh connection: running it twice changes nothing. A write may not, since
+                // it may have run.
+                Err(e) if idempotent && e.is_connection_dropped() => attempt().await,
+                other => other,
+            }
+        };
+        let (reply, confirmed) = bounded(self.operation_timeout, "answer", call).await?;
+        self.settle(confirmed, replica_acks)?;
+        Ok(reply)
+    }
+}
+
+// Runs a Redis call within `limit`: a late answer is `Unavailable`, like a refused connection,
+// and Redis's own errors are mapped to their kinds.
+pub(crate) async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result.map_err(map_error),
+        Err(_) => Err(Error::new(
+            ErrorKind::Unavailable,
+            format!("Redis did not {what} within {} ms", limit.as_millis()),
+        )),
+    }
+}
+
+/// A Lua script and its SHA-1, as `EVALSHA` names it.
+#[derive(Clone)]
+pub(crate) struct ScriptSource {
+    pub(crate) source: &'static str,
+    pub(crate) sha: String,
+}
+
+impl ScriptSource {
+    pub(crate) fn new(source: &'static str) -> Self {
+        Self {
+            source,
+            sha: Script::new(source).get_hash().to_owned(),
+        }
+    }
+}
