@@ -46,6 +46,8 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    // The operation may have taken effect although it failed (see `is_outcome_unknown`).
+    outcome_unknown: bool,
 }
 
 impl Error {
@@ -55,6 +57,7 @@ impl Error {
             kind,
             message: message.into(),
             source: None,
+            outcome_unknown: false,
         }
     }
 
@@ -68,7 +71,25 @@ impl Error {
             kind,
             message: message.into(),
             source: Some(Box::new(source)),
+            outcome_unknown: false,
         }
+    }
+
+    /// The same error, saying that its operation may have taken effect: a store implementation
+    /// marks so a command that was sent and not answered in time, or whose connection dropped
+    /// after it was sent.
+    pub fn with_unknown_outcome(mut self) -> Self {
+        self.outcome_unknown = true;
+        self
+    }
+
+    /// True when the failed operation may nevertheless have taken effect in the store (a
+    /// timed-out or cut-off command may still have run): retrying a write then may apply it
+    /// twice, an increment for example, and a logout that failed this way may or may not have
+    /// deleted the session. False when the store is known not to have run it (the connection
+    /// was refused, the command was rejected).
+    pub fn is_outcome_unknown(&self) -> bool {
+        self.outcome_unknown
     }
 
     /// What kind of failure this is.
@@ -110,6 +131,9 @@ impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
         d.field("kind", &self.kind).field("message", &self.message);
+        if self.outcome_unknown {
+            d.field("outcome_unknown", &true);
+        }
         if let Some(source) = &self.source {
             d.field("source", source);
         }

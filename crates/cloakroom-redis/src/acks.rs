@@ -124,7 +124,8 @@ impl RedisStore {
                 ErrorKind::Unavailable,
                 "the write was not confirmed by enough replicas in time; it happened on the \
                  primary but may not survive a failover",
-            ));
+            )
+            .with_unknown_outcome());
         }
         Ok(())
     }

@@ -40,7 +40,46 @@ pub(crate) fn map_error(e: redis::RedisError) -> Error {
         ErrorKind::Config => "Redis refused the connection settings",
         _ => "Redis returned an error",
     };
-    Error::with_source(kind, message, e)
+    // A command that timed out or whose connection dropped may have run; one refused before it
+    // was sent, or answered with an error, did not.
+    let unknown = (e.is_timeout() || e.is_connection_dropped() || e.is_io_error())
+        && !e.is_connection_refusal();
+    let error = Error::with_source(kind, message, e);
+    if unknown {
+        error.with_unknown_outcome()
+    } else {
+        error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> redis::RedisError {
+        redis::RedisError::from(std::io::Error::from(kind))
+    }
+
+    #[test]
+    fn only_a_command_that_may_have_run_has_an_unknown_outcome() {
+        let refused = map_error(io(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(refused.kind(), ErrorKind::Unavailable);
+        assert!(!refused.is_outcome_unknown());
+        for kind in [
+            std::io::ErrorKind::TimedOut,
+            std::io::ErrorKind::BrokenPipe,
+            std::io::ErrorKind::ConnectionReset,
+        ] {
+            let error = map_error(io(kind));
+            assert_eq!(error.kind(), ErrorKind::Unavailable, "{kind:?}");
+            assert!(error.is_outcome_unknown(), "{kind:?}");
+        }
+        let rejected = map_error(redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "NOTINT",
+        )));
+        assert!(!rejected.is_outcome_unknown());
+    }
 }
 
 pub(crate) fn corrupt(what: &str) -> Error {

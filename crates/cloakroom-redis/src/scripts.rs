@@ -99,10 +99,12 @@ pub(crate) async fn bounded<T>(
 ) -> Result<T> {
     match tokio::time::timeout(limit, call).await {
         Ok(result) => result.map_err(map_error),
+        // The command may have been sent, and may have run.
         Err(_) => Err(Error::new(
             ErrorKind::Unavailable,
             format!("Redis did not {what} within {} ms", limit.as_millis()),
-        )),
+        )
+        .with_unknown_outcome()),
     }
 }
 

@@ -241,3 +241,40 @@ async fn a_lost_script_cache_is_refilled_without_an_error() -> anyhow::Result<()
     ensure!(fields.get("a").map(String::as_str) == Some("1"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_timed_out_says_its_outcome_is_unknown() -> anyhow::Result<()> {
+    // A frozen server has the increment in its socket: it may run when the server thaws, so
+    // the error says the outcome is unknown, and it did run.
+    let server = RedisServer::spawn()?;
+    let store = RedisStore::builder(server.url())
+        .with_operation_timeout(Duration::from_millis(300))
+        .connect()
+        .await?;
+    let k = SessionToken::generate()?.key();
+    store
+        .create(&k, &new_session(&[("n", "0")], 60_000, 3_600_000))
+        .await?;
+    let incr = vec![Op::Incr {
+        name: "n".into(),
+        by: 1,
+    }];
+    server.pause()?;
+    let frozen = apply_step(&store, &k, incr.clone(), false, None).await;
+    server.resume()?;
+    let err = frozen.err().context("a frozen server answered")?;
+    ensure!(err.is_unavailable() && err.is_outcome_unknown(), "{err:?}");
+    // It ran once the server thawed.
+    let mut conn = server.connection()?;
+    let mut ran = false;
+    for _ in 0..50 {
+        let n: Option<String> = conn.hget(store.redis_key(&k), "n")?;
+        if n.as_deref() == Some("1") {
+            ran = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ensure!(ran, "the timed-out increment never ran");
+    Ok(())
+}
