@@ -52,6 +52,13 @@ pub(crate) fn map_error(e: redis::RedisError) -> Error {
     }
 }
 
+pub(crate) fn corrupt(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Corrupt,
+        format!("unexpected reply from Redis: {what}"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,11 +87,4 @@ mod tests {
         )));
         assert!(!rejected.is_outcome_unknown());
     }
-}
-
-pub(crate) fn corrupt(what: &str) -> Error {
-    Error::new(
-        ErrorKind::Corrupt,
-        format!("unexpected reply from Redis: {what}"),
-    )
 }
