@@ -1,0 +1,242 @@
+//! The manager: one per application; makes handles from cookies, and lists and ends a
+//! user's sessions through the per-user index.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use crate::clock::unix_millis;
+use crate::config::SessionConfig;
+use crate::error::Result;
+use crate::metrics::SessionMetrics;
+use crate::signing::SIGNED_VALUE_LEN;
+use crate::store::{RESERVED_PREFIX, Store};
+use crate::token::SessionKey;
+use crate::users::{UserKey, UserSession};
+
+use super::state::{Phase, State, meta_of};
+use super::{Session, Shared};
+
+/// Makes [`Session`] handles from request cookies; one per application, cheap to clone.
+#[derive(Clone)]
+pub struct SessionManager {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("store", &self.shared.store)
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+/// What the request's cookie said, decided before any store access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CookieState {
+    /// No session cookie.
+    Absent,
+    /// A session cookie that is not one validly signed token (forged, garbled, repeated): treated
+    /// as absent, never looked up.
+    Invalid,
+    /// A validly signed token, not yet looked up.
+    Valid,
+}
+
+impl SessionManager {
+    /// A manager over `store`, after checking `config` for contradictions.
+    pub fn new(store: Arc<dyn Store>, config: SessionConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                store,
+                config,
+                metrics: SessionMetrics::default(),
+            }),
+        })
+    }
+
+    /// Counters of forged cookies, unknown tokens and decode errors since start-up.
+    pub fn metrics(&self) -> &SessionMetrics {
+        &self.shared.metrics
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &SessionConfig {
+        &self.shared.config
+    }
+
+    /// The store in use.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// The live sessions of the user the application calls `user_id` (bound with
+    /// [`Session::set_user`]), oldest first, for a "your sessions" page. Reading them does not
+    /// extend them. Costs one store call for the index and one per session.
+    pub async fn sessions_of(&self, user_id: &str) -> Result<Vec<UserSession>> {
+        let user = UserKey::of(user_id);
+        let now = unix_millis(self.shared.config.clock.now());
+        let store = &self.shared.store;
+        let mut sessions = Vec::new();
+        for entry in store.index_members(&user, now).await? {
+            let key = entry.key.clone();
+            let fields = match store.peek(&key, now).await {
+                Ok(Some(fields)) => fields,
+                Ok(None) => {
+                    // Ended by logout or idle timeout, or not created yet: forget it only when
+                    // it is too old to be a login on its way.
+                    if entry.is_past_grace(now) {
+                        store.index_remove(&user, &entry, now).await?;
+                    }
+                    continue;
+                }
+                Err(e) if e.is_unavailable() => return Err(e),
+                Err(e) => {
+                    // One unreadable record must not hide the user's other sessions.
+                    tracing::warn!(session = key.short(), error = %e, "an indexed session cannot be read");
+                    continue;
+                }
+            };
+            let Ok(meta) = meta_of(&fields) else {
+                tracing::warn!(
+                    session = key.short(),
+                    "an indexed session lacks its metadata"
+                );
+                continue;
+            };
+            // A session that names another user is not this user's, whatever the index says.
+            if meta.user.as_ref() != Some(&user) {
+                continue;
+            }
+            sessions.push(UserSession {
+                key,
+                created_ms: meta.created_ms,
+                deadline_ms: meta.deadline_ms,
+                fields: fields
+                    .into_iter()
+                    .filter(|(name, _)| !name.starts_with(RESERVED_PREFIX))
+                    .collect(),
+            });
+        }
+        sessions.sort_by(|a, b| (a.created_ms, &a.key).cmp(&(b.created_ms, &b.key)));
+        Ok(sessions)
+    }
+
+    /// Ends every session of the user the application calls `user_id` (log out everywhere; an
+    /// account disabled or deleted). Returns how many were ended.
+    pub async fn end_sessions_of(&self, user_id: &str) -> Result<usize> {
+        end_indexed(&self.shared, &UserKey::of(user_id), |_| true).await
+    }
+
+    /// Ends one session of the user the application calls `user_id`, named by its
+    /// [`UserSession::key`]; false when the user has no such session (a key of another user's
+    /// session is refused, so a user can only end their own).
+    pub async fn end_session_of(&self, user_id: &str, key: &SessionKey) -> Result<bool> {
+        let ended = end_indexed(&self.shared, &UserKey::of(user_id), |k| k == key).await?;
+        Ok(ended > 0)
+    }
+
+    /// A handle for a request carrying these `Cookie` header values, as bytes (a header may
+    /// hold other cookies that are not ASCII; only ours must be). Costs no store access: the
+    /// session is looked up only when the handler first uses it.
+    pub fn session_from_cookie_headers<'a>(
+        &self,
+        cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Session {
+        let name = self.shared.config.cookie_name();
+        let mut found: Option<&[u8]> = None;
+        let mut count = 0usize;
+        let mut oversized = false;
+        for value in crate::cookies::values_named(cookie_headers, name) {
+            count += 1;
+            found = Some(value);
+            oversized |= value.len() > SIGNED_VALUE_LEN;
+        }
+        // Two cookies of our name make the request ambiguous (a subdomain may have planted one):
+        // trust neither.
+        let token = match (count, found) {
+            // A value that is not text cannot be one we signed.
+            (1, Some(value)) => std::str::from_utf8(value).ok().and_then(|value| {
+                self.shared
+                    .config
+                    .signer
+                    .verify(value, unix_millis(self.shared.config.clock.now()))
+            }),
+            _ => None,
+        };
+        let cookie = match (count, &token) {
+            (0, _) => CookieState::Absent,
+            (_, None) => CookieState::Invalid,
+            (_, Some(_)) => CookieState::Valid,
+        };
+        if cookie == CookieState::Invalid {
+            self.shared.metrics.forged_cookie(oversized);
+            tracing::debug!("session cookie rejected before any store access");
+        }
+        let phase = match token {
+            Some(token) => Phase::Unloaded { token },
+            None => Phase::Anonymous,
+        };
+        Session {
+            shared: self.shared.clone(),
+            state: Arc::new(Mutex::new(State {
+                cookie,
+                phase,
+                pending: BTreeMap::new(),
+                to_delete: Vec::new(),
+                set_cookie: None,
+                clear_cookie: cookie == CookieState::Invalid,
+                accessed: false,
+                rotated_from: None,
+            })),
+        }
+    }
+}
+
+// Most passes over a user's index when ending sessions: a session created by a rotation or a
+// login that raced the first pass is listed by the next.
+const END_PASSES: usize = 4;
+
+// Deletes the sessions in `user`'s index that `chosen` picks, then their entries (an entry
+// outliving its session is harmless; the reverse would hide a session). Lists the index again
+// until a pass finds nothing new to end, so a session rotated meanwhile is ended too. An entry
+// whose session is absent and young is kept: its login may be creating it. Counts the sessions
+// that existed.
+pub(super) async fn end_indexed(
+    shared: &Shared,
+    user: &UserKey,
+    chosen: impl Fn(&SessionKey) -> bool,
+) -> Result<usize> {
+    let mut ended = 0;
+    let mut tried = std::collections::HashSet::new();
+    for _ in 0..END_PASSES {
+        let now = unix_millis(shared.config.clock.now());
+        let mut found = false;
+        for entry in shared.store.index_members(user, now).await? {
+            let key = &entry.key;
+            if !chosen(key) || !tried.insert(key.clone()) {
+                continue;
+            }
+            found = true;
+            let existed = shared.store.delete(key).await?;
+            if existed {
+                ended += 1;
+            }
+            if existed || entry.is_past_grace(now) {
+                shared.store.index_remove(user, &entry, now).await?;
+            }
+        }
+        if !found {
+            break;
+        }
+    }
+    if ended > 0 {
+        tracing::info!(ended, "ended sessions of a user");
+    }
+    Ok(ended)
+}

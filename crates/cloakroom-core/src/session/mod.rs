@@ -1,0 +1,492 @@
+//! The per-request session handle: what handlers call. The manager that makes handles from
+//! cookies and ends a user's sessions, the request's state, and the end-of-request save each
+//! have a module of their own.
+
+mod manager;
+mod save;
+mod state;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+
+use crate::clock::{duration_millis, unix_millis};
+use crate::config::SessionConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::metrics::SessionMetrics;
+use crate::store::{
+    Access, Applied, Apply, Bounds, Fields, META_USER, Op, RESERVED_PREFIX, Store, add_to_counter,
+    check_field_name, check_increment,
+};
+use crate::token::{SessionKey, SessionToken};
+use crate::users::UserKey;
+
+use self::manager::end_indexed;
+pub use self::manager::{CookieState, SessionManager};
+use self::state::{
+    Meta, Phase, State, merge_pending, meta_of, no_session, pending_ops, totals_around,
+};
+
+struct Shared {
+    store: Arc<dyn Store>,
+    config: SessionConfig,
+    metrics: SessionMetrics,
+}
+
+/// A request's view of its session.
+///
+/// Reads load the session on first use; plain writes are buffered as a per-field delta and
+/// written once when the request ends ([`Session::finish`], called by the HTTP layer), so two
+/// requests writing different fields never undo each other. [`Session::incr`] is the exception:
+/// it runs at once, server-side, and also loads the session in the same round trip when it has not
+/// been loaded. Reads see the request's own writes.
+///
+/// Clones share state; the handle is cheap to clone.
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+    state: Arc<Mutex<State>>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+/// What the end of a request must do to the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Finished {
+    /// A `Set-Cookie` header value to send, if the cookie must be set or cleared.
+    pub set_cookie: Option<String>,
+    /// Whether the handler used the session: the response then depends on the cookie and must
+    /// not be cached by shared caches.
+    pub accessed: bool,
+}
+
+impl Session {
+    fn now_ms(&self) -> u64 {
+        unix_millis(self.shared.config.clock.now())
+    }
+
+    fn access(&self) -> Access {
+        Access {
+            now_ms: self.now_ms(),
+            idle_ms: duration_millis(self.shared.config.idle_timeout).max(1),
+        }
+    }
+
+    // Steps that may add fields or bytes carry the session-wide bounds for the store to check
+    // against the session as it is.
+    fn bounds_for(&self, ops: &[Op]) -> Option<Bounds> {
+        ops.iter()
+            .any(|op| !matches!(op, Op::Remove { .. }))
+            .then(|| self.shared.config.limits.bounds())
+    }
+
+    /// The manager this handle came from: what a "your sessions" page calls
+    /// ([`SessionManager::sessions_of`], [`SessionManager::end_session_of`]).
+    pub fn manager(&self) -> SessionManager {
+        SessionManager {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The store key of the request's session, looking the session up if needed: safe to show
+    /// and to put in a form (it cannot act as the cookie), and what
+    /// [`UserSession::key`](crate::UserSession) holds, so a "your sessions" page can mark this
+    /// one. `None` when the request has no session.
+    ///
+    /// # Errors
+    ///
+    /// A store failure while looking the session up.
+    pub async fn key(&self) -> Result<Option<SessionKey>> {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        self.ensure_loaded(&mut state).await?;
+        Ok(match &state.phase {
+            Phase::Live { token, .. } | Phase::Started { token, .. } => Some(token.key()),
+            _ => None,
+        })
+    }
+
+    /// The user the request's session is bound to ([`Session::set_user`]), as the store names
+    /// it; `None` when the request has no session or its session has no user.
+    ///
+    /// # Errors
+    ///
+    /// A store failure while looking the session up.
+    pub async fn user(&self) -> Result<Option<UserKey>> {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        self.ensure_loaded(&mut state).await?;
+        Ok(match &state.phase {
+            Phase::Live { fields, .. } => {
+                fields.get(META_USER).and_then(|u| UserKey::from_stored(u))
+            }
+            Phase::Started { meta, .. } => meta.user.clone(),
+            _ => None,
+        })
+    }
+
+    /// What the request's cookie said.
+    pub async fn cookie_state(&self) -> CookieState {
+        self.state.lock().await.cookie
+    }
+
+    /// Reads a field, decoded from JSON; `None` when the field or the session is absent.
+    pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        let raw = match state.pending.get(name) {
+            Some(pending) => pending.clone(),
+            None => {
+                self.ensure_loaded(&mut state).await?;
+                match &state.phase {
+                    Phase::Live { fields, .. } | Phase::Started { fields, .. } => {
+                        fields.get(name).cloned()
+                    }
+                    _ => None,
+                }
+            }
+        };
+        match raw {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+                self.shared.metrics.decode_error();
+                Error::with_source(
+                    ErrorKind::Decode,
+                    format!("session field {name:?} does not decode to the requested type"),
+                    e,
+                )
+            }),
+        }
+    }
+
+    /// True when the request has a live session (looking it up if needed).
+    pub async fn exists(&self) -> Result<bool> {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        self.ensure_loaded(&mut state).await?;
+        Ok(matches!(
+            state.phase,
+            Phase::Live { .. } | Phase::Started { .. }
+        ))
+    }
+
+    /// Sets a field to `value`, encoded as JSON. Written when the request ends.
+    ///
+    /// Fails with [`ErrorKind::NoSession`] when the request has no session: start one first.
+    pub async fn insert<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
+        check_field_name(name)?;
+        let json = serde_json::to_string(value).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Encode,
+                format!("session field {name:?} does not encode as JSON"),
+                e,
+            )
+        })?;
+        self.write(name, Some(json)).await
+    }
+
+    /// Removes a field. Written when the request ends.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        check_field_name(name)?;
+        self.write(name, None).await
+    }
+
+    async fn write(&self, name: &str, value: Option<String>) -> Result<()> {
+        let limits = self.shared.config.limits;
+        limits.check_field(name, value.as_deref())?;
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        let State { phase, pending, .. } = &mut *state;
+        // The session's user fields after this write, where the handle knows them; for a
+        // session not loaded yet, this request's own changes.
+        let empty = Fields::new();
+        let known = match phase {
+            Phase::Started { fields, .. } => Some(fields as &Fields),
+            Phase::Live { fields, .. } => Some(fields as &Fields),
+            Phase::Unloaded { .. } => Some(&empty),
+            Phase::Anonymous | Phase::Gone => None,
+        };
+        let Some(known) = known else {
+            return Err(no_session());
+        };
+        let (before, after) = totals_around(known, pending, name, value.as_deref());
+        limits.bounds().check(before, after)?;
+        match phase {
+            Phase::Started { fields, .. } => {
+                match value {
+                    Some(v) => fields.insert(name.to_owned(), v),
+                    None => fields.remove(name),
+                };
+            }
+            _ => {
+                pending.insert(name.to_owned(), value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `by` to an integer field (absent counts as 0) atomically in the store and returns
+    /// the new value, or `None` when the request has no session (nothing is created).
+    ///
+    /// Runs at once in one round trip that also flushes buffered writes, slides the TTL and, if
+    /// the session was not loaded yet, loads it: calling `incr` before `get` makes a typical
+    /// request cost one round trip in all.
+    pub async fn incr(&self, name: &str, by: i64) -> Result<Option<i64>> {
+        check_field_name(name)?;
+        self.shared.config.limits.check_field(name, None)?;
+        check_increment(name, by)?;
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        let token = match &mut state.phase {
+            Phase::Anonymous | Phase::Gone => return Ok(None),
+            Phase::Started { fields, .. } => {
+                let value = add_to_counter(name, fields.get(name).map(String::as_str), by)?;
+                let text = value.to_string();
+                if !fields.contains_key(name) {
+                    // A new field: the same bounds a store applies to an increment that
+                    // creates one.
+                    let (before, after) =
+                        totals_around(fields, &BTreeMap::new(), name, Some(&text));
+                    self.shared.config.limits.bounds().check(before, after)?;
+                }
+                fields.insert(name.to_owned(), text);
+                return Ok(Some(value));
+            }
+            Phase::Live { token, .. } | Phase::Unloaded { token } => token.clone(),
+        };
+        let load = matches!(state.phase, Phase::Unloaded { .. });
+        let mut ops = pending_ops(&state.pending);
+        ops.push(Op::Incr {
+            name: name.to_owned(),
+            by,
+        });
+        let apply = Apply {
+            access: self.access(),
+            bounds: self.bounds_for(&ops),
+            ops,
+            load,
+        };
+        let applied = match self.shared.store.apply(&token.key(), &apply).await {
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                self.unreadable(&mut state, &token, &e);
+                return Ok(None);
+            }
+            Err(e) => {
+                if e.kind() == ErrorKind::NotAnInteger {
+                    self.shared.metrics.corrupt_record();
+                }
+                return Err(e);
+            }
+            Ok(applied) => applied,
+        };
+        match applied {
+            Applied::Missing => {
+                if load {
+                    self.shared.metrics.unknown_token();
+                }
+                state.mark_gone();
+                Ok(None)
+            }
+            Applied::Done { counters, fields } => {
+                let value = counters.last().copied().ok_or_else(|| {
+                    Error::new(ErrorKind::Corrupt, "the store returned no counter value")
+                })?;
+                let pending = std::mem::take(&mut state.pending);
+                if let Phase::Live { fields: cached, .. } = &mut state.phase {
+                    merge_pending(cached, pending);
+                    cached.insert(name.to_owned(), value.to_string());
+                } else if let Some(fields) = fields {
+                    state.phase = Phase::Live { token, fields };
+                }
+                Ok(Some(value))
+            }
+        }
+    }
+
+    /// Starts a new, empty session with a fresh token (at login). Any session the request had
+    /// is deleted when the request ends, after the new one is created: its data does not carry
+    /// over, and its token stops working.
+    pub async fn start(&self) -> Result<()> {
+        let token = SessionToken::generate()?;
+        let now = self.now_ms();
+        let meta = Meta {
+            created_ms: now,
+            deadline_ms: now.saturating_add(duration_millis(self.shared.config.absolute_timeout)),
+            user: None,
+        };
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        state.retire_current();
+        state.rotated_from = None;
+        state.phase = Phase::Started {
+            token,
+            fields: Fields::new(),
+            meta,
+        };
+        Ok(())
+    }
+
+    /// Gives the session a fresh token and keeps its data and its absolute deadline (for
+    /// example when privileges change). The old token stops working when the request ends.
+    /// Returns false when the request has no session.
+    pub async fn cycle_id(&self) -> Result<bool> {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        self.ensure_loaded(&mut state).await?;
+        let (fields, meta) = match &state.phase {
+            Phase::Anonymous | Phase::Gone | Phase::Unloaded { .. } => return Ok(false),
+            Phase::Started { fields, meta, .. } => (fields.clone(), meta.clone()),
+            Phase::Live { token, fields } => {
+                let meta = match meta_of(fields) {
+                    Ok(meta) => meta,
+                    Err(e) => {
+                        let token = token.clone();
+                        self.unreadable(&mut state, &token, &e);
+                        return Ok(false);
+                    }
+                };
+                let mut merged = fields.clone();
+                merge_pending(&mut merged, std::mem::take(&mut state.pending));
+                (merged, meta)
+            }
+        };
+        let token = SessionToken::generate()?;
+        if let Phase::Live { token: old, .. } = &state.phase {
+            state.rotated_from = Some(old.clone());
+        }
+        state.retire_current();
+        state.phase = Phase::Started {
+            token,
+            fields: fields
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+                .collect(),
+            meta,
+        };
+        Ok(true)
+    }
+
+    /// Binds the session started in this request to the user the application calls `user_id`
+    /// (call it at login, after [`Session::start`]). The session is then listed in the user's
+    /// index, so that [`SessionManager::sessions_of`], [`SessionManager::end_sessions_of`] and
+    /// [`Session::end_other_sessions`] find it; [`Session::cycle_id`] keeps the binding.
+    ///
+    /// Fails with [`ErrorKind::NoSession`] when no session was started in this request.
+    pub async fn set_user(&self, user_id: &str) -> Result<()> {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        match &mut state.phase {
+            Phase::Started { meta, .. } => {
+                meta.user = Some(UserKey::of(user_id));
+                Ok(())
+            }
+            _ => Err(Error::new(
+                ErrorKind::NoSession,
+                "a user is bound to a session started in this request: call start() first",
+            )),
+        }
+    }
+
+    /// Ends every other session of this session's user (after a password change, for example)
+    /// and keeps this one. Returns how many sessions were ended; 0 when the request has no
+    /// session or its session has no user.
+    pub async fn end_other_sessions(&self) -> Result<usize> {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        // A session started here is created first, so that it is in the index and kept.
+        self.save_locked(&mut state).await?;
+        self.ensure_loaded(&mut state).await?;
+        let Phase::Live { token, fields } = &state.phase else {
+            return Ok(0);
+        };
+        let Some(user) = fields.get(META_USER).and_then(|u| UserKey::from_stored(u)) else {
+            return Ok(0);
+        };
+        let own = token.key();
+        end_indexed(&self.shared, &user, |key| *key != own).await
+    }
+
+    // Lists a new session in its user's index before the session is created, so that no
+    // session of a user is ever missing from the index.
+    async fn index(
+        &self,
+        user: Option<&UserKey>,
+        token: &SessionToken,
+        access: &Access,
+        deadline_ms: u64,
+    ) -> Result<()> {
+        match user {
+            Some(user) => {
+                self.shared
+                    .store
+                    .index_add(user, &token.key(), deadline_ms, access.now_ms)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the session: it is deleted in the store when the request ends and the cookie is
+    /// cleared.
+    pub async fn destroy(&self) {
+        let mut state = self.state.lock().await;
+        state.accessed = true;
+        state.retire_current();
+        state.end_here();
+    }
+
+    // The session's record cannot be read as a session (a key of another type, a hash without a
+    // valid deadline or metadata): the request goes on without a session, as if it had expired.
+    // The record is left as it is, for whoever investigates; it expires, and a logout or the
+    // next login deletes it. The cookie is left alone, as for an expired session: clearing it
+    // could wipe a login made meanwhile in another tab. Never an error: the user could not
+    // change the record, and must not be locked out by it.
+    fn unreadable(&self, state: &mut State, token: &SessionToken, error: &Error) {
+        self.shared.metrics.corrupt_record();
+        tracing::warn!(
+            session = token.key().short(),
+            error = %error,
+            "the session's record cannot be read; the request goes on without a session"
+        );
+        state.mark_gone();
+    }
+
+    async fn ensure_loaded(&self, state: &mut State) -> Result<()> {
+        let Phase::Unloaded { token } = &state.phase else {
+            return Ok(());
+        };
+        let token = token.clone();
+        let ops = pending_ops(&state.pending);
+        let apply = Apply {
+            access: self.access(),
+            bounds: self.bounds_for(&ops),
+            ops,
+            load: true,
+        };
+        match self.shared.store.apply(&token.key(), &apply).await {
+            Err(e) if e.kind() == ErrorKind::Corrupt => self.unreadable(state, &token, &e),
+            Err(e) => return Err(e),
+            Ok(Applied::Missing) => {
+                self.shared.metrics.unknown_token();
+                state.mark_gone();
+            }
+            Ok(Applied::Done { fields, .. }) => {
+                state.pending.clear();
+                state.phase = Phase::Live {
+                    token,
+                    fields: fields.unwrap_or_default(),
+                };
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! The request's view of its session between store steps: what it holds, what it has
+//! buffered, and what the end of the request must do.
+
+use std::collections::BTreeMap;
+
+use super::CookieState;
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::{Fields, META_CREATED, META_DEADLINE, META_USER, Op, Totals, parse_millis};
+use crate::token::SessionToken;
+use crate::users::UserKey;
+
+pub(super) struct State {
+    pub(super) cookie: CookieState,
+    pub(super) phase: Phase,
+    // Buffered writes to an existing session: Some(json) sets, None removes.
+    pub(super) pending: BTreeMap<String, Option<String>>,
+    // Sessions to delete at the end of the request (after any new one is created).
+    pub(super) to_delete: Vec<SessionToken>,
+    pub(super) set_cookie: Option<SessionToken>,
+    pub(super) clear_cookie: bool,
+    pub(super) accessed: bool,
+    // The session whose data a `cycle_id` copied: if it turns out to have been deleted meanwhile
+    // (a logout in another request), the copy must not outlive it.
+    pub(super) rotated_from: Option<SessionToken>,
+}
+
+#[derive(Clone)]
+pub(super) struct Meta {
+    pub(super) created_ms: u64,
+    pub(super) deadline_ms: u64,
+    // The user the session belongs to, if one was bound: the session is listed in that user's
+    // index.
+    pub(super) user: Option<UserKey>,
+}
+
+pub(super) enum Phase {
+    /// No session, none started.
+    Anonymous,
+    /// A validly signed token, not yet looked up.
+    Unloaded { token: SessionToken },
+    /// A session known to exist, with its fields as of the last store access.
+    Live { token: SessionToken, fields: Fields },
+    /// A session started in this request, to be created when the request ends.
+    Started {
+        token: SessionToken,
+        fields: Fields,
+        meta: Meta,
+    },
+    /// The cookie's session does not exist (expired or deleted), or it was destroyed here.
+    Gone,
+}
+
+impl State {
+    // The request's current session, if any, is to be deleted at the end of the request.
+    pub(super) fn retire_current(&mut self) {
+        match std::mem::replace(&mut self.phase, Phase::Gone) {
+            Phase::Unloaded { token } | Phase::Live { token, .. } => self.to_delete.push(token),
+            // A session started and not yet created simply never exists.
+            Phase::Started { .. } | Phase::Anonymous | Phase::Gone => {}
+        }
+        self.pending.clear();
+        self.set_cookie = None;
+    }
+
+    // The session does not exist (any more). The cookie is left alone: the browser may already
+    // hold a newer one from a concurrent login, which clearing would destroy; a dead token is
+    // harmless and is replaced at the next login.
+    pub(super) fn mark_gone(&mut self) {
+        self.phase = Phase::Gone;
+        self.pending.clear();
+        self.set_cookie = None;
+        self.rotated_from = None;
+    }
+
+    // The session ended by this request's own doing (logout, its lifetime running out, a
+    // rotation that lost to a logout): gone, and the browser's cookie is cleared.
+    pub(super) fn end_here(&mut self) {
+        self.mark_gone();
+        self.clear_cookie = self.cookie != CookieState::Absent;
+    }
+}
+
+pub(super) fn no_session() -> Error {
+    Error::new(
+        ErrorKind::NoSession,
+        "this request has no session; start one before writing to it",
+    )
+}
+
+// Applies buffered writes (Some sets, None removes) to a cached copy of the fields.
+pub(super) fn merge_pending(fields: &mut Fields, pending: BTreeMap<String, Option<String>>) {
+    for (name, value) in pending {
+        match value {
+            Some(value) => fields.insert(name, value),
+            None => fields.remove(&name),
+        };
+    }
+}
+
+// Field count and bytes of the user fields (metadata excluded) once `pending` and then one more
+// write of `name` are applied to `fields`.
+// The session's user totals before and after setting `name` to `value` (or removing it), given
+// what the handle knows: `fields` as loaded or started, overlaid with `pending` changes.
+pub(super) fn totals_around(
+    fields: &Fields,
+    pending: &BTreeMap<String, Option<String>>,
+    name: &str,
+    value: Option<&str>,
+) -> (Totals, Totals) {
+    let mut before = Totals::default();
+    for (field, stored) in fields {
+        if !pending.contains_key(field) {
+            before.add(field, stored);
+        }
+    }
+    for (field, change) in pending {
+        if let Some(v) = change {
+            before.add(field, v);
+        }
+    }
+    let current = match pending.get(name) {
+        Some(change) => change.as_deref(),
+        None => fields.get(name).map(String::as_str),
+    };
+    let mut after = before;
+    if let Some(old) = current {
+        after.fields -= 1;
+        after.bytes -= name.len() + old.len();
+    }
+    if let Some(v) = value {
+        after.add(name, v);
+    }
+    (before, after)
+}
+
+pub(super) fn pending_ops(pending: &BTreeMap<String, Option<String>>) -> Vec<Op> {
+    pending
+        .iter()
+        .map(|(name, value)| match value {
+            Some(value) => Op::Set {
+                name: name.clone(),
+                value: value.clone(),
+            },
+            None => Op::Remove { name: name.clone() },
+        })
+        .collect()
+}
+
+pub(super) fn meta_of(fields: &Fields) -> Result<Meta> {
+    let read = |name: &str| {
+        fields
+            .get(name)
+            .and_then(|v| parse_millis(v))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Corrupt,
+                    format!("the stored session lacks a valid {name} field"),
+                )
+            })
+    };
+    Ok(Meta {
+        created_ms: read(META_CREATED)?,
+        deadline_ms: read(META_DEADLINE)?,
+        user: fields
+            .get(META_USER)
+            .and_then(|text| UserKey::from_stored(text)),
+    })
+}
