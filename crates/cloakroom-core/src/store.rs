@@ -213,7 +213,9 @@ pub enum Origin {
 ///
 /// Every method touches exactly one session and is atomic with respect to other calls on that
 /// session. Implementations must not offer whole-keyspace operations in request paths. There are
-/// no provided methods: each guarantee is the backend's to keep.
+/// no provided methods: each guarantee is the backend's to keep. A call that fails after the
+/// operation may have taken effect (a request sent and not answered in time) returns its error
+/// marked [`Error::with_unknown_outcome`], so callers know a retry could apply it twice.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Inserts the session if no session has `key`; never overwrites. The data and its TTL are

@@ -22,6 +22,13 @@ use crate::store::Store;
 
 /// Adds a [`Session`](crate::Session) to every request and saves it when the handler
 /// has returned.
+///
+/// The session is looked up lazily, on the handler's first use. When the handler has returned,
+/// the layer writes the session's delta once (in a task of its own, so a client that goes away
+/// cannot cancel a logout), sets or clears the cookie only when needed, and marks responses that
+/// used the session `Cache-Control: no-store` (unless the handler said `private` or `no-store`)
+/// and `Vary: Cookie`. A failure becomes the [`Error`]'s response: a status and a generic body,
+/// never the error's text.
 #[derive(Debug, Clone)]
 pub struct SessionLayer {
     manager: SessionManager,
@@ -30,7 +37,7 @@ pub struct SessionLayer {
 impl SessionLayer {
     /// Starts a layer over `store` (taken by value; an `Arc` of a store is a store too) whose
     /// cookies are signed with `secret` (a `&str`, a `String` or bytes, at least
-    /// [`MIN_SECRET_LEN`](crate::MIN_SECRET_LEN) bytes). Options are chained; every mistake is
+    /// [`MIN_SECRET_LEN`](crate::MIN_SECRET_LEN) bytes). Options are chained; the first mistake is
     /// reported once, by [`SessionLayerBuilder::build`].
     ///
     /// # Examples
@@ -215,10 +222,12 @@ where
                 let saving = tokio::spawn(async move { session.finish().await });
                 match saving.await {
                     Ok(finished) => finished,
+                    // It may have written part of what it had to.
                     Err(e) => Err(Error::new(
                         ErrorKind::Backend,
                         format!("saving the session did not complete: {e}"),
-                    )),
+                    )
+                    .with_unknown_outcome()),
                 }
             } else {
                 // Nothing to write: no store access, no task.

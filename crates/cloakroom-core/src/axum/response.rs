@@ -52,7 +52,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_kind_of_error_gets_its_status() {
+    fn each_kind_of_error_gets_its_status() -> Result<(), Box<dyn std::error::Error>> {
         let status = |kind| Error::new(kind, "x").status();
         assert_eq!(
             status(ErrorKind::Unavailable),
@@ -66,9 +66,17 @@ mod tests {
         );
         let response = Error::new(ErrorKind::Unavailable, "secret detail").into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let header = |name| response.headers().get(name).map(|v| v.as_bytes());
+        assert_eq!(header(RETRY_AFTER), Some(&b"1"[..]));
+        assert_eq!(header(CACHE_CONTROL), Some(&b"no-store"[..]));
+        // The body is the generic text, never the error's.
+        let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+        let collected = runtime.block_on(http_body_util::BodyExt::collect(response.into_body()))?;
+        let body = collected.to_bytes();
         assert_eq!(
-            response.headers().get(RETRY_AFTER).map(|v| v.as_bytes()),
-            Some(&b"1"[..])
+            &body[..],
+            b"Service temporarily unavailable, please retry shortly.\n"
         );
+        Ok(())
     }
 }

@@ -47,6 +47,17 @@ async fn the_handle_names_its_session_and_user_for_a_sessions_page(
     ensure!(anonymous.key().await?.is_none() && anonymous.user().await?.is_none());
     let plain = login(&m, "bob").await?;
     ensure!(request(&m, &plain).user().await?.is_none());
+    // A session started in this request has its key and user before it is saved.
+    let s = m.session_from_cookie_headers([]);
+    s.start().await?;
+    s.set_user("cy").await?;
+    let started = s.key().await?.context("a started session has no key")?;
+    ensure!(s.user().await? == Some(UserKey::of("cy")));
+    let cookie = returned_cookie(&s.finish().await?.set_cookie).context("no cookie")?;
+    ensure!(
+        token_of(&cookie)?.key() == started,
+        "the key changed at the save"
+    );
     Ok(())
 }
 
