@@ -41,6 +41,16 @@ pub struct StoreFixture {
 }
 
 impl StoreFixture {
+    /// A fixture of a store that needs nothing kept alive beside it: how a store written
+    /// elsewhere runs the conformance suite (see [`store_conformance!`]).
+    pub fn of(store: impl Store) -> Self {
+        Self {
+            store: Arc::new(store),
+            server: None,
+            cluster: None,
+        }
+    }
+
     /// The store.
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
@@ -124,7 +134,19 @@ async fn fixture_over(
 }
 
 /// Runs every conformance test against the store made by `$make` (an async expression giving
-/// `anyhow::Result<StoreFixture>`), each as its own `#[tokio::test]`.
+/// `anyhow::Result<StoreFixture>`, a fresh, empty store each time), each as its own
+/// `#[tokio::test]`.
+///
+/// A store written outside this repository proves itself the same way, from its own tests
+/// (with `cloakroom-test`, `anyhow` and `tokio` as dev-dependencies):
+///
+/// ```text
+/// async fn my_fixture() -> anyhow::Result<cloakroom_test::StoreFixture> {
+///     Ok(cloakroom_test::StoreFixture::of(MyStore::connect_fresh().await?))
+/// }
+///
+/// cloakroom_test::store_conformance!(my_fixture());
+/// ```
 #[macro_export]
 macro_rules! store_conformance {
     ($make:expr) => {

@@ -3,6 +3,7 @@
 mod cluster;
 mod eviction;
 mod failover;
+mod foreign_store;
 mod hostile;
 mod index_races;
 mod memory;
