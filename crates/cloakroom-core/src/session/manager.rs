@@ -78,6 +78,11 @@ impl SessionManager {
     /// The live sessions of the user the application calls `user_id` (bound with
     /// [`Session::set_user`]), oldest first, for a "your sessions" page. Reading them does not
     /// extend them. Costs one store call for the index and one per session.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when the store cannot be reached;
+    /// a session whose record cannot be read is left out and logged.
     pub async fn sessions_of(&self, user_id: &str) -> Result<Vec<UserSession>> {
         let user = UserKey::of(user_id);
         let now = unix_millis(self.shared.config.clock.now());
@@ -129,6 +134,13 @@ impl SessionManager {
 
     /// Ends every session of the user the application calls `user_id` (log out everywhere; an
     /// account disabled or deleted). Returns how many were ended.
+    ///
+    /// # Errors
+    ///
+    /// a store failure ([`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable),
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend); see
+    /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
+    /// run); sessions ended before the failure stay ended, and calling again ends the rest.
     pub async fn end_sessions_of(&self, user_id: &str) -> Result<usize> {
         end_indexed(&self.shared, &UserKey::of(user_id), |_| true).await
     }
@@ -136,6 +148,13 @@ impl SessionManager {
     /// Ends one session of the user the application calls `user_id`, named by its
     /// [`UserSession::key`]; false when the user has no such session (a key of another user's
     /// session is refused, so a user can only end their own).
+    ///
+    /// # Errors
+    ///
+    /// a store failure ([`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable),
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend); see
+    /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
+    /// run).
     pub async fn end_session_of(&self, user_id: &str, key: &SessionKey) -> Result<bool> {
         let ended = end_indexed(&self.shared, &UserKey::of(user_id), |k| k == key).await?;
         Ok(ended > 0)

@@ -140,6 +140,15 @@ impl Session {
     }
 
     /// Reads a field, decoded from JSON; `None` when the field or the session is absent.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Decode`](crate::ErrorKind::Decode) when the stored value does not decode to `T`
+    /// (counted in [`SessionMetrics`](crate::SessionMetrics)); a store failure
+    /// ([`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable),
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend); see
+    /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
+    /// run) while loading.
     pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         let mut state = self.state.lock().await;
         state.accessed = true;
@@ -169,6 +178,13 @@ impl Session {
     }
 
     /// True when the request has a live session (looking it up if needed).
+    ///
+    /// # Errors
+    ///
+    /// a store failure ([`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable),
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend); see
+    /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
+    /// run) while loading.
     pub async fn exists(&self) -> Result<bool> {
         let mut state = self.state.lock().await;
         state.accessed = true;
@@ -182,6 +198,15 @@ impl Session {
     /// Sets a field to `value`, encoded as JSON. Written when the request ends.
     ///
     /// Fails with [`ErrorKind::NoSession`] when the request has no session: start one first.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidFieldName`](crate::ErrorKind::InvalidFieldName) for an empty or reserved
+    /// (`__`) name, [`ErrorKind::Encode`](crate::ErrorKind::Encode) when the value has no JSON
+    /// form, [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) past a
+    /// [`SessionLimits`](crate::SessionLimits) bound,
+    /// [`ErrorKind::NoSession`](crate::ErrorKind::NoSession) when the request has no session.
+    /// Nothing is written then.
     pub async fn insert<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
         check_field_name(name)?;
         let json = serde_json::to_string(value).map_err(|e| {
@@ -195,6 +220,11 @@ impl Session {
     }
 
     /// Removes a field. Written when the request ends.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidFieldName`](crate::ErrorKind::InvalidFieldName) for an empty or reserved
+    /// name, [`ErrorKind::NoSession`](crate::ErrorKind::NoSession) when the request has no session.
     pub async fn remove(&self, name: &str) -> Result<()> {
         check_field_name(name)?;
         self.write(name, None).await
@@ -240,6 +270,18 @@ impl Session {
     /// Runs at once in one round trip that also flushes buffered writes, slides the TTL and, if
     /// the session was not loaded yet, loads it: calling `incr` before `get` makes a typical
     /// request cost one round trip in all.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotAnInteger`](crate::ErrorKind::NotAnInteger) when the field holds something
+    /// else, [`ErrorKind::OutOfRange`](crate::ErrorKind::OutOfRange) when the sum would leave
+    /// ±(2^53 − 1), [`ErrorKind::InvalidFieldName`](crate::ErrorKind::InvalidFieldName),
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) for a new field past the bounds; the
+    /// store is left as it was. a store failure
+    /// ([`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable),
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend); see
+    /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
+    /// run).
     pub async fn incr(&self, name: &str, by: i64) -> Result<Option<i64>> {
         check_field_name(name)?;
         self.shared.config.limits.check_field(name, None)?;
@@ -315,6 +357,11 @@ impl Session {
     /// Starts a new, empty session with a fresh token (at login). Any session the request had
     /// is deleted when the request ends, after the new one is created: its data does not carry
     /// over, and its token stops working.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Random`](crate::ErrorKind::Random) when the operating system cannot give
+    /// randomness for the token.
     pub async fn start(&self) -> Result<()> {
         let token = SessionToken::generate()?;
         let now = self.now_ms();
@@ -338,6 +385,14 @@ impl Session {
     /// Gives the session a fresh token and keeps its data and its absolute deadline (for
     /// example when privileges change). The old token stops working when the request ends.
     /// Returns false when the request has no session.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Random`](crate::ErrorKind::Random) as for [`Session::start`]; a store failure
+    /// ([`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable),
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend); see
+    /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
+    /// run) while loading.
     pub async fn cycle_id(&self) -> Result<bool> {
         let mut state = self.state.lock().await;
         state.accessed = true;
@@ -399,6 +454,13 @@ impl Session {
     /// Ends every other session of this session's user (after a password change, for example)
     /// and keeps this one. Returns how many sessions were ended; 0 when the request has no
     /// session or its session has no user.
+    ///
+    /// # Errors
+    ///
+    /// a store failure ([`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable),
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend); see
+    /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
+    /// run); sessions ended before the failure stay ended.
     pub async fn end_other_sessions(&self) -> Result<usize> {
         let mut state = self.state.lock().await;
         state.accessed = true;

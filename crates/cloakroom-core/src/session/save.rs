@@ -15,6 +15,14 @@ impl Session {
     /// Writes what the request changed: creates a started session, deletes retired ones, applies
     /// buffered writes. The HTTP layer calls this once when the handler has returned; a handler
     /// may call it earlier to learn the outcome. Returns whether the session still exists.
+    ///
+    /// # Errors
+    ///
+    /// a store failure ([`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable),
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend); see
+    /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
+    /// run), or [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the store refuses buffered
+    /// writes past the bounds; what failed is written by the next save.
     pub async fn save(&self) -> Result<bool> {
         let mut state = self.state.lock().await;
         self.save_locked(&mut state).await?;
@@ -145,6 +153,10 @@ impl Session {
 
     /// Saves the request's changes and says what the response needs. Called once by the HTTP
     /// layer when the handler has returned.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::save`].
     pub async fn finish(&self) -> Result<Finished> {
         let mut state = self.state.lock().await;
         self.save_locked(&mut state).await?;
