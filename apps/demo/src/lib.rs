@@ -151,7 +151,7 @@ async fn index(session: Session) -> Result<Response, Error> {
         // every visit until the session ends (nothing was written by the failed increment).
         Err(e) if matches!(e.kind(), ErrorKind::NotAnInteger | ErrorKind::OutOfRange) => {
             tracing::warn!("the visits field is not a counter that can grow; it starts again at 1");
-            session.insert("visits", &1).await?;
+            session.insert("visits", 1)?;
             1
         }
         Err(e) => return Err(e),
@@ -257,12 +257,12 @@ async fn login(
     };
     // A fresh session with a fresh token: any session this browser had is deleted, so a token
     // planted before login is worthless after it.
-    session.start().await?;
-    session.insert("username", username).await?;
+    session.start()?;
+    session.insert("username", username)?;
     Ok(Redirect::to("/").into_response())
 }
 
 async fn logout(session: Session) -> Redirect {
-    session.destroy().await;
+    session.destroy();
     Redirect::to("/")
 }

@@ -19,8 +19,8 @@ pub fn returned_cookie(set_cookie: &Option<String>) -> Option<String> {
 /// Logs in as `name` (a fresh session holding `username`) and returns the cookie pair.
 pub async fn login(m: &SessionManager, name: &str) -> anyhow::Result<String> {
     let s = m.session_from_cookie_headers([]);
-    s.start().await?;
-    s.insert("username", name).await?;
+    s.start()?;
+    s.insert("username", name)?;
     let finished = s.finish().await?;
     returned_cookie(&finished.set_cookie).context("login set no cookie")
 }

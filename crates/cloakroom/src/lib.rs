@@ -24,8 +24,8 @@
 //! }
 //!
 //! async fn login(session: Session) -> Result<&'static str, cloakroom::Error> {
-//!     session.start().await?; // fresh token; any previous session is deleted
-//!     session.insert("username", "alice").await?;
+//!     session.start()?; // fresh token; any previous session is deleted
+//!     session.insert("username", "alice")?;
 //!     Ok("welcome")
 //! }
 //!

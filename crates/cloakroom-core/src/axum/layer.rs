@@ -216,7 +216,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let response = inner.call(request).await?;
-            let finished = if session.has_unsaved_changes().await {
+            let finished = if session.has_unsaved_changes() {
                 // Writing runs in its own task: if the client goes away now, the logout's delete
                 // or the rotation's second step still happens.
                 let saving = tokio::spawn(async move { session.finish().await });

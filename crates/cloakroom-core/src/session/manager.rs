@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
-
 use crate::clock::unix_millis;
 use crate::config::SessionConfig;
 use crate::error::Result;
@@ -201,9 +199,9 @@ impl SessionManager {
             Some(token) => Phase::Unloaded { token },
             None => Phase::Anonymous,
         };
-        Session {
-            shared: self.shared.clone(),
-            state: Arc::new(Mutex::new(State {
+        Session::new(
+            self.shared.clone(),
+            State {
                 cookie,
                 phase,
                 pending: BTreeMap::new(),
@@ -212,8 +210,8 @@ impl SessionManager {
                 clear_cookie: cookie == CookieState::Invalid,
                 accessed: false,
                 rotated_from: None,
-            })),
-        }
+            },
+        )
     }
 }
 

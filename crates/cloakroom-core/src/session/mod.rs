@@ -45,11 +45,25 @@ struct Shared {
 /// it runs at once, server-side, and also loads the session in the same round trip when it has not
 /// been loaded. Reads see the request's own writes.
 ///
-/// Clones share state; the handle is cheap to clone.
+/// Buffered writes ([`insert`](Session::insert), [`remove`](Session::remove),
+/// [`start`](Session::start), [`set_user`](Session::set_user), [`destroy`](Session::destroy))
+/// are synchronous: they never wait for the store. Clones share state; the handle is cheap to
+/// clone.
 #[derive(Clone)]
 pub struct Session {
     shared: Arc<Shared>,
-    state: Arc<Mutex<State>>,
+    inner: Arc<Inner>,
+}
+
+// The request's state, and the gate that keeps the handle's store steps one at a time. A
+// buffered write takes the state's lock for a few map operations and never waits for I/O. A
+// step that talks to the store holds the gate throughout, and the state's lock only around its
+// own reads and writes: a write made while the step is in flight stays buffered (see
+// `State::forget_sent`), and a step whose session was replaced meanwhile (a `start` or a
+// `destroy` during the I/O) leaves the new state alone (see `State::holds`).
+struct Inner {
+    state: std::sync::Mutex<State>,
+    steps: Mutex<()>,
 }
 
 impl fmt::Debug for Session {
@@ -70,6 +84,26 @@ pub struct Finished {
 }
 
 impl Session {
+    fn new(shared: Arc<Shared>, state: State) -> Self {
+        Self {
+            shared,
+            inner: Arc::new(Inner {
+                state: std::sync::Mutex::new(state),
+                steps: Mutex::new(()),
+            }),
+        }
+    }
+
+    // The state's lock is held for map operations only, never across an `.await`; a panic while
+    // holding it cannot leave worse than that one operation half done, so a poisoned lock is
+    // still used.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn now_ms(&self) -> u64 {
         unix_millis(self.shared.config.clock.now())
     }
@@ -106,10 +140,10 @@ impl Session {
     ///
     /// A store failure while looking the session up.
     pub async fn key(&self) -> Result<Option<SessionKey>> {
-        let mut state = self.state.lock().await;
-        state.accessed = true;
-        self.ensure_loaded(&mut state).await?;
-        Ok(match &state.phase {
+        let _steps = self.inner.steps.lock().await;
+        self.lock().accessed = true;
+        self.ensure_loaded().await?;
+        Ok(match &self.lock().phase {
             Phase::Live { token, .. } | Phase::Started { token, .. } => Some(token.key()),
             _ => None,
         })
@@ -122,10 +156,10 @@ impl Session {
     ///
     /// A store failure while looking the session up.
     pub async fn user(&self) -> Result<Option<UserKey>> {
-        let mut state = self.state.lock().await;
-        state.accessed = true;
-        self.ensure_loaded(&mut state).await?;
-        Ok(match &state.phase {
+        let _steps = self.inner.steps.lock().await;
+        self.lock().accessed = true;
+        self.ensure_loaded().await?;
+        Ok(match &self.lock().phase {
             Phase::Live { fields, .. } => {
                 fields.get(META_USER).and_then(|u| UserKey::from_stored(u))
             }
@@ -135,8 +169,8 @@ impl Session {
     }
 
     /// What the request's cookie said.
-    pub async fn cookie_state(&self) -> CookieState {
-        self.state.lock().await.cookie
+    pub fn cookie_state(&self) -> CookieState {
+        self.lock().cookie
     }
 
     /// Reads a field, decoded from JSON; `None` when the field or the session is absent.
@@ -150,17 +184,24 @@ impl Session {
     /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
     /// run) while loading.
     pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        let mut state = self.state.lock().await;
-        state.accessed = true;
-        let raw = match state.pending.get(name) {
-            Some(pending) => pending.clone(),
+        let buffered = {
+            let mut state = self.lock();
+            state.accessed = true;
+            state.pending.get(name).cloned()
+        };
+        let raw = match buffered {
+            Some(pending) => pending,
             None => {
-                self.ensure_loaded(&mut state).await?;
-                match &state.phase {
-                    Phase::Live { fields, .. } | Phase::Started { fields, .. } => {
+                let _steps = self.inner.steps.lock().await;
+                self.ensure_loaded().await?;
+                let state = self.lock();
+                match (state.pending.get(name), &state.phase) {
+                    // Written while the session was loading.
+                    (Some(pending), _) => pending.clone(),
+                    (None, Phase::Live { fields, .. } | Phase::Started { fields, .. }) => {
                         fields.get(name).cloned()
                     }
-                    _ => None,
+                    (None, _) => None,
                 }
             }
         };
@@ -186,11 +227,11 @@ impl Session {
     /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
     /// run) while loading.
     pub async fn exists(&self) -> Result<bool> {
-        let mut state = self.state.lock().await;
-        state.accessed = true;
-        self.ensure_loaded(&mut state).await?;
+        let _steps = self.inner.steps.lock().await;
+        self.lock().accessed = true;
+        self.ensure_loaded().await?;
         Ok(matches!(
-            state.phase,
+            self.lock().phase,
             Phase::Live { .. } | Phase::Started { .. }
         ))
     }
@@ -207,16 +248,16 @@ impl Session {
     /// [`SessionLimits`](crate::SessionLimits) bound,
     /// [`ErrorKind::NoSession`](crate::ErrorKind::NoSession) when the request has no session.
     /// Nothing is written then.
-    pub async fn insert<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
+    pub fn insert<T: Serialize>(&self, name: &str, value: T) -> Result<()> {
         check_field_name(name)?;
-        let json = serde_json::to_string(value).map_err(|e| {
+        let json = serde_json::to_string(&value).map_err(|e| {
             Error::with_source(
                 ErrorKind::Encode,
                 format!("session field {name:?} does not encode as JSON"),
                 e,
             )
         })?;
-        self.write(name, Some(json)).await
+        self.write(name, Some(json))
     }
 
     /// Removes a field. Written when the request ends.
@@ -225,15 +266,15 @@ impl Session {
     ///
     /// [`ErrorKind::InvalidFieldName`](crate::ErrorKind::InvalidFieldName) for an empty or reserved
     /// name, [`ErrorKind::NoSession`](crate::ErrorKind::NoSession) when the request has no session.
-    pub async fn remove(&self, name: &str) -> Result<()> {
+    pub fn remove(&self, name: &str) -> Result<()> {
         check_field_name(name)?;
-        self.write(name, None).await
+        self.write(name, None)
     }
 
-    async fn write(&self, name: &str, value: Option<String>) -> Result<()> {
+    fn write(&self, name: &str, value: Option<String>) -> Result<()> {
         let limits = self.shared.config.limits;
         limits.check_field(name, value.as_deref())?;
-        let mut state = self.state.lock().await;
+        let mut state = self.lock();
         state.accessed = true;
         let State { phase, pending, .. } = &mut *state;
         // The session's user fields after this write, where the handle knows them; for a
@@ -286,27 +327,31 @@ impl Session {
         check_field_name(name)?;
         self.shared.config.limits.check_field(name, None)?;
         check_increment(name, by)?;
-        let mut state = self.state.lock().await;
-        state.accessed = true;
-        let token = match &mut state.phase {
-            Phase::Anonymous | Phase::Gone => return Ok(None),
-            Phase::Started { fields, .. } => {
-                let value = add_to_counter(name, fields.get(name).map(String::as_str), by)?;
-                let text = value.to_string();
-                if !fields.contains_key(name) {
-                    // A new field: the same bounds a store applies to an increment that
-                    // creates one.
-                    let (before, after) =
-                        totals_around(fields, &BTreeMap::new(), name, Some(&text));
-                    self.shared.config.limits.bounds().check(before, after)?;
+        let _steps = self.inner.steps.lock().await;
+        let (token, load, sent) = {
+            let mut state = self.lock();
+            state.accessed = true;
+            let token = match &mut state.phase {
+                Phase::Anonymous | Phase::Gone => return Ok(None),
+                Phase::Started { fields, .. } => {
+                    let value = add_to_counter(name, fields.get(name).map(String::as_str), by)?;
+                    let text = value.to_string();
+                    if !fields.contains_key(name) {
+                        // A new field: the same bounds a store applies to an increment that
+                        // creates one.
+                        let (before, after) =
+                            totals_around(fields, &BTreeMap::new(), name, Some(&text));
+                        self.shared.config.limits.bounds().check(before, after)?;
+                    }
+                    fields.insert(name.to_owned(), text);
+                    return Ok(Some(value));
                 }
-                fields.insert(name.to_owned(), text);
-                return Ok(Some(value));
-            }
-            Phase::Live { token, .. } | Phase::Unloaded { token } => token.clone(),
+                Phase::Live { token, .. } | Phase::Unloaded { token } => token.clone(),
+            };
+            let load = matches!(state.phase, Phase::Unloaded { .. });
+            (token, load, state.pending.clone())
         };
-        let load = matches!(state.phase, Phase::Unloaded { .. });
-        let mut ops = pending_ops(&state.pending);
+        let mut ops = pending_ops(&sent);
         ops.push(Op::Incr {
             name: name.to_owned(),
             by,
@@ -317,9 +362,16 @@ impl Session {
             ops,
             load,
         };
-        let applied = match self.shared.store.apply(&token.key(), &apply).await {
+        let outcome = self.shared.store.apply(&token.key(), &apply).await;
+        let mut state = self.lock();
+        // The session was replaced while the step ran (`start`, `destroy`): the increment went
+        // to the old one, and the new state is not touched.
+        let current = state.holds(&token);
+        let applied = match outcome {
             Err(e) if e.kind() == ErrorKind::Corrupt => {
-                self.unreadable(&mut state, &token, &e);
+                if current {
+                    self.unreadable(&mut state, &token, &e);
+                }
                 return Ok(None);
             }
             Err(e) => {
@@ -335,19 +387,23 @@ impl Session {
                 if load {
                     self.shared.metrics.unknown_token();
                 }
-                state.mark_gone();
+                if current {
+                    state.mark_gone();
+                }
                 Ok(None)
             }
             Applied::Done { counters, fields } => {
                 let value = counters.last().copied().ok_or_else(|| {
                     Error::new(ErrorKind::Corrupt, "the store returned no counter value")
                 })?;
-                let pending = std::mem::take(&mut state.pending);
-                if let Phase::Live { fields: cached, .. } = &mut state.phase {
-                    merge_pending(cached, pending);
-                    cached.insert(name.to_owned(), value.to_string());
-                } else if let Some(fields) = fields {
-                    state.phase = Phase::Live { token, fields };
+                if current {
+                    state.forget_sent(&sent);
+                    if let Phase::Live { fields: cached, .. } = &mut state.phase {
+                        merge_pending(cached, sent);
+                        cached.insert(name.to_owned(), value.to_string());
+                    } else if let Some(fields) = fields {
+                        state.phase = Phase::Live { token, fields };
+                    }
                 }
                 Ok(Some(value))
             }
@@ -362,7 +418,7 @@ impl Session {
     ///
     /// [`ErrorKind::Random`](crate::ErrorKind::Random) when the operating system cannot give
     /// randomness for the token.
-    pub async fn start(&self) -> Result<()> {
+    pub fn start(&self) -> Result<()> {
         let token = SessionToken::generate()?;
         let now = self.now_ms();
         let meta = Meta {
@@ -370,7 +426,7 @@ impl Session {
             deadline_ms: now.saturating_add(duration_millis(self.shared.config.absolute_timeout)),
             user: None,
         };
-        let mut state = self.state.lock().await;
+        let mut state = self.lock();
         state.accessed = true;
         state.retire_current();
         state.rotated_from = None;
@@ -394,9 +450,10 @@ impl Session {
     /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
     /// run) while loading.
     pub async fn cycle_id(&self) -> Result<bool> {
-        let mut state = self.state.lock().await;
-        state.accessed = true;
-        self.ensure_loaded(&mut state).await?;
+        let _steps = self.inner.steps.lock().await;
+        self.lock().accessed = true;
+        self.ensure_loaded().await?;
+        let mut state = self.lock();
         let (fields, meta) = match &state.phase {
             Phase::Anonymous | Phase::Gone | Phase::Unloaded { .. } => return Ok(false),
             Phase::Started { fields, meta, .. } => (fields.clone(), meta.clone()),
@@ -436,8 +493,8 @@ impl Session {
     /// [`Session::end_other_sessions`] find it; [`Session::cycle_id`] keeps the binding.
     ///
     /// Fails with [`ErrorKind::NoSession`] when no session was started in this request.
-    pub async fn set_user(&self, user_id: &str) -> Result<()> {
-        let mut state = self.state.lock().await;
+    pub fn set_user(&self, user_id: &str) -> Result<()> {
+        let mut state = self.lock();
         state.accessed = true;
         match &mut state.phase {
             Phase::Started { meta, .. } => {
@@ -462,18 +519,21 @@ impl Session {
     /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
     /// run); sessions ended before the failure stay ended.
     pub async fn end_other_sessions(&self) -> Result<usize> {
-        let mut state = self.state.lock().await;
-        state.accessed = true;
+        let _steps = self.inner.steps.lock().await;
+        self.lock().accessed = true;
         // A session started here is created first, so that it is in the index and kept.
-        self.save_locked(&mut state).await?;
-        self.ensure_loaded(&mut state).await?;
-        let Phase::Live { token, fields } = &state.phase else {
-            return Ok(0);
+        self.write_changes().await?;
+        self.ensure_loaded().await?;
+        let (own, user) = {
+            let state = self.lock();
+            let Phase::Live { token, fields } = &state.phase else {
+                return Ok(0);
+            };
+            let Some(user) = fields.get(META_USER).and_then(|u| UserKey::from_stored(u)) else {
+                return Ok(0);
+            };
+            (token.key(), user)
         };
-        let Some(user) = fields.get(META_USER).and_then(|u| UserKey::from_stored(u)) else {
-            return Ok(0);
-        };
-        let own = token.key();
         end_indexed(&self.shared, &user, |key| *key != own).await
     }
 
@@ -499,8 +559,8 @@ impl Session {
 
     /// Ends the session: it is deleted in the store when the request ends and the cookie is
     /// cleared.
-    pub async fn destroy(&self) {
-        let mut state = self.state.lock().await;
+    pub fn destroy(&self) {
+        let mut state = self.lock();
         state.accessed = true;
         state.retire_current();
         state.end_here();
@@ -522,27 +582,38 @@ impl Session {
         state.mark_gone();
     }
 
-    async fn ensure_loaded(&self, state: &mut State) -> Result<()> {
-        let Phase::Unloaded { token } = &state.phase else {
-            return Ok(());
+    // Loads a session not looked up yet, with the buffered writes in the same step. Called with
+    // the steps' gate held.
+    async fn ensure_loaded(&self) -> Result<()> {
+        let (token, sent) = {
+            let state = self.lock();
+            let Phase::Unloaded { token } = &state.phase else {
+                return Ok(());
+            };
+            (token.clone(), state.pending.clone())
         };
-        let token = token.clone();
-        let ops = pending_ops(&state.pending);
+        let ops = pending_ops(&sent);
         let apply = Apply {
             access: self.access(),
             bounds: self.bounds_for(&ops),
             ops,
             load: true,
         };
-        match self.shared.store.apply(&token.key(), &apply).await {
-            Err(e) if e.kind() == ErrorKind::Corrupt => self.unreadable(state, &token, &e),
+        let outcome = self.shared.store.apply(&token.key(), &apply).await;
+        let mut state = self.lock();
+        if !state.holds(&token) {
+            // Replaced while loading (`start`, `destroy`): the load is of no use any more.
+            return Ok(());
+        }
+        match outcome {
+            Err(e) if e.kind() == ErrorKind::Corrupt => self.unreadable(&mut state, &token, &e),
             Err(e) => return Err(e),
             Ok(Applied::Missing) => {
                 self.shared.metrics.unknown_token();
                 state.mark_gone();
             }
             Ok(Applied::Done { fields, .. }) => {
-                state.pending.clear();
+                state.forget_sent(&sent);
                 state.phase = Phase::Live {
                     token,
                     fields: fields.unwrap_or_default(),

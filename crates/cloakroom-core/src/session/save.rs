@@ -8,7 +8,11 @@ use crate::store::{
 };
 use crate::token::SessionToken;
 
-use super::state::{Phase, State, merge_pending, pending_ops};
+use std::collections::BTreeMap;
+
+use crate::store::Fields;
+
+use super::state::{Phase, merge_pending, pending_ops};
 use super::{Finished, Session};
 
 impl Session {
@@ -24,128 +28,199 @@ impl Session {
     /// run), or [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the store refuses buffered
     /// writes past the bounds; what failed is written by the next save.
     pub async fn save(&self) -> Result<bool> {
-        let mut state = self.state.lock().await;
-        self.save_locked(&mut state).await?;
-        self.ensure_loaded(&mut state).await?;
-        Ok(matches!(state.phase, Phase::Live { .. }))
+        let _steps = self.inner.steps.lock().await;
+        self.write_changes().await?;
+        self.ensure_loaded().await?;
+        Ok(matches!(self.lock().phase, Phase::Live { .. }))
     }
 
-    pub(super) async fn save_locked(&self, state: &mut State) -> Result<()> {
-        if let Phase::Started {
-            token,
-            fields,
-            meta,
-        } = &state.phase
-        {
-            let (mut token, mut fields, meta) = (token.clone(), fields.clone(), meta.clone());
-            let access = self.access();
-            if access.ttl_ms(meta.deadline_ms) <= 0 {
-                // The absolute lifetime ran out while the request ran (a rotation near the end of
-                // a session): the session is over, not an error.
-                state.end_here();
-                return self.delete_retired(state).await;
-            }
-            fields.insert(META_CREATED.to_owned(), meta.created_ms.to_string());
-            fields.insert(META_DEADLINE.to_owned(), meta.deadline_ms.to_string());
-            if let Some(user) = &meta.user {
-                fields.insert(META_USER.to_owned(), user.as_str().to_owned());
-            }
-            let new = NewSession {
-                fields,
-                access,
-                deadline_ms: meta.deadline_ms,
-                origin: if state.rotated_from.is_some() {
-                    Origin::Rotation
-                } else {
-                    Origin::Login
-                },
-            };
-            // A collision of 256-bit random tokens does not happen; if the store ever says the
-            // key exists, something is wrong with randomness, and we refuse to share a session.
-            self.index(meta.user.as_ref(), &token, &access, meta.deadline_ms)
-                .await?;
-            if self.shared.store.create(&token.key(), &new).await? == Created::Exists {
-                token = SessionToken::generate()?;
-                self.index(meta.user.as_ref(), &token, &access, meta.deadline_ms)
-                    .await?;
-                if self.shared.store.create(&token.key(), &new).await? == Created::Exists {
-                    return Err(Error::new(
-                        ErrorKind::Random,
-                        "two fresh tokens named existing sessions",
-                    ));
-                }
-            }
-            state.set_cookie = Some(token.clone());
-            state.clear_cookie = false;
-            state.phase = Phase::Live {
-                token,
-                fields: new.fields,
-            };
-        }
-        self.delete_retired(state).await?;
-        if !state.pending.is_empty() {
-            let token = match &state.phase {
-                Phase::Live { token, .. } | Phase::Unloaded { token } => token.clone(),
-                _ => {
-                    state.pending.clear();
-                    return Ok(());
-                }
-            };
-            let ops = pending_ops(&state.pending);
-            let apply = Apply {
-                access: self.access(),
-                bounds: self.bounds_for(&ops),
-                ops,
-                load: false,
-            };
-            let applied = match self.shared.store.apply(&token.key(), &apply).await {
-                Err(e) if e.kind() == ErrorKind::Corrupt => {
-                    self.unreadable(state, &token, &e);
-                    return Ok(());
-                }
-                other => other?,
-            };
-            let pending = std::mem::take(&mut state.pending);
-            match applied {
-                Applied::Missing => {
-                    tracing::info!(
-                        session = token.key().short(),
-                        "session ended before its changes were saved; nothing was written"
-                    );
-                    state.mark_gone();
-                }
-                Applied::Done { .. } => {
-                    if let Phase::Live { fields, .. } = &mut state.phase {
-                        merge_pending(fields, pending);
-                    }
-                }
+    // Creates a session started here, deletes the retired ones, then writes buffered changes.
+    // Called with the steps' gate held; the state's lock is taken around each step, never
+    // across one.
+    pub(super) async fn write_changes(&self) -> Result<()> {
+        self.create_started().await?;
+        self.delete_retired().await?;
+        // Writes made while a step was in flight stay buffered: a few more passes take them.
+        for _ in 0..WRITE_PASSES {
+            if !self.write_pending().await? {
+                break;
             }
         }
         Ok(())
+    }
+
+    async fn create_started(&self) -> Result<()> {
+        let (original, mut fields, meta, origin) = {
+            let state = self.lock();
+            let Phase::Started {
+                token,
+                fields,
+                meta,
+            } = &state.phase
+            else {
+                return Ok(());
+            };
+            let origin = if state.rotated_from.is_some() {
+                Origin::Rotation
+            } else {
+                Origin::Login
+            };
+            (token.clone(), fields.clone(), meta.clone(), origin)
+        };
+        let sent = fields.clone();
+        let access = self.access();
+        if access.ttl_ms(meta.deadline_ms) <= 0 {
+            // The absolute lifetime ran out while the request ran (a rotation near the end of a
+            // session): the session is over, not an error.
+            let mut state = self.lock();
+            if matches!(&state.phase, Phase::Started { token, .. } if *token == original) {
+                state.end_here();
+            }
+            return Ok(());
+        }
+        fields.insert(META_CREATED.to_owned(), meta.created_ms.to_string());
+        fields.insert(META_DEADLINE.to_owned(), meta.deadline_ms.to_string());
+        if let Some(user) = &meta.user {
+            fields.insert(META_USER.to_owned(), user.as_str().to_owned());
+        }
+        let new = NewSession {
+            fields,
+            access,
+            deadline_ms: meta.deadline_ms,
+            origin,
+        };
+        // A collision of 256-bit random tokens does not happen; if the store ever says the key
+        // exists, something is wrong with randomness, and we refuse to share a session.
+        let mut token = original.clone();
+        self.index(meta.user.as_ref(), &token, &access, meta.deadline_ms)
+            .await?;
+        if self.shared.store.create(&token.key(), &new).await? == Created::Exists {
+            token = SessionToken::generate()?;
+            self.index(meta.user.as_ref(), &token, &access, meta.deadline_ms)
+                .await?;
+            if self.shared.store.create(&token.key(), &new).await? == Created::Exists {
+                return Err(Error::new(
+                    ErrorKind::Random,
+                    "two fresh tokens named existing sessions",
+                ));
+            }
+        }
+        let mut state = self.lock();
+        let changed_meanwhile = match &state.phase {
+            Phase::Started {
+                token: current,
+                fields: now,
+                ..
+            } if *current == original => Some(changes_between(&sent, now)),
+            _ => None,
+        };
+        match changed_meanwhile {
+            Some(changes) => {
+                state.set_cookie = Some(token.clone());
+                state.clear_cookie = false;
+                state.phase = Phase::Live {
+                    token,
+                    fields: new.fields,
+                };
+                // Writes made during the create are written by the next step.
+                state.pending.extend(changes);
+            }
+            // Replaced while it was being created (`start`, `destroy`): the session created
+            // must not outlive the request's interest in it.
+            None => state.to_delete.push(token),
+        }
+        Ok(())
+    }
+
+    // Writes the buffered changes to the existing session; true when there were any.
+    async fn write_pending(&self) -> Result<bool> {
+        let (token, sent) = {
+            let mut state = self.lock();
+            if state.pending.is_empty() {
+                return Ok(false);
+            }
+            match &state.phase {
+                Phase::Live { token, .. } | Phase::Unloaded { token } => {
+                    (token.clone(), state.pending.clone())
+                }
+                _ => {
+                    state.pending.clear();
+                    return Ok(false);
+                }
+            }
+        };
+        let ops = pending_ops(&sent);
+        let apply = Apply {
+            access: self.access(),
+            bounds: self.bounds_for(&ops),
+            ops,
+            load: false,
+        };
+        let outcome = self.shared.store.apply(&token.key(), &apply).await;
+        let mut state = self.lock();
+        if !state.holds(&token) {
+            return Ok(true);
+        }
+        let applied = match outcome {
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                self.unreadable(&mut state, &token, &e);
+                return Ok(false);
+            }
+            other => other?,
+        };
+        match applied {
+            Applied::Missing => {
+                tracing::info!(
+                    session = token.key().short(),
+                    "session ended before its changes were saved; nothing was written"
+                );
+                state.mark_gone();
+            }
+            Applied::Done { .. } => {
+                state.forget_sent(&sent);
+                if let Phase::Live { fields, .. } = &mut state.phase {
+                    merge_pending(fields, sent);
+                }
+            }
+        }
+        Ok(true)
     }
 
     // Deletes the sessions this request retired. A token leaves the list only once its delete
     // has succeeded, so a failed delete is retried by the next save, never forgotten.
-    pub(super) async fn delete_retired(&self, state: &mut State) -> Result<()> {
-        while let Some(old) = state.to_delete.first().cloned() {
+    pub(super) async fn delete_retired(&self) -> Result<()> {
+        loop {
+            let Some(old) = self.lock().to_delete.first().cloned() else {
+                return Ok(());
+            };
             let existed = self.shared.store.delete(&old.key()).await?;
-            state.to_delete.remove(0);
-            if !existed && state.rotated_from.as_ref() == Some(&old) {
+            let copy = {
+                let mut state = self.lock();
+                if let Some(at) = state.to_delete.iter().position(|t| *t == old) {
+                    state.to_delete.remove(at);
+                }
+                if existed || state.rotated_from.as_ref() != Some(&old) {
+                    continue;
+                }
                 // The session `cycle_id` copied was deleted by another request (a logout)
                 // between our load and now: its copy must not bring it back.
-                if let Phase::Live { token, .. } = &state.phase {
-                    self.shared.store.delete(&token.key()).await?;
-                }
+                let copy = match &state.phase {
+                    Phase::Live { token, .. } => Some(token.clone()),
+                    _ => None,
+                };
                 state.end_here();
+                copy
+            };
+            if let Some(copy) = copy {
+                self.shared.store.delete(&copy.key()).await?;
             }
         }
-        Ok(())
     }
 
     /// True when ending the request will write to the store: a session to create, sessions to
     /// delete, or buffered writes.
-    pub async fn has_unsaved_changes(&self) -> bool {
-        let state = self.state.lock().await;
+    pub fn has_unsaved_changes(&self) -> bool {
+        let state = self.lock();
         matches!(state.phase, Phase::Started { .. })
             || !state.to_delete.is_empty()
             || !state.pending.is_empty()
@@ -158,8 +233,9 @@ impl Session {
     ///
     /// As [`Session::save`].
     pub async fn finish(&self) -> Result<Finished> {
-        let mut state = self.state.lock().await;
-        self.save_locked(&mut state).await?;
+        let _steps = self.inner.steps.lock().await;
+        self.write_changes().await?;
+        let state = self.lock();
         let config = &self.shared.config;
         let set_cookie = if let Some(token) = &state.set_cookie {
             Some(cookie_header(config, Some(&config.signer.sign(token))))
@@ -173,6 +249,26 @@ impl Session {
             accessed: state.accessed,
         })
     }
+}
+
+// Passes over writes buffered while an earlier pass was in flight.
+const WRITE_PASSES: usize = 4;
+
+// The buffered changes that turn `before` into `after`: a write to a started session made while
+// it was being created.
+fn changes_between(before: &Fields, after: &Fields) -> BTreeMap<String, Option<String>> {
+    let mut changes = BTreeMap::new();
+    for (name, value) in after {
+        if before.get(name) != Some(value) {
+            changes.insert(name.clone(), Some(value.clone()));
+        }
+    }
+    for name in before.keys() {
+        if !after.contains_key(name) {
+            changes.insert(name.clone(), None);
+        }
+    }
+    changes
 }
 
 fn cookie_header(config: &SessionConfig, value: Option<&str>) -> String {

@@ -51,6 +51,23 @@ pub(super) enum Phase {
 }
 
 impl State {
+    // After a store step that carried `sent` (the buffered writes as they were when the step
+    // left), drops those still as sent: a write made while the step was in flight stays
+    // buffered for the next one.
+    pub(super) fn forget_sent(&mut self, sent: &BTreeMap<String, Option<String>>) {
+        for (name, value) in sent {
+            if self.pending.get(name) == Some(value) {
+                self.pending.remove(name);
+            }
+        }
+    }
+
+    // Whether the request's session is still the existing one `token` names (loaded or not):
+    // a step that ran for it may record its outcome.
+    pub(super) fn holds(&self, token: &SessionToken) -> bool {
+        matches!(&self.phase, Phase::Live { token: t, .. } | Phase::Unloaded { token: t } if t == token)
+    }
+
     // The request's current session, if any, is to be deleted at the end of the request.
     pub(super) fn retire_current(&mut self) {
         match std::mem::replace(&mut self.phase, Phase::Gone) {

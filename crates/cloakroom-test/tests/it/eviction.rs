@@ -57,8 +57,8 @@ async fn volatile_lru_never_evicts_the_index_of_a_live_session() -> anyhow::Resu
     ensure!(policy.keeps_user_indexes());
     let m = SessionManager::new(store.clone(), SessionConfig::new(SECRET)?)?;
     let login = m.session_from_cookie_headers([]);
-    login.start().await?;
-    login.set_user("ann").await?;
+    login.start()?;
+    login.set_user("ann")?;
     let ann = returned_cookie(&login.finish().await?.set_cookie).context("no login cookie")?;
     let index = format!("cloakroom:user:{}", UserKey::of("ann").as_str());
 
@@ -142,8 +142,8 @@ async fn an_index_written_by_an_earlier_version_is_upgraded_in_place() -> anyhow
         .arg(60_000)
         .query(&mut conn)?;
     let login = m.session_from_cookie_headers([]);
-    login.start().await?;
-    login.set_user("ann").await?;
+    login.start()?;
+    login.set_user("ann")?;
     login.finish().await?;
     let ttl: i64 = redis::cmd("PTTL").arg(&index).query(&mut conn)?;
     ensure!(ttl == -1, "the index kept its TTL: {ttl}");

@@ -85,8 +85,8 @@ async fn ann_logged_in_long_ago(
     let config = SessionConfig::new(SECRET)?.with_clock(Arc::new(clock.clone()));
     let m = SessionManager::new(store, config)?;
     let s = m.session_from_cookie_headers([]);
-    s.start().await?;
-    s.set_user("ann").await?;
+    s.start()?;
+    s.set_user("ann")?;
     let cookie = returned_cookie(&s.finish().await?.set_cookie).context("no login cookie")?;
     clock.advance(Duration::from_secs(120));
     Ok((m, clock, cookie))

@@ -61,11 +61,11 @@ async fn reads_see_the_requests_own_writes(f: StoreFixture) -> anyhow::Result<()
     let m = manager(f.store.clone())?;
     let cookie = login(&m, "ann").await?;
     let s = request(&m, &cookie);
-    s.insert("theme", "dark").await?;
+    s.insert("theme", "dark")?;
     ensure!(s.get::<String>("theme").await?.as_deref() == Some("dark"));
-    s.remove("username").await?;
+    s.remove("username")?;
     ensure!(s.get::<String>("username").await?.is_none());
-    s.insert("n", &5).await?;
+    s.insert("n", 5)?;
     ensure!(
         s.incr("n", 1).await? == Some(6),
         "incr must see the buffered set"
@@ -84,7 +84,7 @@ async fn logout_invalidates_the_old_cookie(f: StoreFixture) -> anyhow::Result<()
     let m = manager(f.store.clone())?;
     let cookie = login(&m, "ann").await?;
     let s = request(&m, &cookie);
-    s.destroy().await;
+    s.destroy();
     let finished = s.finish().await?;
     ensure!(
         returned_cookie(&finished.set_cookie).as_deref() == Some(""),
@@ -105,8 +105,8 @@ async fn login_rotation_invalidates_the_pre_login_token(f: StoreFixture) -> anyh
     let before = login(&m, "guest").await?;
     // Logging in again from a browser holding `before`.
     let s = request(&m, &before);
-    s.start().await?;
-    s.insert("username", "ann").await?;
+    s.start()?;
+    s.insert("username", "ann")?;
     let after = returned_cookie(&s.finish().await?.set_cookie).context("no new cookie")?;
     ensure!(after != before, "the token did not change at login");
     ensure!(
@@ -126,7 +126,7 @@ async fn cycle_id_keeps_data_and_kills_the_old_token(f: StoreFixture) -> anyhow:
     let m = manager(f.store.clone())?;
     let old = login(&m, "ann").await?;
     let s = request(&m, &old);
-    s.insert("cart", &vec![1, 2, 3]).await?;
+    s.insert("cart", vec![1, 2, 3])?;
     ensure!(s.cycle_id().await?);
     let new = returned_cookie(&s.finish().await?.set_cookie).context("no new cookie")?;
     ensure!(new != old);
@@ -146,8 +146,8 @@ async fn concurrent_requests_writing_different_fields_both_survive(
     let a = request(&m, &cookie);
     let b = request(&m, &cookie);
     ensure!(a.exists().await? && b.exists().await?);
-    a.insert("theme", "dark").await?;
-    b.insert("lang", "fr").await?;
+    a.insert("theme", "dark")?;
+    b.insert("lang", "fr")?;
     let (ra, rb) = tokio::join!(a.finish(), b.finish());
     ra?;
     rb?;
@@ -220,7 +220,7 @@ async fn forged_and_garbage_cookies_never_reach_the_store(f: StoreFixture) -> an
     for case in &cases {
         let s = request(&m, case);
         ensure!(
-            s.cookie_state().await == CookieState::Invalid,
+            s.cookie_state() == CookieState::Invalid,
             "{case:?} was not rejected"
         );
         ensure!(!s.exists().await?, "{case:?} found a session");
@@ -239,7 +239,7 @@ async fn forged_and_garbage_cookies_never_reach_the_store(f: StoreFixture) -> an
     );
     // And the real cookie still works, through the same counting store.
     let s = request(&m, &real);
-    ensure!(s.cookie_state().await == CookieState::Valid);
+    ensure!(s.cookie_state() == CookieState::Valid);
     ensure!(s.exists().await?);
     ensure!(counts.total() == before + 1);
     Ok(())
@@ -250,7 +250,7 @@ async fn writes_without_a_session_are_refused(f: StoreFixture) -> anyhow::Result
     let counts = counting.counts();
     let m = manager(Arc::new(counting))?;
     let s = m.session_from_cookie_headers([]);
-    let err = s.insert("a", "b").await.err().map(|e| e.kind());
+    let err = s.insert("a", "b").err().map(|e| e.kind());
     ensure!(err == Some(ErrorKind::NoSession), "{err:?}");
     ensure!(s.incr("visits", 1).await?.is_none());
     ensure!(!s.cycle_id().await?);
@@ -269,8 +269,8 @@ async fn reserved_fields_cannot_be_written(f: StoreFixture) -> anyhow::Result<()
     let s = request(&m, &cookie);
     for name in ["__deadline", "__created", "__x", ""] {
         let kinds = [
-            s.insert(name, &0).await.err().map(|e| e.kind()),
-            s.remove(name).await.err().map(|e| e.kind()),
+            s.insert(name, 0).err().map(|e| e.kind()),
+            s.remove(name).err().map(|e| e.kind()),
             s.incr(name, 1).await.err().map(|e| e.kind()),
         ];
         ensure!(
@@ -305,7 +305,7 @@ async fn a_write_to_an_expired_session_creates_nothing(f: StoreFixture) -> anyho
     let cookie = login(&m, "ann").await?;
     tokio::time::sleep(Duration::from_millis(350)).await;
     let s = request(&m, &cookie);
-    s.insert("late", "write").await?; // buffered: the session is not known to be gone yet
+    s.insert("late", "write")?; // buffered: the session is not known to be gone yet
     ensure!(!s.save().await?, "save reported a live session");
     let finished = s.finish().await?;
     ensure!(finished.set_cookie.is_none());
@@ -501,7 +501,7 @@ async fn cycle_id_racing_a_logout_does_not_resurrect(f: StoreFixture) -> anyhow:
     let a = request(&m, &cookie);
     ensure!(a.cycle_id().await?);
     let b = request(&m, &cookie);
-    b.destroy().await;
+    b.destroy();
     b.finish().await?;
     let finished = a.finish().await?;
     let returned = returned_cookie(&finished.set_cookie);
@@ -522,10 +522,10 @@ async fn save_reports_whether_the_session_exists(f: StoreFixture) -> anyhow::Res
         "a live session with no writes saved as gone"
     );
     let s = request(&m, &cookie);
-    s.insert("a", &1).await?;
+    s.insert("a", 1)?;
     ensure!(s.save().await?);
     let s = request(&m, &cookie);
-    s.destroy().await;
+    s.destroy();
     ensure!(!s.save().await?);
     ensure!(!request(&m, &cookie).save().await?);
     Ok(())
@@ -563,7 +563,7 @@ async fn a_rotated_secret_keeps_sessions_until_the_old_key_retires(
         .with_clock(Arc::new(clock.clone()));
     let rotated = SessionManager::new(store.clone(), rotated_config)?;
     let s = request(&rotated, &old_cookie);
-    ensure!(s.cookie_state().await == CookieState::Valid);
+    ensure!(s.cookie_state() == CookieState::Valid);
     ensure!(
         s.incr("visits", 1).await? == Some(1),
         "the old key's session is lost"
@@ -571,14 +571,14 @@ async fn a_rotated_secret_keeps_sessions_until_the_old_key_retires(
     ensure!(s.finish().await?.set_cookie.is_none());
     // New logins are signed with the new key: a server that knows only the old key refuses them.
     let new_cookie = login(&rotated, "bob").await?;
-    ensure!(request(&old, &new_cookie).cookie_state().await == CookieState::Invalid);
+    ensure!(request(&old, &new_cookie).cookie_state() == CookieState::Invalid);
     ensure!(request(&rotated, &new_cookie).exists().await?);
 
     // An hour later the old key has retired: its cookie is a forgery, refused before the store.
     clock.advance(Duration::from_secs(3600));
     let before = counts.total();
     let s = request(&rotated, &old_cookie);
-    ensure!(s.cookie_state().await == CookieState::Invalid);
+    ensure!(s.cookie_state() == CookieState::Invalid);
     ensure!(s.incr("visits", 1).await?.is_none());
     ensure!(
         returned_cookie(&s.finish().await?.set_cookie).as_deref() == Some(""),
@@ -620,7 +620,7 @@ async fn a_next_key_accepts_cookies_of_instances_that_already_sign_with_it(
     let cookie_from_b = login(&b, "bob").await?;
     let s = request(&a, &cookie_from_b);
     ensure!(
-        s.cookie_state().await == CookieState::Valid,
+        s.cookie_state() == CookieState::Valid,
         "A refused a cookie signed with its next key"
     );
     ensure!(s.get::<String>("username").await?.as_deref() == Some("bob"));
@@ -631,7 +631,7 @@ async fn a_next_key_accepts_cookies_of_instances_that_already_sign_with_it(
     );
     let before = counts.total();
     let s = request(&unaware, &cookie_from_b);
-    ensure!(s.cookie_state().await == CookieState::Invalid);
+    ensure!(s.cookie_state() == CookieState::Invalid);
     ensure!(
         returned_cookie(&s.finish().await?.set_cookie).as_deref() == Some(""),
         "the unaware instance kept a cookie it cannot verify"
@@ -645,7 +645,7 @@ async fn a_next_key_accepts_cookies_of_instances_that_already_sign_with_it(
     let cookie_from_a = login(&a, "ann").await?;
     for instance in [&a, &b, &unaware] {
         let s = request(instance, &cookie_from_a);
-        ensure!(s.cookie_state().await == CookieState::Valid);
+        ensure!(s.cookie_state() == CookieState::Valid);
         ensure!(s.get::<String>("username").await?.as_deref() == Some("ann"));
         s.finish().await?;
     }
@@ -667,7 +667,7 @@ async fn attacks_and_broken_input_are_counted(f: StoreFixture) -> anyhow::Result
     let tampered = format!("{}x", &cookie[..cookie.len() - 1]);
     let oversized = format!("{name}={}", "A".repeat(4096));
     for forged in [&tampered, &oversized] {
-        ensure!(request(&m, forged).cookie_state().await == CookieState::Invalid);
+        ensure!(request(&m, forged).cookie_state() == CookieState::Invalid);
     }
     ensure!(metrics.forged_cookies() == 2, "{metrics:?}");
     ensure!(metrics.oversized_cookies() == 1, "{metrics:?}");
@@ -680,7 +680,7 @@ async fn attacks_and_broken_input_are_counted(f: StoreFixture) -> anyhow::Result
 
     // A validly signed token replayed after logout, through a read and through an increment.
     let s = request(&m, &cookie);
-    s.destroy().await;
+    s.destroy();
     s.finish().await?;
     ensure!(
         metrics.unknown_tokens() == 0,
@@ -707,13 +707,10 @@ async fn limits_refuse_oversized_writes_and_write_nothing(f: StoreFixture) -> an
 
     // While starting a session (its content is known).
     let s = m.session_from_cookie_headers([]);
-    s.start().await?;
-    s.insert("username", "ann").await?; // 8 + 5 bytes
-    ensure!(too_large(s.insert("ninechars", "x").await), "long name");
-    ensure!(
-        too_large(s.insert("v", &"x".repeat(15)).await),
-        "long value"
-    ); // 17 bytes of JSON
+    s.start()?;
+    s.insert("username", "ann")?; // 8 + 5 bytes
+    ensure!(too_large(s.insert("ninechars", "x")), "long name");
+    ensure!(too_large(s.insert("v", "x".repeat(15))), "long value"); // 17 bytes of JSON
     ensure!(
         s.incr("ninechars", 1).await.err().map(|e| e.kind()) == Some(ErrorKind::TooLarge),
         "long counter name"
@@ -723,16 +720,16 @@ async fn limits_refuse_oversized_writes_and_write_nothing(f: StoreFixture) -> an
     // A loaded session: the whole session is bounded.
     let s = request(&m, &cookie);
     ensure!(s.exists().await?);
-    s.insert("a", &1).await?;
-    s.insert("b", &2).await?; // 3 fields now
-    ensure!(too_large(s.insert("c", &3).await), "a fourth field");
-    s.insert("b", "replaced").await?; // replacing keeps the count
+    s.insert("a", 1)?;
+    s.insert("b", 2)?; // 3 fields now
+    ensure!(too_large(s.insert("c", 3)), "a fourth field");
+    s.insert("b", "replaced")?; // replacing keeps the count
     ensure!(
-        too_large(s.insert("a", &"y".repeat(14)).await),
+        too_large(s.insert("a", "y".repeat(14))),
         "the session's bytes"
     ); // username 13 + b 11 + the new a 17 = 41 > 40
-    s.remove("a").await?;
-    s.insert("c", &3).await?; // room again
+    s.remove("a")?;
+    s.insert("c", 3)?; // room again
     s.finish().await?;
 
     // What was refused was never written; what was accepted was.
@@ -750,10 +747,10 @@ async fn limits_refuse_oversized_writes_and_write_nothing(f: StoreFixture) -> an
 
     // A blind write (session not loaded) is bounded by the request's own changes.
     let s = request(&m, &cookie);
-    s.insert("d", &4).await?;
-    s.insert("e", &5).await?;
-    s.insert("f", &6).await?;
-    ensure!(too_large(s.insert("g", &7).await), "a blind fourth field");
+    s.insert("d", 4)?;
+    s.insert("e", 5)?;
+    s.insert("f", 6)?;
+    ensure!(too_large(s.insert("g", 7)), "a blind fourth field");
     Ok(())
 }
 
@@ -768,8 +765,8 @@ async fn concurrent_duplicate_logins_get_distinct_tokens(f: StoreFixture) -> any
         let (m, planted) = (m.clone(), planted.clone());
         tasks.push(tokio::spawn(async move {
             let s = request(&m, &planted);
-            s.start().await?;
-            s.insert("username", &format!("ann-{i}")).await?;
+            s.start()?;
+            s.insert("username", format!("ann-{i}"))?;
             let cookie = returned_cookie(&s.finish().await?.set_cookie).context("no cookie")?;
             anyhow::Ok((i, cookie))
         }));

@@ -49,8 +49,8 @@ async fn the_handle_names_its_session_and_user_for_a_sessions_page(
     ensure!(request(&m, &plain).user().await?.is_none());
     // A session started in this request has its key and user before it is saved.
     let s = m.session_from_cookie_headers([]);
-    s.start().await?;
-    s.set_user("cy").await?;
+    s.start()?;
+    s.set_user("cy")?;
     let started = s.key().await?.context("a started session has no key")?;
     ensure!(s.user().await? == Some(UserKey::of("cy")));
     let cookie = returned_cookie(&s.finish().await?.set_cookie).context("no cookie")?;
@@ -68,9 +68,9 @@ fn manager(store: Arc<dyn Store>) -> anyhow::Result<SessionManager> {
 /// Logs `user` in from `device` (stored in the session, as an app would for a sessions page).
 async fn login_as(m: &SessionManager, user: &str, device: &str) -> anyhow::Result<String> {
     let s = m.session_from_cookie_headers([]);
-    s.start().await?;
-    s.set_user(user).await?;
-    s.insert("device", device).await?;
+    s.start()?;
+    s.set_user(user)?;
+    s.insert("device", device)?;
     returned_cookie(&s.finish().await?.set_cookie).context("login set no cookie")
 }
 
@@ -114,8 +114,8 @@ async fn ending_other_sessions_keeps_the_current_one(f: StoreFixture) -> anyhow:
     let carol = login(&m, "carol").await?;
     ensure!(request(&m, &carol).end_other_sessions().await? == 0);
     let s = m.session_from_cookie_headers([]);
-    s.start().await?;
-    s.set_user("ann").await?;
+    s.start()?;
+    s.set_user("ann")?;
     ensure!(
         s.end_other_sessions().await? == 1,
         "the laptop was not ended"
@@ -175,7 +175,7 @@ async fn the_index_follows_rotation_and_logout(f: StoreFixture) -> anyhow::Resul
     // A plain logout leaves nothing listed.
     let again = login_as(&m, "ann", "phone").await?;
     let s = request(&m, &again);
-    s.destroy().await;
+    s.destroy();
     s.finish().await?;
     ensure!(m.sessions_of("ann").await?.is_empty());
     Ok(())
@@ -187,7 +187,7 @@ async fn a_user_is_bound_only_to_a_session_started_in_the_request(
     let m = manager(f.store.clone())?;
     let cookie = login(&m, "ann").await?;
     for s in [request(&m, &cookie), m.session_from_cookie_headers([])] {
-        match s.set_user("ann").await {
+        match s.set_user("ann") {
             Err(e) if e.kind() == ErrorKind::NoSession => {}
             other => anyhow::bail!("expected NoSession, got {other:?}"),
         }

@@ -64,7 +64,7 @@ async fn no_session_here(p: &mut Planted) -> anyhow::Result<()> {
     let before = raw_dump(p)?;
     let (calls, corrupt) = (p.counts.total(), p.m.metrics().corrupt_records());
     let s = request(&p.m, &p.cookie);
-    s.insert("username", "mallory").await?;
+    s.insert("username", "mallory")?;
     ensure!(s.incr("visits", 1).await?.is_none(), "a visit was counted");
     ensure!(!s.exists().await?, "the unreadable record is a session");
     ensure!(s.get::<String>("username").await?.is_none());
@@ -76,13 +76,13 @@ async fn no_session_here(p: &mut Planted) -> anyhow::Result<()> {
         "not counted"
     );
     let s = request(&p.m, &p.cookie);
-    s.insert("theme", "dark").await?;
+    s.insert("theme", "dark")?;
     s.finish().await?;
     ensure!(raw_dump(p)? == before, "the unreadable record was modified");
     // Logging in again from the same browser works and replaces it.
     let s = request(&p.m, &p.cookie);
-    s.start().await?;
-    s.insert("username", "ann").await?;
+    s.start()?;
+    s.insert("username", "ann")?;
     let fresh = s.finish().await?.set_cookie.context("no new cookie")?;
     let fresh = fresh.split(';').next().unwrap_or_default().to_owned();
     ensure!(request(&p.m, &fresh).incr("visits", 1).await? == Some(1));
@@ -122,7 +122,7 @@ async fn left_out(p: &mut Planted, name: &[u8], value: &[u8]) -> anyhow::Result<
     let s = request(&p.m, &p.cookie);
     ensure!(s.incr("visits", 1).await? == Some(1), "the visit failed");
     ensure!(s.exists().await?);
-    s.insert("theme", "dark").await?;
+    s.insert("theme", "dark")?;
     s.finish().await?;
     let s = request(&p.m, &p.cookie);
     ensure!(s.get::<String>("theme").await? == Some("dark".into()));
@@ -245,7 +245,7 @@ async fn a_record_of_an_unknown_newer_schema() -> anyhow::Result<()> {
     let s = request(&p.m, &p.cookie);
     ensure!(s.incr("visits", 1).await? == Some(1));
     ensure!(s.get::<String>("username").await? == Some("ann".into()));
-    s.insert("theme", "dark").await?;
+    s.insert("theme", "dark")?;
     s.finish().await?;
     let schema: Option<String> = p.conn.hget(&p.key, "__schema")?;
     ensure!(
@@ -349,12 +349,12 @@ async fn a_session_planted_past_the_limits(f: StoreFixture) -> anyhow::Result<()
     let (m, _, cookie) = plant(&f, fields).await?;
     let s = request(&m, &cookie);
     ensure!(s.get::<u32>("f299").await? == Some(299));
-    ensure_kind(s.insert("extra", &1).await, ErrorKind::TooLarge)?;
-    s.remove("f0").await?;
+    ensure_kind(s.insert("extra", 1), ErrorKind::TooLarge)?;
+    s.remove("f0")?;
     s.finish().await?;
     // A blind write (nothing loaded) is refused by the store itself.
     let s = request(&m, &cookie);
-    s.insert("extra", &1).await?;
+    s.insert("extra", 1)?;
     ensure_kind(s.finish().await, ErrorKind::TooLarge)?;
     ensure!(user_field(&f, &cookie, "extra").await?.is_none());
     ensure!(user_field(&f, &cookie, "f0").await?.is_none());

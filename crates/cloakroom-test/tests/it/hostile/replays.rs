@@ -45,8 +45,8 @@ async fn replay_finds_nothing(
         m.metrics().unknown_tokens(),
     );
     let s = request(m, cookie);
-    ensure!(s.cookie_state().await == CookieState::Valid);
-    s.insert("username", "mallory").await?;
+    ensure!(s.cookie_state() == CookieState::Valid);
+    s.insert("username", "mallory")?;
     ensure!(s.incr("visits", 1).await?.is_none(), "an increment counted");
     ensure!(!s.exists().await?, "a session was found");
     ensure!(s.get::<String>("username").await?.is_none());
@@ -73,7 +73,7 @@ async fn a_logged_out_token_replayed(f: StoreFixture) -> anyhow::Result<()> {
     let (m, counts) = counted(f.store.clone(), config()?)?;
     let cookie = login(&m, "ann").await?;
     let s = request(&m, &cookie);
-    s.destroy().await;
+    s.destroy();
     s.finish().await?;
     replay_finds_nothing(&f, &m, &counts, &cookie).await
 }
@@ -104,8 +104,8 @@ async fn the_pre_login_token_replayed_after_login(f: StoreFixture) -> anyhow::Re
     // A session the attacker planted (fixation), then the victim logs in with it.
     let planted = login(&m, "anonymous").await?;
     let s = request(&m, &planted);
-    s.start().await?;
-    s.insert("username", "victim").await?;
+    s.start()?;
+    s.insert("username", "victim")?;
     let fresh = returned_cookie(&s.finish().await?.set_cookie).context("no new cookie")?;
     ensure!(fresh != planted, "login kept the planted token");
     replay_finds_nothing(&f, &m, &counts, &planted).await?;
@@ -139,7 +139,7 @@ async fn a_logged_out_token_replayed_by_fifty_requests_at_once(
     let (m, counts) = counted(f.store.clone(), config()?)?;
     let cookie = login(&m, "ann").await?;
     let s = request(&m, &cookie);
-    s.destroy().await;
+    s.destroy();
     s.finish().await?;
     let m = Arc::new(m);
     let creates = counts.creates();
@@ -148,7 +148,7 @@ async fn a_logged_out_token_replayed_by_fifty_requests_at_once(
         let (m, cookie) = (m.clone(), cookie.clone());
         tasks.push(tokio::spawn(async move {
             let s = request(&m, &cookie);
-            s.insert("n", &i).await?;
+            s.insert("n", i)?;
             let counted = s.incr("visits", 1).await?;
             s.finish().await?;
             anyhow::Ok(counted)
