@@ -5,6 +5,7 @@ mod eviction;
 mod failover;
 mod foreign_store;
 mod hostile;
+mod in_flight;
 mod index_races;
 mod memory;
 mod redis;

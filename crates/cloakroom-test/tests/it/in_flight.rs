@@ -1,0 +1,236 @@
+//! Buffered writes are synchronous, so a handler can make one while another of its futures
+//! waits for the store. Each test holds a store step in flight, makes a synchronous write, and
+//! checks that neither the write nor the step's outcome is lost or misapplied, over the memory
+//! store and Redis.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, ensure};
+use async_trait::async_trait;
+use cloakroom_core::store::{Applied, Apply, Created, Fields, NewSession, Store};
+use cloakroom_core::{IndexEntry, Result, SessionConfig, SessionKey, SessionManager, UserKey};
+use cloakroom_test::StoreFixture;
+use cloakroom_test::requests::{login, request, returned_cookie};
+use tokio::sync::{Notify, Semaphore};
+
+const SECRET: &[u8] = b"in-flight-secret-0123456789abcdef0123456789";
+
+cloakroom_test::test_over_memory_and_redis!(
+    a_write_made_while_the_session_loads_is_kept,
+    a_login_made_while_the_session_loads_is_not_overwritten,
+    a_write_made_while_a_login_is_created_is_saved,
+    a_logout_made_while_a_login_is_created_leaves_no_session,
+);
+
+/// Which step the store holds next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    Nothing,
+    Apply,
+    Create,
+}
+
+/// A store that can hold its next `apply` or `create` at its start until released, and
+/// remembers the keys it created.
+#[derive(Debug)]
+struct Held {
+    inner: Arc<dyn Store>,
+    hold: Mutex<Hold>,
+    reached: Notify,
+    release: Semaphore,
+    created: Mutex<Vec<SessionKey>>,
+}
+
+impl Held {
+    fn new(inner: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            hold: Mutex::new(Hold::Nothing),
+            reached: Notify::new(),
+            release: Semaphore::new(0),
+            created: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn hold_next(&self, step: Hold) {
+        *self.hold.lock().unwrap_or_else(|p| p.into_inner()) = step;
+    }
+
+    async fn pause_if(&self, step: Hold) {
+        let held = {
+            let mut hold = self.hold.lock().unwrap_or_else(|p| p.into_inner());
+            let held = *hold == step;
+            if held {
+                *hold = Hold::Nothing;
+            }
+            held
+        };
+        if held {
+            self.reached.notify_one();
+            if let Ok(permit) = self.release.acquire().await {
+                permit.forget();
+            }
+        }
+    }
+
+    fn created(&self) -> Vec<SessionKey> {
+        self.created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Store for Held {
+    async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
+        self.pause_if(Hold::Create).await;
+        let created = self.inner.create(key, session).await?;
+        self.created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(key.clone());
+        Ok(created)
+    }
+    async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
+        self.pause_if(Hold::Apply).await;
+        self.inner.apply(key, apply).await
+    }
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        self.inner.delete(key).await
+    }
+    async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>> {
+        self.inner.peek(key, now_ms).await
+    }
+    async fn index_add(&self, u: &UserKey, k: &SessionKey, deadline: u64, now: u64) -> Result<()> {
+        self.inner.index_add(u, k, deadline, now).await
+    }
+    async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, now_ms: u64) -> Result<()> {
+        self.inner.index_remove(user, entry, now_ms).await
+    }
+    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>> {
+        self.inner.index_members(user, now_ms).await
+    }
+}
+
+fn manager(held: &Arc<Held>) -> anyhow::Result<SessionManager> {
+    Ok(SessionManager::new(
+        held.clone(),
+        SessionConfig::new(SECRET)?,
+    )?)
+}
+
+async fn a_write_made_while_the_session_loads_is_kept(f: StoreFixture) -> anyhow::Result<()> {
+    let held = Held::new(f.store.clone());
+    let m = manager(&held)?;
+    let cookie = login(&m, "ann").await?;
+    let s = request(&m, &cookie);
+    held.hold_next(Hold::Apply);
+    let reading = {
+        let s = s.clone();
+        tokio::spawn(async move { s.get::<String>("username").await })
+    };
+    held.reached.notified().await;
+    // The load is in flight; the write neither waits for it nor is lost by it.
+    s.insert("theme", "dark")?;
+    ensure!(s.get::<String>("theme").await? == Some("dark".into()));
+    held.release.add_permits(1);
+    ensure!(
+        reading.await?? == Some("ann".into()),
+        "the load lost its outcome"
+    );
+    ensure!(s.get::<String>("theme").await? == Some("dark".into()));
+    s.finish().await?;
+    let later = request(&m, &cookie);
+    ensure!(
+        later.get::<String>("theme").await? == Some("dark".into()),
+        "the write was lost"
+    );
+    ensure!(later.get::<String>("username").await? == Some("ann".into()));
+    Ok(())
+}
+
+async fn a_login_made_while_the_session_loads_is_not_overwritten(
+    f: StoreFixture,
+) -> anyhow::Result<()> {
+    let held = Held::new(f.store.clone());
+    let m = manager(&held)?;
+    let old = login(&m, "ann").await?;
+    let s = request(&m, &old);
+    held.hold_next(Hold::Apply);
+    let checking = {
+        let s = s.clone();
+        tokio::spawn(async move { s.exists().await })
+    };
+    held.reached.notified().await;
+    s.start()?;
+    s.insert("username", "bob")?;
+    held.release.add_permits(1);
+    ensure!(checking.await??, "the started session is not seen");
+    let fresh = returned_cookie(&s.finish().await?.set_cookie).context("no login cookie")?;
+    ensure!(
+        request(&m, &fresh).get::<String>("username").await? == Some("bob".into()),
+        "the load overwrote the login"
+    );
+    ensure!(
+        !request(&m, &old).exists().await?,
+        "the old session survived the login"
+    );
+    Ok(())
+}
+
+async fn a_write_made_while_a_login_is_created_is_saved(f: StoreFixture) -> anyhow::Result<()> {
+    let held = Held::new(f.store.clone());
+    let m = manager(&held)?;
+    let s = m.session_from_cookie_headers([]);
+    s.start()?;
+    s.insert("a", 1)?;
+    held.hold_next(Hold::Create);
+    let finishing = {
+        let s = s.clone();
+        tokio::spawn(async move { s.finish().await })
+    };
+    held.reached.notified().await;
+    s.insert("b", 2)?;
+    s.remove("a")?;
+    held.release.add_permits(1);
+    let cookie = returned_cookie(&finishing.await??.set_cookie).context("no login cookie")?;
+    let later = request(&m, &cookie);
+    ensure!(
+        later.get::<i64>("b").await? == Some(2),
+        "the write made during the create was lost"
+    );
+    ensure!(
+        later.get::<i64>("a").await?.is_none(),
+        "the removal made during the create was lost"
+    );
+    Ok(())
+}
+
+async fn a_logout_made_while_a_login_is_created_leaves_no_session(
+    f: StoreFixture,
+) -> anyhow::Result<()> {
+    let held = Held::new(f.store.clone());
+    let m = manager(&held)?;
+    let s = m.session_from_cookie_headers([]);
+    s.start()?;
+    s.insert("username", "ann")?;
+    held.hold_next(Hold::Create);
+    let finishing = {
+        let s = s.clone();
+        tokio::spawn(async move { s.finish().await })
+    };
+    held.reached.notified().await;
+    s.destroy();
+    held.release.add_permits(1);
+    let finished = finishing.await??;
+    ensure!(finished.set_cookie.is_none(), "{:?}", finished.set_cookie);
+    let created = held.created();
+    ensure!(created.len() == 1, "{} sessions created", created.len());
+    let now = cloakroom_test::conformance::now_ms();
+    ensure!(
+        f.store.peek(&created[0], now).await?.is_none(),
+        "the session created before the logout outlived it"
+    );
+    Ok(())
+}
