@@ -38,14 +38,20 @@ impl Session {
     // Called with the steps' gate held; the state's lock is taken around each step, never
     // across one.
     pub(super) async fn write_changes(&self) -> Result<()> {
-        self.create_started().await?;
-        self.delete_retired().await?;
-        // Writes made while a step was in flight stay buffered: a few more passes take them.
+        // Changes made while a pass was in flight (by another future holding a clone of the
+        // handle) stay buffered: a few more passes take them.
         for _ in 0..WRITE_PASSES {
-            if !self.write_pending().await? {
-                break;
+            self.create_started().await?;
+            self.delete_retired().await?;
+            self.write_pending().await?;
+            if !self.has_unsaved_changes() {
+                return Ok(());
             }
         }
+        tracing::warn!(
+            "session changes kept arriving while they were saved; the rest is left for the next \
+             save"
+        );
         Ok(())
     }
 
@@ -106,7 +112,18 @@ impl Session {
             }
         }
         let mut state = self.lock();
-        let changed_meanwhile = match &state.phase {
+        let changed_meanwhile = match &mut state.phase {
+            Phase::Started {
+                token: current,
+                meta: now_meta,
+                ..
+            } if *current == original && now_meta.user != meta.user => {
+                // Bound to a user while it was being created: the session created lacks the
+                // binding and its index entry. It goes; the next pass creates the session
+                // again, under a fresh token, as it is now.
+                *current = SessionToken::generate()?;
+                None
+            }
             Phase::Started {
                 token: current,
                 fields: now,
@@ -125,8 +142,8 @@ impl Session {
                 // Writes made during the create are written by the next step.
                 state.pending.extend(changes);
             }
-            // Replaced while it was being created (`start`, `destroy`): the session created
-            // must not outlive the request's interest in it.
+            // Replaced while it was being created (`start`, `destroy`, a new binding): the
+            // session created must not outlive the request's interest in it.
             None => state.to_delete.push(token),
         }
         Ok(())
@@ -194,7 +211,7 @@ impl Session {
                 return Ok(());
             };
             let existed = self.shared.store.delete(&old.key()).await?;
-            let copy = {
+            {
                 let mut state = self.lock();
                 if let Some(at) = state.to_delete.iter().position(|t| *t == old) {
                     state.to_delete.remove(at);
@@ -203,16 +220,13 @@ impl Session {
                     continue;
                 }
                 // The session `cycle_id` copied was deleted by another request (a logout)
-                // between our load and now: its copy must not bring it back.
-                let copy = match &state.phase {
-                    Phase::Live { token, .. } => Some(token.clone()),
-                    _ => None,
-                };
+                // between our load and now: its copy must not bring it back. It joins the
+                // list, so a failed delete of it is retried like any other.
+                if let Phase::Live { token, .. } = &state.phase {
+                    let copy = token.clone();
+                    state.to_delete.push(copy);
+                }
                 state.end_here();
-                copy
-            };
-            if let Some(copy) = copy {
-                self.shared.store.delete(&copy.key()).await?;
             }
         }
     }

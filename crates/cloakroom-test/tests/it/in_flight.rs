@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use cloakroom_core::store::{Applied, Apply, Created, Fields, NewSession, Store};
 use cloakroom_core::{IndexEntry, Result, SessionConfig, SessionKey, SessionManager, UserKey};
 use cloakroom_test::StoreFixture;
-use cloakroom_test::requests::{login, request, returned_cookie};
+use cloakroom_test::requests::{login, request, returned_cookie, token_of};
 use tokio::sync::{Notify, Semaphore};
 
 const SECRET: &[u8] = b"in-flight-secret-0123456789abcdef0123456789";
@@ -20,7 +20,16 @@ cloakroom_test::test_over_memory_and_redis!(
     a_login_made_while_the_session_loads_is_not_overwritten,
     a_write_made_while_a_login_is_created_is_saved,
     a_logout_made_while_a_login_is_created_leaves_no_session,
+    a_write_carried_by_a_load_and_then_changed_keeps_the_change,
+    a_logout_made_while_the_session_loads_ends_it,
+    a_second_login_made_while_the_first_is_created_is_the_one_kept,
+    a_user_bound_while_the_login_is_created_is_in_the_index,
 );
+
+/// Waits for a step's task, failing instead of hanging if a change makes it wait for ever.
+async fn joined<T>(task: tokio::task::JoinHandle<T>) -> anyhow::Result<T> {
+    Ok(tokio::time::timeout(std::time::Duration::from_secs(10), task).await??)
+}
 
 /// Which step the store holds next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +145,7 @@ async fn a_write_made_while_the_session_loads_is_kept(f: StoreFixture) -> anyhow
     ensure!(s.get::<String>("theme").await? == Some("dark".into()));
     held.release.add_permits(1);
     ensure!(
-        reading.await?? == Some("ann".into()),
+        joined(reading).await?? == Some("ann".into()),
         "the load lost its outcome"
     );
     ensure!(s.get::<String>("theme").await? == Some("dark".into()));
@@ -166,7 +175,7 @@ async fn a_login_made_while_the_session_loads_is_not_overwritten(
     s.start()?;
     s.insert("username", "bob")?;
     held.release.add_permits(1);
-    ensure!(checking.await??, "the started session is not seen");
+    ensure!(joined(checking).await??, "the started session is not seen");
     let fresh = returned_cookie(&s.finish().await?.set_cookie).context("no login cookie")?;
     ensure!(
         request(&m, &fresh).get::<String>("username").await? == Some("bob".into()),
@@ -194,7 +203,8 @@ async fn a_write_made_while_a_login_is_created_is_saved(f: StoreFixture) -> anyh
     s.insert("b", 2)?;
     s.remove("a")?;
     held.release.add_permits(1);
-    let cookie = returned_cookie(&finishing.await??.set_cookie).context("no login cookie")?;
+    let cookie =
+        returned_cookie(&joined(finishing).await??.set_cookie).context("no login cookie")?;
     let later = request(&m, &cookie);
     ensure!(
         later.get::<i64>("b").await? == Some(2),
@@ -223,7 +233,7 @@ async fn a_logout_made_while_a_login_is_created_leaves_no_session(
     held.reached.notified().await;
     s.destroy();
     held.release.add_permits(1);
-    let finished = finishing.await??;
+    let finished = joined(finishing).await??;
     ensure!(finished.set_cookie.is_none(), "{:?}", finished.set_cookie);
     let created = held.created();
     ensure!(created.len() == 1, "{} sessions created", created.len());
@@ -232,5 +242,131 @@ async fn a_logout_made_while_a_login_is_created_leaves_no_session(
         f.store.peek(&created[0], now).await?.is_none(),
         "the session created before the logout outlived it"
     );
+    Ok(())
+}
+
+async fn a_write_carried_by_a_load_and_then_changed_keeps_the_change(
+    f: StoreFixture,
+) -> anyhow::Result<()> {
+    let held = Held::new(f.store.clone());
+    let m = manager(&held)?;
+    let cookie = login(&m, "ann").await?;
+    let s = request(&m, &cookie);
+    // The load carries theme=light; theme=dark is written while it is in flight.
+    s.insert("theme", "light")?;
+    held.hold_next(Hold::Apply);
+    let reading = {
+        let s = s.clone();
+        tokio::spawn(async move { s.get::<String>("username").await })
+    };
+    held.reached.notified().await;
+    s.insert("theme", "dark")?;
+    held.release.add_permits(1);
+    ensure!(joined(reading).await?? == Some("ann".into()));
+    ensure!(s.get::<String>("theme").await? == Some("dark".into()));
+    s.finish().await?;
+    let stored = request(&m, &cookie).get::<String>("theme").await?;
+    ensure!(
+        stored == Some("dark".into()),
+        "the later write was lost: {stored:?}"
+    );
+    Ok(())
+}
+
+async fn a_logout_made_while_the_session_loads_ends_it(f: StoreFixture) -> anyhow::Result<()> {
+    let held = Held::new(f.store.clone());
+    let m = manager(&held)?;
+    let cookie = login(&m, "ann").await?;
+    let s = request(&m, &cookie);
+    held.hold_next(Hold::Apply);
+    let checking = {
+        let s = s.clone();
+        tokio::spawn(async move { s.exists().await })
+    };
+    held.reached.notified().await;
+    s.destroy();
+    held.release.add_permits(1);
+    ensure!(
+        !joined(checking).await??,
+        "the load brought the session back"
+    );
+    let finished = s.finish().await?;
+    ensure!(
+        finished
+            .set_cookie
+            .as_deref()
+            .is_some_and(|c| c.contains("Max-Age=0")),
+        "the cookie was not cleared"
+    );
+    ensure!(
+        !request(&m, &cookie).exists().await?,
+        "the logout did not end the session"
+    );
+    Ok(())
+}
+
+async fn a_second_login_made_while_the_first_is_created_is_the_one_kept(
+    f: StoreFixture,
+) -> anyhow::Result<()> {
+    let held = Held::new(f.store.clone());
+    let m = manager(&held)?;
+    let s = m.session_from_cookie_headers([]);
+    s.start()?;
+    s.insert("username", "ann")?;
+    held.hold_next(Hold::Create);
+    let finishing = {
+        let s = s.clone();
+        tokio::spawn(async move { s.finish().await })
+    };
+    held.reached.notified().await;
+    s.start()?;
+    s.insert("username", "bob")?;
+    held.release.add_permits(1);
+    let cookie = returned_cookie(&joined(finishing).await??.set_cookie)
+        .context("the second login set no cookie")?;
+    ensure!(
+        !s.has_unsaved_changes(),
+        "the second login was left unsaved"
+    );
+    ensure!(request(&m, &cookie).get::<String>("username").await? == Some("bob".into()));
+    let created = held.created();
+    let now = cloakroom_test::conformance::now_ms();
+    let mut live = 0;
+    for key in &created {
+        if f.store.peek(key, now).await?.is_some() {
+            live += 1;
+        }
+    }
+    ensure!(
+        live == 1,
+        "{live} of {} created sessions live",
+        created.len()
+    );
+    Ok(())
+}
+
+async fn a_user_bound_while_the_login_is_created_is_in_the_index(
+    f: StoreFixture,
+) -> anyhow::Result<()> {
+    let held = Held::new(f.store.clone());
+    let m = manager(&held)?;
+    let s = m.session_from_cookie_headers([]);
+    s.start()?;
+    held.hold_next(Hold::Create);
+    let finishing = {
+        let s = s.clone();
+        tokio::spawn(async move { s.finish().await })
+    };
+    held.reached.notified().await;
+    s.set_user("ann")?;
+    held.release.add_permits(1);
+    let cookie = returned_cookie(&joined(finishing).await??.set_cookie).context("no cookie")?;
+    let listed = m.sessions_of("ann").await?;
+    ensure!(
+        listed.len() == 1 && listed[0].key == token_of(&cookie)?.key(),
+        "the session is not in its user's index: {listed:?}"
+    );
+    ensure!(m.end_sessions_of("ann").await? == 1);
+    ensure!(!request(&m, &cookie).exists().await?, "the session escaped");
     Ok(())
 }
