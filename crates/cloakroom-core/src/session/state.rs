@@ -65,7 +65,10 @@ impl State {
     // Whether the request's session is still the existing one `token` names (loaded or not):
     // a step that ran for it may record its outcome.
     pub(super) fn holds(&self, token: &SessionToken) -> bool {
-        matches!(&self.phase, Phase::Live { token: t, .. } | Phase::Unloaded { token: t } if t == token)
+        match &self.phase {
+            Phase::Live { token: t, .. } | Phase::Unloaded { token: t } => t == token,
+            _ => false,
+        }
     }
 
     // The request's current session, if any, is to be deleted at the end of the request.

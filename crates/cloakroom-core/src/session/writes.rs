@@ -1,0 +1,143 @@
+//! The buffered writes: what the handler changes, kept by the handle until the request ends.
+//! None of them waits for the store.
+
+use serde::Serialize;
+
+use crate::clock::duration_millis;
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::{Fields, check_field_name};
+use crate::token::SessionToken;
+use crate::users::UserKey;
+
+use super::Session;
+use super::state::{Meta, Phase, State, no_session, totals_around};
+
+impl Session {
+    /// Sets a field to `value`, encoded as JSON. Written when the request ends.
+    ///
+    /// Fails with [`ErrorKind::NoSession`] when the request has no session: start one first.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidFieldName`](crate::ErrorKind::InvalidFieldName) for an empty or reserved
+    /// (`__`) name, [`ErrorKind::Encode`](crate::ErrorKind::Encode) when the value has no JSON
+    /// form, [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) past a
+    /// [`SessionLimits`](crate::SessionLimits) bound,
+    /// [`ErrorKind::NoSession`](crate::ErrorKind::NoSession) when the request has no session.
+    /// Nothing is written then.
+    pub fn insert<T: Serialize>(&self, name: &str, value: T) -> Result<()> {
+        check_field_name(name)?;
+        let json = serde_json::to_string(&value).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Encode,
+                format!("session field {name:?} does not encode as JSON"),
+                e,
+            )
+        })?;
+        self.write(name, Some(json))
+    }
+
+    /// Removes a field. Written when the request ends.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidFieldName`](crate::ErrorKind::InvalidFieldName) for an empty or reserved
+    /// name, [`ErrorKind::NoSession`](crate::ErrorKind::NoSession) when the request has no session.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        check_field_name(name)?;
+        self.write(name, None)
+    }
+
+    fn write(&self, name: &str, value: Option<String>) -> Result<()> {
+        let limits = self.shared.config.limits;
+        limits.check_field(name, value.as_deref())?;
+        let mut state = self.lock();
+        state.accessed = true;
+        let State { phase, pending, .. } = &mut *state;
+        // The session's user fields after this write, where the handle knows them; for a
+        // session not loaded yet, this request's own changes.
+        let empty = Fields::new();
+        let known = match phase {
+            Phase::Started { fields, .. } => Some(fields as &Fields),
+            Phase::Live { fields, .. } => Some(fields as &Fields),
+            Phase::Unloaded { .. } => Some(&empty),
+            Phase::Anonymous | Phase::Gone => None,
+        };
+        let Some(known) = known else {
+            return Err(no_session());
+        };
+        let (before, after) = totals_around(known, pending, name, value.as_deref());
+        limits.bounds().check(before, after)?;
+        match phase {
+            Phase::Started { fields, .. } => {
+                match value {
+                    Some(v) => fields.insert(name.to_owned(), v),
+                    None => fields.remove(name),
+                };
+            }
+            _ => {
+                pending.insert(name.to_owned(), value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a new, empty session with a fresh token (at login). Any session the request had
+    /// is deleted when the request ends, after the new one is created: its data does not carry
+    /// over, and its token stops working.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Random`](crate::ErrorKind::Random) when the operating system cannot give
+    /// randomness for the token.
+    pub fn start(&self) -> Result<()> {
+        let token = SessionToken::generate()?;
+        let now = self.now_ms();
+        let meta = Meta {
+            created_ms: now,
+            deadline_ms: now.saturating_add(duration_millis(self.shared.config.absolute_timeout)),
+            user: None,
+        };
+        let mut state = self.lock();
+        state.accessed = true;
+        state.retire_current();
+        state.rotated_from = None;
+        state.phase = Phase::Started {
+            token,
+            fields: Fields::new(),
+            meta,
+        };
+        Ok(())
+    }
+
+    /// Binds the session started in this request to the user the application calls `user_id`
+    /// (call it at login, after [`Session::start`]). The session is then listed in the user's
+    /// index, so that [`SessionManager::sessions_of`](crate::SessionManager::sessions_of),
+    /// [`SessionManager::end_sessions_of`](crate::SessionManager::end_sessions_of) and
+    /// [`Session::end_other_sessions`] find it; [`Session::cycle_id`] keeps the binding.
+    ///
+    /// Fails with [`ErrorKind::NoSession`] when no session was started in this request.
+    pub fn set_user(&self, user_id: &str) -> Result<()> {
+        let mut state = self.lock();
+        state.accessed = true;
+        match &mut state.phase {
+            Phase::Started { meta, .. } => {
+                meta.user = Some(UserKey::of(user_id));
+                Ok(())
+            }
+            _ => Err(Error::new(
+                ErrorKind::NoSession,
+                "a user is bound to a session started in this request: call start() first",
+            )),
+        }
+    }
+
+    /// Ends the session: it is deleted in the store when the request ends and the cookie is
+    /// cleared.
+    pub fn destroy(&self) {
+        let mut state = self.lock();
+        state.accessed = true;
+        state.retire_current();
+        state.end_here();
+    }
+}
