@@ -25,23 +25,10 @@ where
         .flat_map(|header| header.split(|&b| b == b';'))
         .filter_map(move |pair| {
             let at = pair.iter().position(|&b| b == b'=')?;
-            let (found, value) = (trim(&pair[..at]), trim(&pair[at + 1..]));
+            // Whitespace around names and values is not theirs, as the `cookie` crate reads it.
+            let (found, value) = (pair[..at].trim_ascii(), pair[at + 1..].trim_ascii());
             (found == name).then_some(value)
         })
-}
-
-// Cookie headers separate pairs with "; "; tolerate tabs and extra spaces, as the `cookie`
-// crate does.
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |i| i + 1);
-    bytes.get(start..end).unwrap_or_default()
 }
 
 #[cfg(test)]

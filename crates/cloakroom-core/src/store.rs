@@ -295,8 +295,22 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 /// Canonical means no sign but a leading `-`, no leading zeros, no `-0`: exactly the spellings
 /// Redis's `HINCRBY` accepts, so both stores agree on what a counter is.
 pub fn parse_counter(text: &str) -> Option<i64> {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    let canonical = text == "0"
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(digits) => (true, digits),
+        None => (false, text),
+    };
+    let magnitude = i64::try_from(canonical_magnitude(digits)?).ok()?;
+    match (negative, magnitude) {
+        (true, 0) => None,
+        (true, m) => Some(-m),
+        (false, m) => Some(m),
+    }
+}
+
+// Digits only, no sign, no leading zero (`0` itself aside), at most 2^53 − 1: the one spelling
+// of a number both stores and the Redis script agree on.
+fn canonical_magnitude(digits: &str) -> Option<u64> {
+    let canonical = digits == "0"
         || (!digits.is_empty()
             && digits.len() <= 16
             && digits.bytes().all(|b| b.is_ascii_digit())
@@ -304,8 +318,8 @@ pub fn parse_counter(text: &str) -> Option<i64> {
     if !canonical {
         return None;
     }
-    let value: i64 = text.parse().ok()?;
-    (value.unsigned_abs() <= MAX_COUNTER.unsigned_abs()).then_some(value)
+    let value: u64 = digits.parse().ok()?;
+    (value <= MAX_COUNTER.unsigned_abs()).then_some(value)
 }
 
 /// Reads a time stored in a session's metadata (`__created`, `__deadline`) or an index: Unix
@@ -316,16 +330,7 @@ pub fn parse_counter(text: &str) -> Option<i64> {
 /// The Redis store's script applies the same rule; a session whose deadline does not follow it
 /// is corrupt ([`ErrorKind::Corrupt`]) in every operation.
 pub fn parse_millis(text: &str) -> Option<u64> {
-    let canonical = text == "0"
-        || (!text.is_empty()
-            && text.len() <= 16
-            && text.bytes().all(|b| b.is_ascii_digit())
-            && !text.starts_with('0'));
-    if !canonical {
-        return None;
-    }
-    let value: u64 = text.parse().ok()?;
-    (value <= MAX_COUNTER.unsigned_abs()).then_some(value)
+    canonical_magnitude(text)
 }
 
 /// Checks an increment amount: within ±[`MAX_COUNTER`], so that every store computes it

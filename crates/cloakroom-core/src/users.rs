@@ -89,7 +89,7 @@ impl IndexEntry {
     /// Whether the entry was written more than [`INDEX_GRACE`] before `now_ms`, so that its
     /// session, if absent, is gone rather than on its way.
     pub fn is_past_grace(&self, now_ms: u64) -> bool {
-        let grace = u64::try_from(INDEX_GRACE.as_millis()).unwrap_or(u64::MAX);
+        let grace = crate::clock::duration_millis(INDEX_GRACE);
         now_ms >= self.written_ms.saturating_add(grace)
     }
 }

@@ -30,52 +30,51 @@ local lone_incr = #ARGV == 8 and ARGV[6] == 'I'
 local incr_name = ARGV[7]
 
 -- Read the deadline, from the full hash when it is wanted anyway (one command, not two).
--- A key of another type makes the read fail with WRONGTYPE, passed on (the caller reports
--- corruption) once the key has an expiry: nothing planted outlives the idle timeout. (Inline,
--- as everything on this path: see above. pcall: a Redis user without +pttl still gets the error.)
+-- A key of another type makes the read fail with WRONGTYPE, which is passed on (the caller
+-- reports corruption) like a missing or bad deadline below.
 local fields = 0
 local text
 local counter_at
+local unreadable
 if ARGV[3] == '1' then
   fields = redis.pcall('HGETALL', key)
   if fields.err then
-    if redis.pcall('PTTL', key) == -1 then redis.pcall('PEXPIRE', key, idle) end
-    return fields
-  end
-  if #fields == 0 then
+    unreadable = fields
+  elseif #fields == 0 then
     return false
-  end
-  for i = 1, #fields, 2 do
-    local name = fields[i]
-    if name == '__deadline' then
-      text = fields[i + 1]
-    elseif name == incr_name then
-      counter_at = i + 1
+  else
+    for i = 1, #fields, 2 do
+      local name = fields[i]
+      if name == '__deadline' then
+        text = fields[i + 1]
+      elseif name == incr_name then
+        counter_at = i + 1
+      end
     end
   end
 else
   text = redis.pcall('HGET', key, '__deadline')
   if type(text) == 'table' then
-    if redis.pcall('PTTL', key) == -1 then redis.pcall('PEXPIRE', key, idle) end
-    return text
-  end
-  if not text and redis.call('EXISTS', key) == 0 then
+    unreadable = text
+  elseif not text and redis.call('EXISTS', key) == 0 then
     return false
   end
 end
 -- The deadline is read exactly as Rust's `parse_millis` reads it: a canonical decimal integer
 -- (digits only, no leading zero) of at most 2^53 - 1. tonumber alone would also take ' 1',
 -- '1e12', '0x10', '1.5' or 'nan'. A hash without a valid deadline is not a session of ours (or a
--- damaged one): left exactly as it is.
+-- damaged one).
 local deadline
-if text and #text <= 16 and (text == '0' or string.match(text, '^[1-9]%d*$')) then
+if not unreadable and text and #text <= 16 and (text == '0' or string.match(text, '^[1-9]%d*$')) then
   deadline = tonumber(text)
   if deadline > MAX then deadline = nil end
 end
 if not deadline then
-  -- Left as it is, for whoever investigates, but given an expiry if it had none.
+  -- An unreadable record is left as it is, for whoever investigates, but nothing planted
+  -- outlives the idle timeout: it gets one if it had no expiry. (pcall: a Redis user without
+  -- +pttl still gets the error.)
   if redis.pcall('PTTL', key) == -1 then redis.pcall('PEXPIRE', key, idle) end
-  return redis.error_reply('CORRUPT the session record has no valid deadline')
+  return unreadable or redis.error_reply('CORRUPT the session record has no valid deadline')
 end
 if deadline <= now then
   redis.call('DEL', key)

@@ -3,15 +3,15 @@
 //! checks that neither the write nor the step's outcome is lost or misapplied, over the memory
 //! store and Redis.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Context, ensure};
-use async_trait::async_trait;
-use cloakroom_core::store::{Applied, Apply, Created, Fields, NewSession, Store};
-use cloakroom_core::{IndexEntry, Result, SessionConfig, SessionKey, SessionManager, UserKey};
+use cloakroom_core::store::Store;
+use cloakroom_core::{SessionConfig, SessionManager};
 use cloakroom_test::StoreFixture;
 use cloakroom_test::requests::{login, request, returned_cookie, token_of};
-use tokio::sync::{Notify, Semaphore};
+
+use crate::held::{Held, Hold, joined};
 
 const SECRET: &[u8] = b"in-flight-secret-0123456789abcdef0123456789";
 
@@ -26,102 +26,6 @@ cloakroom_test::test_over_memory_and_redis!(
     a_user_bound_while_the_login_is_created_is_in_the_index,
 );
 
-/// Waits for a step's task, failing instead of hanging if a change makes it wait for ever.
-async fn joined<T>(task: tokio::task::JoinHandle<T>) -> anyhow::Result<T> {
-    Ok(tokio::time::timeout(std::time::Duration::from_secs(10), task).await??)
-}
-
-/// Which step the store holds next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hold {
-    Nothing,
-    Apply,
-    Create,
-}
-
-/// A store that can hold its next `apply` or `create` at its start until released, and
-/// remembers the keys it created.
-#[derive(Debug)]
-struct Held {
-    inner: Arc<dyn Store>,
-    hold: Mutex<Hold>,
-    reached: Notify,
-    release: Semaphore,
-    created: Mutex<Vec<SessionKey>>,
-}
-
-impl Held {
-    fn new(inner: Arc<dyn Store>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            hold: Mutex::new(Hold::Nothing),
-            reached: Notify::new(),
-            release: Semaphore::new(0),
-            created: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn hold_next(&self, step: Hold) {
-        *self.hold.lock().unwrap_or_else(|p| p.into_inner()) = step;
-    }
-
-    async fn pause_if(&self, step: Hold) {
-        let held = {
-            let mut hold = self.hold.lock().unwrap_or_else(|p| p.into_inner());
-            let held = *hold == step;
-            if held {
-                *hold = Hold::Nothing;
-            }
-            held
-        };
-        if held {
-            self.reached.notify_one();
-            if let Ok(permit) = self.release.acquire().await {
-                permit.forget();
-            }
-        }
-    }
-
-    fn created(&self) -> Vec<SessionKey> {
-        self.created
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-#[async_trait]
-impl Store for Held {
-    async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
-        self.pause_if(Hold::Create).await;
-        let created = self.inner.create(key, session).await?;
-        self.created
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(key.clone());
-        Ok(created)
-    }
-    async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
-        self.pause_if(Hold::Apply).await;
-        self.inner.apply(key, apply).await
-    }
-    async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        self.inner.delete(key).await
-    }
-    async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>> {
-        self.inner.peek(key, now_ms).await
-    }
-    async fn index_add(&self, u: &UserKey, k: &SessionKey, deadline: u64, now: u64) -> Result<()> {
-        self.inner.index_add(u, k, deadline, now).await
-    }
-    async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, now_ms: u64) -> Result<()> {
-        self.inner.index_remove(user, entry, now_ms).await
-    }
-    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>> {
-        self.inner.index_members(user, now_ms).await
-    }
-}
-
 fn manager(held: &Arc<Held>) -> anyhow::Result<SessionManager> {
     Ok(SessionManager::new(
         held.clone(),
@@ -134,16 +38,18 @@ async fn a_write_made_while_the_session_loads_is_kept(f: StoreFixture) -> anyhow
     let m = manager(&held)?;
     let cookie = login(&m, "ann").await?;
     let s = request(&m, &cookie);
-    held.hold_next(Hold::Apply);
     let reading = {
         let s = s.clone();
-        tokio::spawn(async move { s.get::<String>("username").await })
-    };
-    held.reached.notified().await;
+        held.in_flight(
+            Hold::Apply,
+            async move { s.get::<String>("username").await },
+        )
+    }
+    .await;
     // The load is in flight; the write neither waits for it nor is lost by it.
     s.insert("theme", "dark")?;
     ensure!(s.get::<String>("theme").await? == Some("dark".into()));
-    held.release.add_permits(1);
+    held.let_go();
     ensure!(
         joined(reading).await?? == Some("ann".into()),
         "the load lost its outcome"
@@ -166,15 +72,14 @@ async fn a_login_made_while_the_session_loads_is_not_overwritten(
     let m = manager(&held)?;
     let old = login(&m, "ann").await?;
     let s = request(&m, &old);
-    held.hold_next(Hold::Apply);
     let checking = {
         let s = s.clone();
-        tokio::spawn(async move { s.exists().await })
-    };
-    held.reached.notified().await;
+        held.in_flight(Hold::Apply, async move { s.exists().await })
+    }
+    .await;
     s.start()?;
     s.insert("username", "bob")?;
-    held.release.add_permits(1);
+    held.let_go();
     ensure!(joined(checking).await??, "the started session is not seen");
     let fresh = returned_cookie(&s.finish().await?.set_cookie).context("no login cookie")?;
     ensure!(
@@ -194,15 +99,14 @@ async fn a_write_made_while_a_login_is_created_is_saved(f: StoreFixture) -> anyh
     let s = m.session_from_cookie_headers([]);
     s.start()?;
     s.insert("a", 1)?;
-    held.hold_next(Hold::Create);
     let finishing = {
         let s = s.clone();
-        tokio::spawn(async move { s.finish().await })
-    };
-    held.reached.notified().await;
+        held.in_flight(Hold::Create, async move { s.finish().await })
+    }
+    .await;
     s.insert("b", 2)?;
     s.remove("a")?;
-    held.release.add_permits(1);
+    held.let_go();
     let cookie =
         returned_cookie(&joined(finishing).await??.set_cookie).context("no login cookie")?;
     let later = request(&m, &cookie);
@@ -225,14 +129,13 @@ async fn a_logout_made_while_a_login_is_created_leaves_no_session(
     let s = m.session_from_cookie_headers([]);
     s.start()?;
     s.insert("username", "ann")?;
-    held.hold_next(Hold::Create);
     let finishing = {
         let s = s.clone();
-        tokio::spawn(async move { s.finish().await })
-    };
-    held.reached.notified().await;
+        held.in_flight(Hold::Create, async move { s.finish().await })
+    }
+    .await;
     s.destroy();
-    held.release.add_permits(1);
+    held.let_go();
     let finished = joined(finishing).await??;
     ensure!(finished.set_cookie.is_none(), "{:?}", finished.set_cookie);
     let created = held.created();
@@ -254,14 +157,16 @@ async fn a_write_carried_by_a_load_and_then_changed_keeps_the_change(
     let s = request(&m, &cookie);
     // The load carries theme=light; theme=dark is written while it is in flight.
     s.insert("theme", "light")?;
-    held.hold_next(Hold::Apply);
     let reading = {
         let s = s.clone();
-        tokio::spawn(async move { s.get::<String>("username").await })
-    };
-    held.reached.notified().await;
+        held.in_flight(
+            Hold::Apply,
+            async move { s.get::<String>("username").await },
+        )
+    }
+    .await;
     s.insert("theme", "dark")?;
-    held.release.add_permits(1);
+    held.let_go();
     ensure!(joined(reading).await?? == Some("ann".into()));
     ensure!(s.get::<String>("theme").await? == Some("dark".into()));
     s.finish().await?;
@@ -278,14 +183,13 @@ async fn a_logout_made_while_the_session_loads_ends_it(f: StoreFixture) -> anyho
     let m = manager(&held)?;
     let cookie = login(&m, "ann").await?;
     let s = request(&m, &cookie);
-    held.hold_next(Hold::Apply);
     let checking = {
         let s = s.clone();
-        tokio::spawn(async move { s.exists().await })
-    };
-    held.reached.notified().await;
+        held.in_flight(Hold::Apply, async move { s.exists().await })
+    }
+    .await;
     s.destroy();
-    held.release.add_permits(1);
+    held.let_go();
     ensure!(
         !joined(checking).await??,
         "the load brought the session back"
@@ -313,15 +217,14 @@ async fn a_second_login_made_while_the_first_is_created_is_the_one_kept(
     let s = m.session_from_cookie_headers([]);
     s.start()?;
     s.insert("username", "ann")?;
-    held.hold_next(Hold::Create);
     let finishing = {
         let s = s.clone();
-        tokio::spawn(async move { s.finish().await })
-    };
-    held.reached.notified().await;
+        held.in_flight(Hold::Create, async move { s.finish().await })
+    }
+    .await;
     s.start()?;
     s.insert("username", "bob")?;
-    held.release.add_permits(1);
+    held.let_go();
     let cookie = returned_cookie(&joined(finishing).await??.set_cookie)
         .context("the second login set no cookie")?;
     ensure!(
@@ -352,14 +255,13 @@ async fn a_user_bound_while_the_login_is_created_is_in_the_index(
     let m = manager(&held)?;
     let s = m.session_from_cookie_headers([]);
     s.start()?;
-    held.hold_next(Hold::Create);
     let finishing = {
         let s = s.clone();
-        tokio::spawn(async move { s.finish().await })
-    };
-    held.reached.notified().await;
+        held.in_flight(Hold::Create, async move { s.finish().await })
+    }
+    .await;
     s.set_user("ann")?;
-    held.release.add_permits(1);
+    held.let_go();
     let cookie = returned_cookie(&joined(finishing).await??.set_cookie).context("no cookie")?;
     let listed = m.sessions_of("ann").await?;
     ensure!(

@@ -7,15 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, ensure};
-use async_trait::async_trait;
-use cloakroom_core::store::{Applied, Apply, Created, Fields, NewSession};
 use cloakroom_core::{
-    Clock, IndexEntry, ManualClock, Result, SessionConfig, SessionKey, SessionManager, Store,
-    UserKey,
+    Clock, ManualClock, SessionConfig, SessionKey, SessionManager, Store, UserKey,
 };
 use cloakroom_test::StoreFixture;
 use cloakroom_test::requests::{request, returned_cookie, token_of};
-use tokio::sync::{Notify, Semaphore};
+
+use crate::held::{Held, Hold, joined};
 
 const SECRET: &[u8] = b"index-races-secret-0123456789abcdef0123456";
 
@@ -23,58 +21,6 @@ cloakroom_test::test_over_each_store!(
     a_rotation_stays_listed_through_a_listing_before_its_create,
     rotations_under_a_polling_listing_all_stay_listed,
 );
-
-/// A store whose `create` can be held at its start, to force an interleaving: the caller's
-/// index entry is written, its session not yet.
-#[derive(Debug)]
-struct HeldCreates {
-    inner: Arc<dyn Store>,
-    hold: AtomicBool,
-    reached: Notify,
-    release: Semaphore,
-}
-
-impl HeldCreates {
-    fn new(inner: Arc<dyn Store>) -> Self {
-        Self {
-            inner,
-            hold: AtomicBool::new(false),
-            reached: Notify::new(),
-            release: Semaphore::new(0),
-        }
-    }
-}
-
-#[async_trait]
-impl Store for HeldCreates {
-    async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
-        if self.hold.swap(false, Ordering::SeqCst) {
-            self.reached.notify_one();
-            if let Ok(permit) = self.release.acquire().await {
-                permit.forget();
-            }
-        }
-        self.inner.create(key, session).await
-    }
-    async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
-        self.inner.apply(key, apply).await
-    }
-    async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        self.inner.delete(key).await
-    }
-    async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>> {
-        self.inner.peek(key, now_ms).await
-    }
-    async fn index_add(&self, u: &UserKey, k: &SessionKey, deadline: u64, now: u64) -> Result<()> {
-        self.inner.index_add(u, k, deadline, now).await
-    }
-    async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, now_ms: u64) -> Result<()> {
-        self.inner.index_remove(user, entry, now_ms).await
-    }
-    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>> {
-        self.inner.index_members(user, now_ms).await
-    }
-}
 
 /// A manager on a manual clock (so a login can be made old without waiting), its store, the
 /// clock, and ann's cookie from a login made two minutes ago: well past the index's grace.
@@ -119,20 +65,19 @@ const FORCED_ROUNDS: usize = 10;
 async fn a_rotation_stays_listed_through_a_listing_before_its_create(
     f: StoreFixture,
 ) -> anyhow::Result<()> {
-    let held = Arc::new(HeldCreates::new(f.store.clone()));
+    let held = Held::new(f.store.clone());
     let (m, clock, mut cookie) = ann_logged_in_long_ago(held.clone()).await?;
     let mut escaped = 0;
     for _ in 0..FORCED_ROUNDS {
-        held.hold.store(true, Ordering::SeqCst);
         let rotating = {
             let (m, cookie) = (m.clone(), cookie.clone());
-            tokio::spawn(async move { rotate(&m, &cookie).await })
-        };
+            held.in_flight(Hold::Create, async move { rotate(&m, &cookie).await })
+        }
+        .await;
         // The rotation has listed its new session and not created it: a listing runs now.
-        held.reached.notified().await;
         m.sessions_of("ann").await?;
-        held.release.add_permits(1);
-        cookie = rotating.await??;
+        held.let_go();
+        cookie = joined(rotating).await??;
         if !listed(&clock, &*f.store, &token_of(&cookie)?.key()).await? {
             escaped += 1;
         }

@@ -4,6 +4,7 @@ mod cluster;
 mod eviction;
 mod failover;
 mod foreign_store;
+mod held;
 mod hostile;
 mod in_flight;
 mod index_races;

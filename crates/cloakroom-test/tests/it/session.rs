@@ -329,19 +329,25 @@ fn clocked() -> anyhow::Result<(SessionManager, ManualClock)> {
     Ok((SessionManager::new(Arc::new(store), config)?, clock))
 }
 
-/// The demo's login flood through the handle, at a bound of 200: 1,000 logins at two a
-/// millisecond while five users who logged in before read their session every 200 ms. An
-/// ordinary request uses the session, so theirs are evicted after the flood's, which are not.
-#[tokio::test]
-async fn a_login_flood_through_the_handle_logs_out_no_active_user() -> anyhow::Result<()> {
+/// A manager over a memory store holding at most `max` sessions, both on one manual clock.
+fn at_the_bound(max: usize) -> anyhow::Result<(SessionManager, ManualClock, MemoryStore)> {
     let clock = ManualClock::new(SystemTime::now());
     let store = MemoryStore::builder()
-        .with_max_sessions(200)
+        .with_max_sessions(max)
         .with_clock(Arc::new(clock.clone()))
         .with_sweep_interval(None)
         .build();
     let config = SessionConfig::new(SECRET)?.with_clock(Arc::new(clock.clone()));
     let m = SessionManager::new(Arc::new(store.clone()), config)?;
+    Ok((m, clock, store))
+}
+
+/// The demo's login flood through the handle, at a bound of 200: 1,000 logins at two a
+/// millisecond while five users who logged in before read their session every 200 ms. An
+/// ordinary request uses the session, so theirs are evicted after the flood's, which are not.
+#[tokio::test]
+async fn a_login_flood_through_the_handle_logs_out_no_active_user() -> anyhow::Result<()> {
+    let (m, clock, store) = at_the_bound(200)?;
     let mut users = Vec::new();
     for name in ["ann", "bob", "cy", "dee", "eve"] {
         let cookie = login(&m, name).await?;
@@ -380,14 +386,7 @@ async fn a_login_flood_through_the_handle_logs_out_no_active_user() -> anyhow::R
 async fn a_session_rotated_during_a_login_flood_stays_in_use() -> anyhow::Result<()> {
     // A new id for a session in use (privileges changed) carries its use over: the flood's
     // logins, never used, go first, even before the user's next request.
-    let clock = ManualClock::new(SystemTime::now());
-    let store = MemoryStore::builder()
-        .with_max_sessions(200)
-        .with_clock(Arc::new(clock.clone()))
-        .with_sweep_interval(None)
-        .build();
-    let config = SessionConfig::new(SECRET)?.with_clock(Arc::new(clock.clone()));
-    let m = SessionManager::new(Arc::new(store.clone()), config)?;
+    let (m, clock, _) = at_the_bound(200)?;
     let cookie = login(&m, "ann").await?;
     ensure!(request(&m, &cookie).exists().await?);
     for n in 0..1_000usize {
