@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
+use crate::delta::Bounds;
 use crate::error::{Error, ErrorKind, Result};
 use crate::signing::CookieSigner;
-use crate::store::Bounds;
 
 /// Default idle timeout: 30 minutes without a request ends a session.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -29,9 +29,10 @@ pub const DEFAULT_SECURE_COOKIE_NAME: &str = "__Host-cloakroom";
 /// Per-field bounds apply to every write, and so does [`MAX_VALUE_DEPTH`]. The session-wide
 /// bounds are checked by the handle when a write is made, against what it knows of the session
 /// (all of it for a session started in the request), and by the store when the write is
-/// applied to an existing session, against the session as it is (see [`Bounds`]), so they hold
-/// for a write to a session the request never loaded and for requests racing each other.
-/// Increments of existing counters are not checked (see [`Bounds`]).
+/// applied to an existing session, against the session as it is (see
+/// [`Delta::apply`](crate::store::Delta::apply)), so they hold for a write to a session the
+/// request never loaded and for requests racing each other. Increments of existing counters are
+/// not checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionLimits {
@@ -118,8 +119,8 @@ impl SessionLimits {
         Ok(())
     }
 
-    /// The session-wide bounds, as stores enforce them.
-    pub fn bounds(&self) -> Bounds {
+    // The session-wide bounds, as stores enforce them.
+    pub(crate) fn bounds(&self) -> Bounds {
         Bounds {
             max_fields: self.max_fields,
             max_bytes: self.max_session_bytes,

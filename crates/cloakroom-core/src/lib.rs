@@ -19,6 +19,7 @@ mod axum;
 mod clock;
 mod config;
 pub mod cookies;
+mod delta;
 mod error;
 mod memory;
 mod metrics;

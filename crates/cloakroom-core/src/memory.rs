@@ -13,10 +13,7 @@ use async_trait::async_trait;
 
 use crate::clock::{Clock, SystemClock, unix_millis};
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::{
-    Access, Applied, Apply, Created, Fields, META_USER, NewSession, Op, Origin, Store, Totals,
-    add_to_counter, check_ops,
-};
+use crate::store::{Access, Applied, Apply, Created, Fields, META_USER, NewSession, Origin, Store};
 use crate::token::SessionKey;
 use crate::users::{INDEX_GRACE, IndexEntry, UserKey};
 
@@ -338,13 +335,11 @@ impl State {
         );
     }
 
-    // Stores the result of a use of the session: its fields, its new expiry, and that it is no
-    // longer on probation.
-    fn record_use(&mut self, key: &SessionKey, fields: Fields, expires_at_ms: u64) {
+    // Records a use of the session: its new expiry, and that it is no longer on probation.
+    fn record_use(&mut self, key: &SessionKey, expires_at_ms: u64) {
         let Some(entry) = self.sessions.get_mut(key) else {
             return;
         };
-        entry.fields = fields;
         if let Standing::Probation(number) = entry.standing {
             self.probation.remove(&number);
             entry.standing = Standing::InUse;
@@ -359,20 +354,6 @@ impl State {
             self.by_expiry.insert((expires_at_ms, moved));
         }
     }
-}
-
-// Whether the ops set a field or create one by incrementing it: only such a step is checked
-// against the bounds (see `Bounds`).
-fn grows(fields: &Fields, ops: &[Op]) -> bool {
-    let mut removed = BTreeSet::new();
-    ops.iter().any(|op| match op {
-        Op::Set { .. } => true,
-        Op::Remove { name } => {
-            removed.insert(name.as_str());
-            false
-        }
-        Op::Incr { name, .. } => removed.contains(name.as_str()) || !fields.contains_key(name),
-    })
 }
 
 fn expires_at(access: &Access, deadline_ms: u64) -> Option<u64> {
@@ -420,10 +401,9 @@ impl Store for MemoryStore {
     }
 
     async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
-        check_ops(&apply.ops)?;
         let now = apply.access.now_ms;
         let mut state = self.lock();
-        let Some(entry) = state.sessions.get(key) else {
+        let Some(entry) = state.sessions.get_mut(key) else {
             return Ok(Applied::Missing);
         };
         let alive = entry.expires_at_ms > now;
@@ -432,34 +412,12 @@ impl Store for MemoryStore {
             state.remove(key);
             return Ok(Applied::Missing);
         };
-        // Work on a copy so that a failing increment leaves the session untouched.
-        let mut fields = entry.fields.clone();
-        let mut counters = Vec::new();
-        for op in &apply.ops {
-            match op {
-                Op::Set { name, value } => {
-                    fields.insert(name.clone(), value.clone());
-                }
-                Op::Remove { name } => {
-                    fields.remove(name);
-                }
-                Op::Incr { name, by } => {
-                    let value = add_to_counter(name, fields.get(name).map(String::as_str), *by)?;
-                    fields.insert(name.clone(), value.to_string());
-                    counters.push(value);
-                }
-            }
-        }
-        if let Some(bounds) = apply.bounds.filter(|_| grows(&entry.fields, &apply.ops)) {
-            bounds.check(Totals::of(&entry.fields), Totals::of(&fields))?;
-        }
-        let loaded = apply.load.then(|| fields.clone());
+        // All or nothing: a failing delta leaves the session untouched.
+        let counters = apply.delta.apply(&mut entry.fields)?;
+        let fields = apply.load.then(|| entry.fields.clone());
         // A step that succeeds, a plain load included, is a use: it ends the session's probation.
-        state.record_use(key, fields, new_expiry);
-        Ok(Applied::Done {
-            counters,
-            fields: loaded,
-        })
+        state.record_use(key, new_expiry);
+        Ok(Applied::Done { counters, fields })
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
-use crate::error::{Error, ErrorKind, Result};
+pub use crate::delta::Delta;
+use crate::error::Result;
 use crate::token::SessionKey;
 use crate::users::{IndexEntry, UserKey};
 
@@ -30,31 +31,6 @@ pub const META_USER: &str = "__user";
 /// Largest magnitude of a counter: 2^53 − 1, the integers every JSON reader represents exactly.
 pub const MAX_COUNTER: i64 = (1 << 53) - 1;
 
-/// One change to one field, applied in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Op {
-    /// Set a field to a JSON text.
-    Set {
-        /// Field name.
-        name: String,
-        /// JSON text.
-        value: String,
-    },
-    /// Remove a field.
-    Remove {
-        /// Field name.
-        name: String,
-    },
-    /// Add `by` to an integer field (absent counts as 0) and report the new value.
-    Incr {
-        /// Field name.
-        name: String,
-        /// Amount, within ±[`MAX_COUNTER`].
-        by: i64,
-    },
-}
-
 /// Timing of one access: the store slides the idle TTL from `now_ms` but never past the
 /// session's absolute deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,89 +51,19 @@ impl Access {
     }
 }
 
-/// One atomic step on an existing session: check it is alive, apply `ops`, slide its TTL, and
-/// when `load` is set return all its fields as they are afterwards.
+/// One atomic step on an existing session: check it is alive, apply `delta`, slide its TTL,
+/// and when `load` is set return all its fields as they are afterwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Apply {
     /// Timing of this access.
     pub access: Access,
-    /// Changes, applied in order; may be empty (a pure load or touch).
-    pub ops: Vec<Op>,
-    /// Return every field after the changes.
+    /// The change, valid by construction, with the session-wide bounds the store keeps
+    /// (checked against the session as it is, so that they hold for writes to a session the
+    /// handle never loaded and for requests racing each other); may be empty (a pure load or
+    /// touch).
+    pub delta: Delta,
+    /// Return every field after the change.
     pub load: bool,
-    /// Session-wide bounds the step must keep, checked by the store against the session as it
-    /// is, so that they hold for writes to a session the handle never loaded and for requests
-    /// racing each other. `None` when the step cannot add fields or bytes.
-    pub bounds: Option<Bounds>,
-}
-
-/// Session-wide bounds on a session's user fields (reserved metadata not counted).
-///
-/// A step after which the session would hold more fields than `max_fields`, or more bytes of
-/// field names and values than `max_bytes`, and more than it held before the step, fails with
-/// [`ErrorKind::TooLarge`] and writes nothing. A session already past a bound (the bounds were
-/// lowered) can still shrink. Only a step that sets a field, or creates one by incrementing it,
-/// is checked: removals and increments of existing counters add no field, and a counter grows
-/// by a few digits at most (at most 16 bytes in all, since counters stay within ±2^53).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bounds {
-    /// Most user fields.
-    pub max_fields: usize,
-    /// Most bytes of user field names and values together.
-    pub max_bytes: usize,
-}
-
-/// How many user fields a session holds and how many bytes their names and values take.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Totals {
-    /// User fields.
-    pub fields: usize,
-    /// Bytes of their names and values.
-    pub bytes: usize,
-}
-
-impl Totals {
-    /// The totals of `fields`, reserved metadata not counted.
-    pub fn of(fields: &Fields) -> Self {
-        let mut totals = Self::default();
-        for (name, value) in fields {
-            totals.add(name, value);
-        }
-        totals
-    }
-
-    /// Counts one more field (reserved names are not counted).
-    pub fn add(&mut self, name: &str, value: &str) {
-        if !name.starts_with(RESERVED_PREFIX) {
-            self.fields += 1;
-            self.bytes += name.len() + value.len();
-        }
-    }
-}
-
-impl Bounds {
-    /// Fails with [`ErrorKind::TooLarge`] when going from `before` to `after` crosses a bound.
-    pub fn check(&self, before: Totals, after: Totals) -> Result<()> {
-        if after.fields > self.max_fields && after.fields > before.fields {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "the session would hold {} fields; at most {} are allowed",
-                    after.fields, self.max_fields
-                ),
-            ));
-        }
-        if after.bytes > self.max_bytes && after.bytes > before.bytes {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "the session would hold {} bytes; at most {} are allowed",
-                    after.bytes, self.max_bytes
-                ),
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// What [`Store::apply`] did.
@@ -168,7 +74,7 @@ pub enum Applied {
     Missing,
     /// The changes were applied and the TTL slid.
     Done {
-        /// The new value of each `Incr`, in order.
+        /// The new value of each increment, in order.
         counters: Vec<i64>,
         /// All fields after the changes, metadata included, when `load` was asked.
         fields: Option<Fields>,
@@ -215,7 +121,7 @@ pub enum Origin {
 /// session. Implementations must not offer whole-keyspace operations in request paths. There are
 /// no provided methods: each guarantee is the backend's to keep. A call that fails after the
 /// operation may have taken effect (a request sent and not answered in time) returns its error
-/// marked [`Error::with_unknown_outcome`], so callers know a retry could apply it twice.
+/// marked [`Error::with_unknown_outcome`](crate::Error::with_unknown_outcome), so callers know a retry could apply it twice.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Inserts the session if no session has `key`; never overwrites. The data and its TTL are
@@ -224,10 +130,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Applies `apply` to the session if it exists and is within its deadline; a session past its
     /// absolute deadline is deleted and reported [`Applied::Missing`]. A missing session is never
-    /// created by this call. When an `Incr` meets a field that is not an integer, or would leave
-    /// ±[`MAX_COUNTER`], the whole call fails with [`ErrorKind::NotAnInteger`] or
-    /// [`ErrorKind::OutOfRange`] and writes nothing; ops on reserved names fail with
-    /// [`ErrorKind::InvalidFieldName`] (see [`check_ops`]).
+    /// created by this call. The delta means what [`Delta::apply`] says, and fails as it does
+    /// ([`ErrorKind::NotAnInteger`](crate::ErrorKind::NotAnInteger), [`ErrorKind::OutOfRange`](crate::ErrorKind::OutOfRange), [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge)),
+    /// writing nothing then; a store that keeps fields as a map simply calls it.
     async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied>;
 
     /// Deletes the session; true when it existed.
@@ -328,73 +233,9 @@ fn canonical_magnitude(digits: &str) -> Option<u64> {
 /// number. Any other spelling (`+1`, ` 1`, `1e12`, `1.5`, `0x10`, `nan`) is not a time.
 ///
 /// The Redis store's script applies the same rule; a session whose deadline does not follow it
-/// is corrupt ([`ErrorKind::Corrupt`]) in every operation.
+/// is corrupt ([`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt)) in every operation.
 pub fn parse_millis(text: &str) -> Option<u64> {
     canonical_magnitude(text)
-}
-
-/// Checks an increment amount: within ±[`MAX_COUNTER`], so that every store computes it
-/// exactly (a networked store's script may add in double precision).
-pub fn check_increment(name: &str, by: i64) -> Result<()> {
-    if by.unsigned_abs() > MAX_COUNTER.unsigned_abs() {
-        return Err(Error::new(
-            ErrorKind::OutOfRange,
-            format!("increment of field {name:?} is beyond ±(2^53 − 1)"),
-        ));
-    }
-    Ok(())
-}
-
-/// Adds `by` to the counter text `current` (absent is 0), with the checks every store applies.
-pub fn add_to_counter(name: &str, current: Option<&str>, by: i64) -> Result<i64> {
-    check_increment(name, by)?;
-    let base = match current {
-        None => 0,
-        Some(text) => parse_counter(text).ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotAnInteger,
-                format!("field {name:?} does not hold an integer"),
-            )
-        })?,
-    };
-    let sum = base
-        .checked_add(by)
-        .filter(|v| v.unsigned_abs() <= MAX_COUNTER.unsigned_abs());
-    sum.ok_or_else(|| {
-        Error::new(
-            ErrorKind::OutOfRange,
-            format!("incrementing field {name:?} would leave ±(2^53 − 1)"),
-        )
-    })
-}
-
-/// Checks a step's ops before any store runs them: no reserved name (writing `__deadline` would
-/// move the absolute deadline), no increment beyond ±[`MAX_COUNTER`].
-pub fn check_ops(ops: &[Op]) -> Result<()> {
-    for op in ops {
-        match op {
-            Op::Set { name, .. } | Op::Remove { name } => check_field_name(name)?,
-            Op::Incr { name, by } => {
-                check_field_name(name)?;
-                check_increment(name, *by)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Checks that a handler may write a field of this name.
-pub fn check_field_name(name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::new(ErrorKind::InvalidFieldName, "empty field name"));
-    }
-    if name.starts_with(RESERVED_PREFIX) {
-        return Err(Error::new(
-            ErrorKind::InvalidFieldName,
-            format!("field names starting with {RESERVED_PREFIX:?} are reserved: {name:?}"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -455,16 +296,6 @@ mod tests {
     }
 
     #[test]
-    fn increments_check_range() {
-        assert_eq!(add_to_counter("v", None, 1).ok(), Some(1));
-        assert_eq!(add_to_counter("v", Some("41"), 1).ok(), Some(42));
-        let err = add_to_counter("v", Some("9007199254740991"), 1).map_err(|e| e.kind());
-        assert_eq!(err, Err(ErrorKind::OutOfRange));
-        let err = add_to_counter("v", Some("\"x\""), 1).map_err(|e| e.kind());
-        assert_eq!(err, Err(ErrorKind::NotAnInteger));
-    }
-
-    #[test]
     fn ttl_is_cut_at_the_deadline() {
         let a = Access {
             now_ms: 1_000,
@@ -474,13 +305,5 @@ mod tests {
         assert_eq!(a.ttl_ms(1_200), 200);
         assert_eq!(a.ttl_ms(1_000), 0);
         assert_eq!(a.ttl_ms(900), -100);
-    }
-
-    #[test]
-    fn reserved_names_are_refused() {
-        assert!(check_field_name("visits").is_ok());
-        assert!(check_field_name("").is_err());
-        assert!(check_field_name(META_DEADLINE).is_err());
-        assert!(check_field_name("__anything").is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! Reading the scripts' and commands' replies into fields and index entries.
 
-use cloakroom_core::store::{Fields, Op, parse_millis};
+use cloakroom_core::store::{Applied, Delta, Fields, parse_millis};
 use cloakroom_core::{Result, SessionKey};
 use redis::Value;
 
@@ -115,26 +115,41 @@ impl<'de> serde::Deserialize<'de> for FlatFields {
     }
 }
 
-pub(crate) fn after_ops(mut fields: Fields, ops: &[Op], counters: &[i64]) -> Result<Fields> {
-    let mut counters = counters.iter();
-    for op in ops {
-        match op {
-            Op::Set { name, value } => {
-                fields.insert(name.clone(), value.clone());
-            }
-            Op::Remove { name } => {
-                fields.remove(name);
-            }
-            Op::Incr { name, .. } => {
-                let value = counters
-                    .next()
-                    .ok_or_else(|| corrupt("fewer counters than increments"))?;
-                fields.insert(name.clone(), value.to_string());
-            }
-            _ => {}
+// The script's one answer: false when the session is missing, otherwise the new value of each
+// increment and the fields as they were before the delta (one HGETALL serves to read the
+// deadline too), or 0 when they were not asked. The delta's meaning is applied here, with the
+// script's counters.
+pub(crate) fn parse_applied(reply: Value, delta: &Delta) -> Result<Applied> {
+    let parts = match reply {
+        Value::Nil | Value::Boolean(false) => return Ok(Applied::Missing),
+        Value::Array(parts) if parts.len() == 2 => parts,
+        _ => return Err(corrupt("apply answered an unexpected shape")),
+    };
+    let mut parts = parts.into_iter();
+    let (Some(counters), Some(fields)) = (parts.next(), parts.next()) else {
+        return Err(corrupt("apply answered an unexpected shape"));
+    };
+    let counters = match counters {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::Int(n) => Ok(n),
+                _ => Err(corrupt("a counter is not an integer")),
+            })
+            .collect::<Result<Vec<i64>>>()?,
+        // An empty Lua table may come back as an empty array or a nil.
+        Value::Nil => Vec::new(),
+        _ => return Err(corrupt("counters are not a list")),
+    };
+    let fields = match fields {
+        Value::Int(0) => None,
+        before => {
+            let mut fields = parse_fields(before)?;
+            delta.replay(&mut fields, &counters)?;
+            Some(fields)
         }
-    }
-    Ok(fields)
+    };
+    Ok(Applied::Done { counters, fields })
 }
 
 // An index member, `SESSIONKEY:WRITTEN`. A member without a time (written before entries

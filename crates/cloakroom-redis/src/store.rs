@@ -2,40 +2,33 @@
 
 use async_trait::async_trait;
 use cloakroom_core::store::parse_millis;
-use cloakroom_core::store::{
-    Applied, Apply, Created, Fields, META_DEADLINE, NewSession, Op, Store, check_ops,
-};
+use cloakroom_core::store::{Applied, Apply, Created, Fields, META_DEADLINE, NewSession, Store};
 use cloakroom_core::{Error, ErrorKind, IndexEntry, Result, SessionKey, UserKey};
 use redis::Value;
 
 use crate::RedisStore;
 use crate::errors::corrupt;
-use crate::reply::{after_ops, parse_field_pairs, parse_fields, parse_member};
+use crate::reply::{parse_applied, parse_field_pairs, parse_member};
 use crate::scripts::bounded;
 
-// Arguments go straight into the command buffer: no intermediate strings.
-fn add_op_args(invocation: &mut redis::Cmd, apply: &Apply) {
+// Arguments go straight into the command buffer: no intermediate strings. The delta's writes
+// (one per name) come before its increments, as the script applies them.
+fn add_delta_args(invocation: &mut redis::Cmd, apply: &Apply) {
+    let limits = apply.delta.limits();
     invocation
         .arg(apply.access.now_ms)
         .arg(apply.access.idle_ms)
-        .arg(if apply.load { "1" } else { "0" });
-    match apply.bounds {
-        Some(bounds) => invocation.arg(bounds.max_fields).arg(bounds.max_bytes),
-        None => invocation.arg("").arg(""),
-    };
-    for op in &apply.ops {
-        match op {
-            Op::Set { name, value } => {
-                invocation.arg("S").arg(name).arg(value);
-            }
-            Op::Remove { name } => {
-                invocation.arg("D").arg(name);
-            }
-            Op::Incr { name, by } => {
-                invocation.arg("I").arg(name).arg(*by);
-            }
-            _ => {}
-        }
+        .arg(if apply.load { "1" } else { "0" })
+        .arg(limits.max_fields)
+        .arg(limits.max_session_bytes);
+    for (name, value) in apply.delta.writes() {
+        match value {
+            Some(value) => invocation.arg("S").arg(name).arg(value),
+            None => invocation.arg("D").arg(name),
+        };
+    }
+    for (name, by) in apply.delta.increments() {
+        invocation.arg("I").arg(name).arg(by);
     }
 }
 
@@ -64,78 +57,15 @@ impl Store for RedisStore {
     }
 
     async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
-        // Reserved names and increments beyond ±(2^53 − 1) (which the script, adding in double
-        // precision, would round) are refused before anything is sent.
-        check_ops(&apply.ops)?;
-        for op in &apply.ops {
-            if !matches!(op, Op::Set { .. } | Op::Remove { .. } | Op::Incr { .. }) {
-                // A kind of change this store does not know must fail, not vanish.
-                return Err(Error::new(
-                    ErrorKind::Backend,
-                    "the Redis store does not support this session operation",
-                ));
-            }
-        }
-        // Reads (no ops) never wait for replicas.
-        let acks = self
-            .waits_on_every_write()
-            .filter(|_| !apply.ops.is_empty());
+        // Reads (an empty delta) never wait for replicas.
+        let read_only = apply.delta.is_empty();
+        let acks = self.waits_on_every_write().filter(|_| !read_only);
         let reply = self
-            .run(&self.apply, key, acks, apply.ops.is_empty(), |inv| {
-                add_op_args(inv, apply)
+            .run(&self.apply, key, acks, read_only, |inv| {
+                add_delta_args(inv, apply)
             })
             .await?;
-        let parts = match reply {
-            Value::Nil | Value::Boolean(false) => return Ok(Applied::Missing),
-            // A lone increment: the new value, or every field after it.
-            Value::Int(counter) => {
-                return Ok(Applied::Done {
-                    counters: vec![counter],
-                    fields: None,
-                });
-            }
-            Value::BulkString(_) => {
-                let fields = parse_fields(reply)?;
-                let Some(Op::Incr { name, .. }) = apply.ops.first() else {
-                    return Err(corrupt(
-                        "apply answered fields to a step that is not an increment",
-                    ));
-                };
-                let counter = fields
-                    .get(name)
-                    .and_then(|v| v.parse::<i64>().ok())
-                    .ok_or_else(|| corrupt("the incremented field is missing from the reply"))?;
-                return Ok(Applied::Done {
-                    counters: vec![counter],
-                    fields: Some(fields),
-                });
-            }
-            Value::Array(parts) if parts.len() == 2 => parts,
-            _ => return Err(corrupt("apply answered an unexpected shape")),
-        };
-        let mut parts = parts.into_iter();
-        let (Some(counters), Some(fields)) = (parts.next(), parts.next()) else {
-            return Err(corrupt("apply answered an unexpected shape"));
-        };
-        let counters = match counters {
-            Value::Array(items) => items
-                .into_iter()
-                .map(|v| match v {
-                    Value::Int(n) => Ok(n),
-                    _ => Err(corrupt("a counter is not an integer")),
-                })
-                .collect::<Result<Vec<i64>>>()?,
-            // An empty Lua table may come back as an empty array or a nil.
-            Value::Nil => Vec::new(),
-            _ => return Err(corrupt("counters are not a list")),
-        };
-        let fields = match fields {
-            Value::Int(0) => None,
-            // The script returns the fields as they were before the ops (one HGETALL serves to
-            // read the deadline too); the ops' effect is known here, so apply it.
-            before => Some(after_ops(parse_fields(before)?, &apply.ops, &counters)?),
-        };
-        Ok(Applied::Done { counters, fields })
+        parse_applied(reply, &apply.delta)
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {

@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use cloakroom_core::store::{
-    Access, Applied, Apply, Fields, META_CREATED, META_DEADLINE, NewSession, Op, Store,
+    Access, Applied, Apply, Delta, Fields, META_CREATED, META_DEADLINE, NewSession, Store,
 };
 use cloakroom_core::{MemoryStore, SessionKey, SessionToken};
 
@@ -52,15 +52,14 @@ fn login(now_ms: u64) -> NewSession {
     }
 }
 
-fn request(now_ms: u64, ops: Vec<Op>, load: bool) -> Apply {
+fn request(now_ms: u64, delta: Delta, load: bool) -> Apply {
     Apply {
         access: Access {
             now_ms,
             idle_ms: IDLE_MS,
         },
-        ops,
+        delta,
         load,
-        bounds: None,
     }
 }
 
@@ -84,17 +83,21 @@ async fn round(
     store.create(&logins[n], &login(now_ms)).await?;
     if n >= VISIT_AFTER && n.is_multiple_of(2) {
         let visited = &logins[n - VISIT_AFTER];
-        gone += missing(store.apply(visited, &request(now_ms, vec![], true)).await?);
+        gone += missing(
+            store
+                .apply(visited, &request(now_ms, Delta::default(), true))
+                .await?,
+        );
         steps += 1;
     }
     let user = &steady[(2 * n) % STEADY_USERS];
-    let loaded = store.apply(user, &request(now_ms, vec![], true)).await?;
+    let loaded = store
+        .apply(user, &request(now_ms, Delta::default(), true))
+        .await?;
     gone += missing(black_box(loaded));
     let user = &steady[(2 * n + 1) % STEADY_USERS];
-    let incr = vec![Op::Incr {
-        name: "visits".to_owned(),
-        by: 1,
-    }];
+    let mut incr = Delta::default();
+    incr.incr("visits", 1)?;
     gone += missing(store.apply(user, &request(now_ms, incr, false)).await?);
     Ok((steps + 2, gone))
 }

@@ -8,10 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
 use cloakroom_core::store::{
-    Access, Applied, Apply, Bounds, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op,
-    Store,
+    Access, Applied, Apply, Created, Delta, Fields, META_CREATED, META_DEADLINE, NewSession, Store,
 };
-use cloakroom_core::{ErrorKind, IndexEntry, SessionKey, SessionToken, UserKey};
+use cloakroom_core::{ErrorKind, IndexEntry, SessionKey, SessionLimits, SessionToken, UserKey};
 
 const LONG: u64 = 60_000;
 
@@ -55,18 +54,39 @@ pub fn new_session(fields: &[(&str, &str)], idle_ms: u64, lifetime_ms: u64) -> N
     }
 }
 
-fn set(name: &str, value: &str) -> Op {
-    Op::Set {
-        name: name.to_owned(),
-        value: value.to_owned(),
-    }
+// One change to a delta, as the tests below write a step: `vec![set("a", "1"), incr("n", 1)]`.
+// Each calls the delta's own constructor.
+type Edit = Box<dyn FnOnce(&mut Delta) -> cloakroom_core::Result<()>>;
+
+fn set(name: &str, value: &str) -> Edit {
+    let (name, value) = (name.to_owned(), value.to_owned());
+    Box::new(move |delta| delta.set(&name, value).map(drop))
 }
 
-fn incr(name: &str, by: i64) -> Op {
-    Op::Incr {
-        name: name.to_owned(),
-        by,
+fn remove(name: &str) -> Edit {
+    let name = name.to_owned();
+    Box::new(move |delta| delta.remove(&name).map(drop))
+}
+
+fn incr(name: &str, by: i64) -> Edit {
+    let name = name.to_owned();
+    Box::new(move |delta| delta.incr(&name, by).map(drop))
+}
+
+// The delta of `edits`, under `limits`.
+fn delta(limits: SessionLimits, edits: Vec<Edit>) -> cloakroom_core::Result<Delta> {
+    let mut delta = Delta::new(limits);
+    for edit in edits {
+        edit(&mut delta)?;
     }
+    Ok(delta)
+}
+
+// Limits with the session-wide bounds a test sets.
+fn bounds(max_fields: usize, max_bytes: usize) -> SessionLimits {
+    SessionLimits::default()
+        .with_max_fields(max_fields)
+        .with_max_session_bytes(max_bytes)
 }
 
 /// All fields of the session, or `None` when it is missing.
@@ -81,9 +101,8 @@ async fn load_with(
 ) -> anyhow::Result<Option<Fields>> {
     let apply = Apply {
         access,
-        ops: vec![],
+        delta: Delta::default(),
         load: true,
-        bounds: None,
     };
     match store.apply(key, &apply).await? {
         Applied::Missing => Ok(None),
@@ -92,27 +111,40 @@ async fn load_with(
     }
 }
 
-/// Applies `ops` to the session now, with a one-minute idle timeout, returning its fields when
-/// `load` is set and checking `bounds` when given: one store step as a test (or a second writer
-/// sharing the store) makes it, below the session handle.
+/// Applies `delta` to the session now, with a one-minute idle timeout, returning its fields when
+/// `load` is set: one store step as a test (or a second writer sharing the store) makes it,
+/// below the session handle.
 pub async fn apply_step(
     store: &dyn Store,
     key: &SessionKey,
-    ops: Vec<Op>,
+    delta: Delta,
     load: bool,
-    bounds: Option<Bounds>,
 ) -> cloakroom_core::Result<Applied> {
     let apply = Apply {
         access: access(LONG),
-        ops,
+        delta,
         load,
-        bounds,
     };
     store.apply(key, &apply).await
 }
 
-async fn run(store: &dyn Store, key: &SessionKey, ops: Vec<Op>) -> cloakroom_core::Result<Applied> {
-    apply_step(store, key, ops, false, None).await
+async fn run(
+    store: &dyn Store,
+    key: &SessionKey,
+    edits: Vec<Edit>,
+) -> cloakroom_core::Result<Applied> {
+    apply_step(store, key, delta(SessionLimits::default(), edits)?, false).await
+}
+
+// A step under the session-wide bounds of `limits`.
+async fn run_within(
+    store: &dyn Store,
+    key: &SessionKey,
+    limits: SessionLimits,
+    edits: Vec<Edit>,
+    load: bool,
+) -> cloakroom_core::Result<Applied> {
+    apply_step(store, key, delta(limits, edits)?, load).await
 }
 
 /// Fails unless the session's non-reserved fields are exactly `expected`.
@@ -192,14 +224,7 @@ pub async fn delta_touches_only_named_fields(store: &dyn Store) -> anyhow::Resul
         )
         .await?;
     run(store, &k, vec![set("a", "10")]).await?;
-    run(
-        store,
-        &k,
-        vec![Op::Remove {
-            name: "b".to_owned(),
-        }],
-    )
-    .await?;
+    run(store, &k, vec![remove("b")]).await?;
     ensure_user_fields(store, &k, &[("a", "10"), ("c", "3")]).await?;
     Ok(())
 }
@@ -453,26 +478,25 @@ pub async fn create_with_past_deadline_is_refused(store: &dyn Store) -> anyhow::
     Ok(())
 }
 
-/// Reserved names cannot be written through the store either: writing `__deadline` would move
-/// the absolute deadline.
+/// Reserved names cannot be written through a store step either (writing `__deadline` would
+/// move the absolute deadline): no delta can hold them, so no store ever sees one.
 pub async fn reserved_names_are_refused_by_the_store(store: &dyn Store) -> anyhow::Result<()> {
     let k = key()?;
     store
         .create(&k, &new_session(&[("a", "1")], LONG, LONG))
         .await?;
     let before = load(store, &k).await?.context("missing")?;
-    for ops in [
+    let steps: [Vec<Edit>; 4] = [
         vec![set(META_DEADLINE, "99999999999999")],
-        vec![Op::Remove {
-            name: META_DEADLINE.to_owned(),
-        }],
+        vec![remove(META_DEADLINE)],
         vec![incr(META_DEADLINE, 1)],
         vec![set("a", "2"), set("__other", "1")],
-    ] {
-        let kind = run(store, &k, ops.clone()).await.err().map(|e| e.kind());
+    ];
+    for (i, step) in steps.into_iter().enumerate() {
+        let kind = run(store, &k, step).await.err().map(|e| e.kind());
         ensure!(
             kind == Some(ErrorKind::InvalidFieldName),
-            "{ops:?}: {kind:?}"
+            "step {i}: {kind:?}"
         );
     }
     ensure!(
@@ -482,7 +506,7 @@ pub async fn reserved_names_are_refused_by_the_store(store: &dyn Store) -> anyho
     Ok(())
 }
 
-/// Within one step, ops apply in order and a load sees their result.
+/// Within one step, writes apply before increments, and a load sees the result.
 pub async fn reads_see_the_ops_of_the_same_step(store: &dyn Store) -> anyhow::Result<()> {
     let k = key()?;
     store
@@ -490,9 +514,11 @@ pub async fn reads_see_the_ops_of_the_same_step(store: &dyn Store) -> anyhow::Re
         .await?;
     let apply = Apply {
         access: access(LONG),
-        ops: vec![set("n", "5"), incr("n", 2), set("s", "\"x\"")],
+        delta: delta(
+            SessionLimits::default(),
+            vec![set("n", "5"), incr("n", 2), set("s", "\"x\"")],
+        )?,
         load: true,
-        bounds: None,
     };
     let applied = store.apply(&k, &apply).await?;
     let Applied::Done {
@@ -516,9 +542,8 @@ pub async fn reads_see_the_ops_of_the_same_step(store: &dyn Store) -> anyhow::Re
     ] {
         let apply = Apply {
             access: access(LONG),
-            ops: vec![incr(name, 1)],
+            delta: delta(SessionLimits::default(), vec![incr(name, 1)])?,
             load: true,
-            bounds: None,
         };
         let applied = store.apply(&k, &apply).await?;
         let Applied::Done {
@@ -553,10 +578,7 @@ pub async fn steps_past_the_bounds_fail_and_write_nothing(store: &dyn Store) -> 
             &new_session(&[("a", "\"x\""), ("b", "\"y\"")], LONG, LONG),
         )
         .await?;
-    let bounds = Bounds {
-        max_fields: 3,
-        max_bytes: 20,
-    };
+    let limits = bounds(3, 20);
     let too_large = |r: cloakroom_core::Result<Applied>, what: &str| match r {
         Err(e) if e.kind() == ErrorKind::TooLarge => Ok(()),
         other => Err(anyhow::anyhow!("{what}: expected TooLarge, got {other:?}")),
@@ -564,47 +586,34 @@ pub async fn steps_past_the_bounds_fail_and_write_nothing(store: &dyn Store) -> 
     // A fourth and a fifth field, by a step that also changes a field: nothing of it lands.
     let step = vec![set("a", "1"), set("c", "1"), set("d", "1")];
     too_large(
-        apply_step(store, &k, step, false, Some(bounds)).await,
+        run_within(store, &k, limits, step, false).await,
         "five fields",
     )?;
     // A value that takes the bytes past 20 (8 + 1 + 12).
     let step = vec![set("c", "\"0123456789\"")];
-    too_large(
-        apply_step(store, &k, step, true, Some(bounds)).await,
-        "21 bytes",
-    )?;
+    too_large(run_within(store, &k, limits, step, true).await, "21 bytes")?;
     // An increment that creates a fourth field, alone (the fast path) and loaded or not.
-    apply_step(store, &k, vec![set("c", "1")], false, Some(bounds)).await?;
+    run_within(store, &k, limits, vec![set("c", "1")], false).await?;
     for load in [true, false] {
         too_large(
-            apply_step(store, &k, vec![incr("d", 1)], load, Some(bounds)).await,
+            run_within(store, &k, limits, vec![incr("d", 1)], load).await,
             "a counter as a fourth field",
         )?;
     }
     ensure_user_fields(store, &k, &[("a", "\"x\""), ("b", "\"y\""), ("c", "1")]).await?;
     // Within the bounds: replace a value, increment an existing field, remove then add.
-    apply_step(store, &k, vec![set("a", "\"xyz\"")], false, Some(bounds)).await?;
-    apply_step(store, &k, vec![incr("c", 41)], true, Some(bounds)).await?;
-    let step = vec![Op::Remove { name: "b".into() }, set("d", "2")];
-    apply_step(store, &k, step, false, Some(bounds)).await?;
+    run_within(store, &k, limits, vec![set("a", "\"xyz\"")], false).await?;
+    run_within(store, &k, limits, vec![incr("c", 41)], true).await?;
+    let step = vec![remove("b"), set("d", "2")];
+    run_within(store, &k, limits, step, false).await?;
     ensure_user_fields(store, &k, &[("a", "\"xyz\""), ("c", "42"), ("d", "2")]).await?;
     // Lowered bounds: the session holds 3 fields, past a bound of 1; it may shrink, not grow.
-    let lowered = Bounds {
-        max_fields: 1,
-        max_bytes: 1,
-    };
+    let lowered = bounds(1, 1);
     too_large(
-        apply_step(store, &k, vec![set("e", "1")], false, Some(lowered)).await,
+        run_within(store, &k, lowered, vec![set("e", "1")], false).await,
         "growing past lowered bounds",
     )?;
-    apply_step(
-        store,
-        &k,
-        vec![Op::Remove { name: "d".into() }, set("a", "1")],
-        false,
-        Some(lowered),
-    )
-    .await?;
+    run_within(store, &k, lowered, vec![remove("d"), set("a", "1")], false).await?;
     ensure_user_fields(store, &k, &[("a", "1"), ("c", "42")]).await?;
     // At the byte bound exactly, an increment of an existing counter is not checked (it adds a
     // digit at most), loaded or not; one that re-creates a removed counter is.
@@ -612,17 +621,14 @@ pub async fn steps_past_the_bounds_fail_and_write_nothing(store: &dyn Store) -> 
     store
         .create(&k, &new_session(&[("v", "9")], LONG, LONG))
         .await?;
-    let exact = Bounds {
-        max_fields: 1,
-        max_bytes: 2,
-    };
+    let exact = bounds(1, 2);
     for load in [true, false] {
-        apply_step(store, &k, vec![incr("v", 1)], load, Some(exact)).await?;
+        run_within(store, &k, exact, vec![incr("v", 1)], load).await?;
     }
     ensure_user_fields(store, &k, &[("v", "11")]).await?;
-    let step = vec![Op::Remove { name: "v".into() }, incr("v", 100)];
+    let step = vec![remove("v"), incr("v", 100)];
     too_large(
-        apply_step(store, &k, step, false, Some(exact)).await,
+        run_within(store, &k, exact, step, false).await,
         "a counter re-created past the bytes",
     )?;
     ensure_user_fields(store, &k, &[("v", "11")]).await?;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cloakroom_core::store::{Access, Applied, Apply, Op, Store};
+use cloakroom_core::store::{Access, Applied, Apply, Delta, Store};
 use cloakroom_core::{SessionKey, SessionToken};
 
 use crate::conformance::{load, new_session};
@@ -142,17 +142,23 @@ impl Load {
 
 async fn increment(store: &dyn Store, session: usize, key: &SessionKey, epoch: Instant) -> Call {
     let started = epoch.elapsed();
+    let mut delta = Delta::default();
+    // A constant name and amount are never refused; a refusal would count as a failed call.
+    if delta.incr(COUNTER, 1).is_err() {
+        return Call {
+            session,
+            started,
+            ended: epoch.elapsed(),
+            acknowledged: None,
+        };
+    }
     let apply = Apply {
         access: Access {
             now_ms: now_ms(),
             idle_ms: 600_000,
         },
-        ops: vec![Op::Incr {
-            name: COUNTER.to_owned(),
-            by: 1,
-        }],
+        delta,
         load: false,
-        bounds: None,
     };
     let acknowledged = match store.apply(key, &apply).await {
         Ok(Applied::Done { counters, .. }) => counters.first().copied(),

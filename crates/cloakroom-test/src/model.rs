@@ -6,10 +6,9 @@
 //! drive it, from bytes.
 
 use cloakroom_core::store::{
-    Access, Applied, Apply, Bounds, Created, Fields, META_CREATED, META_DEADLINE, NewSession, Op,
-    Store,
+    Access, Applied, Apply, Created, Delta, Fields, META_CREATED, META_DEADLINE, NewSession, Store,
 };
-use cloakroom_core::{ErrorKind, SessionKey, SessionToken};
+use cloakroom_core::{SessionKey, SessionLimits, SessionToken};
 
 // Time moves in 7 ms steps; expiry (100 ms after an access) and deadlines (1,000 ms after a
 // creation) never land on a step, so the model needs no opinion about the boundary instant.
@@ -19,10 +18,7 @@ const LIFETIME_MS: u64 = 1_000;
 const SESSIONS: usize = 3;
 // `Grow` sets one of four fields under a bound of three user fields (`visits` counts).
 const GROWN_FIELDS: u8 = 4;
-const BOUNDS: Bounds = Bounds {
-    max_fields: 3,
-    max_bytes: 1_000,
-};
+const MAX_FIELDS: usize = 3;
 
 /// One thing done to the store.
 #[derive(Debug, Clone, Copy)]
@@ -63,24 +59,29 @@ pub fn steps_from_bytes(bytes: &[u8]) -> Vec<Step> {
         .collect()
 }
 
-/// What the model knows of a session.
-#[derive(Debug, Clone, Copy)]
+/// What the model knows of a session: its user fields, changed only by [`Delta::apply`], the
+/// one statement of what a change means, so that every store is held to it.
+#[derive(Debug, Clone)]
 struct Entry {
-    visits: i64,
+    fields: Fields,
     expires: u64,
     deadline: u64,
-    // Which of the `g{k}` fields are set, one bit each.
-    grown: u8,
 }
 
-impl Entry {
-    fn user_fields(&self) -> u32 {
-        self.grown.count_ones() + u32::from(self.visits != 0)
-    }
+fn live(entry: &Option<Entry>, now: u64) -> Option<Entry> {
+    entry
+        .as_ref()
+        .filter(|e| now < e.expires && now < e.deadline)
+        .cloned()
 }
 
-fn live(entry: Option<Entry>, now: u64) -> Option<Entry> {
-    entry.filter(|e| now < e.expires && now < e.deadline)
+// The user fields of `fields`: the store's copy without its metadata.
+fn user_fields(fields: &Fields) -> Fields {
+    fields
+        .iter()
+        .filter(|(name, _)| !name.starts_with("__"))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
 }
 
 /// Drives `store` through `steps`; the error names the first step where the store and the model
@@ -90,7 +91,7 @@ pub async fn check_against_model(store: &dyn Store, steps: &[Step]) -> Result<()
         .map(|_| SessionToken::generate().map(|t| t.key()))
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
-    let mut model: [Option<Entry>; SESSIONS] = [None; SESSIONS];
+    let mut model: [Option<Entry>; SESSIONS] = Default::default();
     let mut now: u64 = 1_700_000_000_000;
     let access = |now_ms| Access {
         now_ms,
@@ -112,58 +113,62 @@ pub async fn check_against_model(store: &dyn Store, steps: &[Step]) -> Result<()
                     origin: cloakroom_core::store::Origin::Login,
                 };
                 let created = store.create(&keys[i], &session).await;
-                let alive = live(model[i], now).is_some();
+                let alive = live(&model[i], now).is_some();
                 match (alive, &created) {
                     (true, Ok(Created::Exists)) => {}
                     (false, Ok(Created::Created)) => {
                         model[i] = Some(Entry {
-                            visits: 0,
+                            fields: Fields::new(),
                             expires: now + IDLE_MS,
                             deadline,
-                            grown: 0,
                         });
                     }
                     _ => return fail(format!("live: {alive}, create answered {created:?}")),
                 }
             }
-            Step::Incr(i) | Step::Load(i) => {
-                let incr = matches!(step, Step::Incr(_));
-                let ops = if incr {
-                    vec![Op::Incr {
-                        name: "visits".to_owned(),
-                        by: 1,
-                    }]
-                } else {
-                    Vec::new()
-                };
+            Step::Incr(i) | Step::Load(i) | Step::Grow(i, _) => {
+                let limits = SessionLimits::default()
+                    .with_max_fields(MAX_FIELDS)
+                    .with_max_session_bytes(1_000);
+                let mut delta = Delta::new(limits);
+                match step {
+                    Step::Incr(_) => delta.incr("visits", 1).map(drop),
+                    Step::Grow(_, k) => delta.set(&format!("g{k}"), "1").map(drop),
+                    _ => Ok(()),
+                }
+                .map_err(|e| format!("step {index}: {e}"))?;
+                let load = matches!(step, Step::Load(_));
                 let apply = Apply {
                     access: access(now),
-                    ops,
-                    load: !incr,
-                    bounds: None,
+                    delta,
+                    load,
                 };
                 let applied = store.apply(&keys[i], &apply).await;
-                match (live(model[i], now), applied) {
+                let Some(mut entry) = live(&model[i], now) else {
                     // Never resurrected: once dead, every access finds nothing.
-                    (None, Ok(Applied::Missing)) => model[i] = None,
-                    (Some(mut entry), Ok(Applied::Done { counters, fields })) => {
-                        if incr {
-                            entry.visits += 1;
-                            if counters != vec![entry.visits] {
-                                return fail(format!("counted {counters:?}, not {}", entry.visits));
-                            }
-                        } else {
-                            let stored = fields
-                                .and_then(|f| f.get("visits").cloned())
-                                .map_or(Some(0), |v| v.parse::<i64>().ok());
-                            if stored != Some(entry.visits) {
-                                return fail(format!("holds {stored:?}, not {}", entry.visits));
-                            }
+                    if !matches!(applied, Ok(Applied::Missing)) {
+                        return fail(format!("model: gone, store answered {applied:?}"));
+                    }
+                    model[i] = None;
+                    continue;
+                };
+                let expected = apply.delta.apply(&mut entry.fields);
+                match (expected, applied) {
+                    (Ok(expected), Ok(Applied::Done { counters, fields })) => {
+                        if counters != expected {
+                            return fail(format!("counted {counters:?}, not {expected:?}"));
+                        }
+                        let stored = fields.as_ref().map(user_fields);
+                        if load && stored.as_ref() != Some(&entry.fields) {
+                            return fail(format!("holds {stored:?}, not {:?}", entry.fields));
                         }
                         // Each access slides the idle timeout, never past the deadline.
                         entry.expires = (now + IDLE_MS).min(entry.deadline);
                         model[i] = Some(entry);
                     }
+                    // Refused as the model refuses it, and nothing written (the model's entry
+                    // is left as it was).
+                    (Err(expected), Err(e)) if e.kind() == expected.kind() => {}
                     (expected, applied) => {
                         return fail(format!("model {expected:?}, store answered {applied:?}"));
                     }
@@ -178,54 +183,15 @@ pub async fn check_against_model(store: &dyn Store, steps: &[Step]) -> Result<()
             Step::Peek(i) => {
                 // Nothing slides: the model's entry is left exactly as it is.
                 let peeked = store.peek(&keys[i], now).await;
-                match (live(model[i], now), peeked) {
+                match (live(&model[i], now), peeked) {
                     (None, Ok(None)) => {}
                     (Some(entry), Ok(Some(fields))) => {
-                        let stored = fields
-                            .get("visits")
-                            .map_or(Some(0), |v| v.parse::<i64>().ok());
-                        if stored != Some(entry.visits) {
-                            return fail(format!("peeked {stored:?}, not {}", entry.visits));
+                        if user_fields(&fields) != entry.fields {
+                            return fail(format!("peeked {fields:?}, not {:?}", entry.fields));
                         }
                     }
                     (expected, peeked) => {
                         return fail(format!("model {expected:?}, peek answered {peeked:?}"));
-                    }
-                }
-            }
-            Step::Grow(i, k) => {
-                let apply = Apply {
-                    access: access(now),
-                    ops: vec![Op::Set {
-                        name: format!("g{k}"),
-                        value: "1".to_owned(),
-                    }],
-                    load: false,
-                    bounds: Some(BOUNDS),
-                };
-                let applied = store.apply(&keys[i], &apply).await;
-                match (live(model[i], now), applied) {
-                    (None, Ok(Applied::Missing)) => model[i] = None,
-                    (Some(mut entry), outcome) => {
-                        let bit = 1u8 << k;
-                        let new = entry.grown & bit == 0;
-                        let refused = new && entry.user_fields() >= 3;
-                        match (refused, outcome) {
-                            (true, Err(e)) if e.kind() == ErrorKind::TooLarge => {}
-                            (false, Ok(Applied::Done { .. })) => {
-                                entry.grown |= bit;
-                                entry.expires = (now + IDLE_MS).min(entry.deadline);
-                                model[i] = Some(entry);
-                            }
-                            (refused, outcome) => {
-                                return fail(format!(
-                                    "refused: {refused}, store answered {outcome:?}"
-                                ));
-                            }
-                        }
-                    }
-                    (None, applied) => {
-                        return fail(format!("model: gone, store answered {applied:?}"));
                     }
                 }
             }

@@ -1,12 +1,12 @@
 //! The manager: one per application; makes handles from cookies, and lists and ends a
 //! user's sessions through the per-user index.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use crate::clock::unix_millis;
 use crate::config::SessionConfig;
+use crate::delta::Delta;
 use crate::error::Result;
 use crate::metrics::SessionMetrics;
 use crate::signing::SIGNED_VALUE_LEN;
@@ -204,7 +204,7 @@ impl SessionManager {
             State {
                 cookie,
                 phase,
-                pending: BTreeMap::new(),
+                pending: Delta::new(self.shared.config.limits),
                 to_delete: Vec::new(),
                 set_cookie: None,
                 clear_cookie: cookie == CookieState::Invalid,

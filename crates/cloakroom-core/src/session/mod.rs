@@ -2,12 +2,12 @@
 //! buffered writes, the manager that makes handles from cookies and ends a user's sessions, the
 //! request's state, and the end-of-request save each have a module of their own.
 
+mod machine;
 mod manager;
 mod save;
 mod state;
 mod writes;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -16,18 +16,17 @@ use tokio::sync::Mutex;
 
 use crate::clock::{duration_millis, unix_millis};
 use crate::config::SessionConfig;
+use crate::delta::Delta;
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::SessionMetrics;
-use crate::store::{
-    Access, Applied, Apply, Bounds, META_USER, Op, RESERVED_PREFIX, Store, add_to_counter,
-    check_field_name, check_increment,
-};
-use crate::token::{SessionKey, SessionToken};
+use crate::store::{Access, META_USER, Store};
+use crate::token::SessionKey;
 use crate::users::UserKey;
 
+use self::machine::Count;
 use self::manager::end_indexed;
 pub use self::manager::{CookieState, SessionManager};
-use self::state::{Phase, State, merge_pending, meta_of, pending_ops, totals_around};
+use self::state::{Phase, State};
 
 struct Shared {
     store: Arc<dyn Store>,
@@ -113,14 +112,6 @@ impl Session {
         }
     }
 
-    // Steps that may add fields or bytes carry the session-wide bounds for the store to check
-    // against the session as it is.
-    fn bounds_for(&self, ops: &[Op]) -> Option<Bounds> {
-        ops.iter()
-            .any(|op| !matches!(op, Op::Remove { .. }))
-            .then(|| self.shared.config.limits.bounds())
-    }
-
     /// The manager this handle came from: what a "your sessions" page calls
     /// ([`SessionManager::sessions_of`], [`SessionManager::end_session_of`]).
     pub fn manager(&self) -> SessionManager {
@@ -185,7 +176,10 @@ impl Session {
         let buffered = {
             let mut state = self.lock();
             state.accessed = true;
-            state.pending.get(name).cloned()
+            state
+                .pending
+                .write_of(name)
+                .map(|write| write.map(str::to_owned))
         };
         let raw = match buffered {
             Some(pending) => pending,
@@ -193,9 +187,9 @@ impl Session {
                 let _steps = self.inner.steps.lock().await;
                 self.ensure_loaded().await?;
                 let state = self.lock();
-                match (state.pending.get(name), &state.phase) {
+                match (state.pending.write_of(name), &state.phase) {
                     // Written while the session was loading.
-                    (Some(pending), _) => pending.clone(),
+                    (Some(pending), _) => pending.map(str::to_owned),
                     (None, Phase::Live { fields, .. } | Phase::Started { fields, .. }) => {
                         fields.get(name).cloned()
                     }
@@ -253,90 +247,19 @@ impl Session {
     /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
     /// run).
     pub async fn incr(&self, name: &str, by: i64) -> Result<Option<i64>> {
-        check_field_name(name)?;
-        self.shared.config.limits.check_field(name, None)?;
-        check_increment(name, by)?;
+        // Checked before anything else, whether or not there is a session.
+        Delta::new(self.shared.config.limits).incr(name, by)?;
         let _steps = self.inner.steps.lock().await;
-        let (token, load, sent) = {
-            let mut state = self.lock();
-            state.accessed = true;
-            let token = match &mut state.phase {
-                Phase::Anonymous | Phase::Gone => return Ok(None),
-                Phase::Started { fields, .. } => {
-                    let value = add_to_counter(name, fields.get(name).map(String::as_str), by)?;
-                    let text = value.to_string();
-                    if !fields.contains_key(name) {
-                        // A new field: the same bounds a store applies to an increment that
-                        // creates one.
-                        let (before, after) =
-                            totals_around(fields, &BTreeMap::new(), name, Some(&text));
-                        self.shared.config.limits.bounds().check(before, after)?;
-                    }
-                    fields.insert(name.to_owned(), text);
-                    return Ok(Some(value));
-                }
-                Phase::Live { token, .. } | Phase::Unloaded { token } => token.clone(),
-            };
-            let load = matches!(state.phase, Phase::Unloaded { .. });
-            (token, load, state.pending.clone())
+        let step = match self.lock().count_step(name, by, self.access())? {
+            Count::Done(value) => return Ok(value),
+            Count::Send(step) => step,
         };
-        let mut ops = pending_ops(&sent);
-        ops.push(Op::Incr {
-            name: name.to_owned(),
-            by,
-        });
-        let apply = Apply {
-            access: self.access(),
-            bounds: self.bounds_for(&ops),
-            ops,
-            load,
-        };
-        let outcome = self.shared.store.apply(&token.key(), &apply).await;
-        let mut state = self.lock();
-        // The session was replaced while the step ran (`start`, `destroy`): the increment went
-        // to the old one, and the new state is not touched.
-        let current = state.holds(&token);
-        let applied = match outcome {
-            Err(e) if e.kind() == ErrorKind::Corrupt => {
-                if current {
-                    self.unreadable(&mut state, &token, &e);
-                }
-                return Ok(None);
-            }
-            Err(e) => {
-                if e.kind() == ErrorKind::NotAnInteger {
-                    self.shared.metrics.corrupt_record();
-                }
-                return Err(e);
-            }
-            Ok(applied) => applied,
-        };
-        match applied {
-            Applied::Missing => {
-                if load {
-                    self.shared.metrics.unknown_token();
-                }
-                if current {
-                    state.mark_gone();
-                }
-                Ok(None)
-            }
-            Applied::Done { counters, fields } => {
-                let value = counters.last().copied().ok_or_else(|| {
-                    Error::new(ErrorKind::Corrupt, "the store returned no counter value")
-                })?;
-                if current {
-                    state.forget_sent(&sent);
-                    if let Phase::Live { fields: cached, .. } = &mut state.phase {
-                        merge_pending(cached, sent);
-                        cached.insert(name.to_owned(), value.to_string());
-                    } else if let Some(fields) = fields {
-                        state.phase = Phase::Live { token, fields };
-                    }
-                }
-                Ok(Some(value))
-            }
-        }
+        let outcome = self
+            .shared
+            .store
+            .apply(&step.token.key(), &step.apply)
+            .await;
+        self.lock().after_count(step, outcome, &self.shared.metrics)
     }
 
     /// Gives the session a fresh token and keeps its data and its absolute deadline (for
@@ -354,38 +277,7 @@ impl Session {
         let _steps = self.inner.steps.lock().await;
         self.lock().accessed = true;
         self.ensure_loaded().await?;
-        let mut state = self.lock();
-        let (fields, meta) = match &state.phase {
-            Phase::Anonymous | Phase::Gone | Phase::Unloaded { .. } => return Ok(false),
-            Phase::Started { fields, meta, .. } => (fields.clone(), meta.clone()),
-            Phase::Live { token, fields } => {
-                let meta = match meta_of(fields) {
-                    Ok(meta) => meta,
-                    Err(e) => {
-                        let token = token.clone();
-                        self.unreadable(&mut state, &token, &e);
-                        return Ok(false);
-                    }
-                };
-                let mut merged = fields.clone();
-                merge_pending(&mut merged, std::mem::take(&mut state.pending));
-                (merged, meta)
-            }
-        };
-        let token = SessionToken::generate()?;
-        if let Phase::Live { token: old, .. } = &state.phase {
-            state.rotated_from = Some(old.clone());
-        }
-        state.retire_current();
-        state.phase = Phase::Started {
-            token,
-            fields: fields
-                .into_iter()
-                .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
-                .collect(),
-            meta,
-        };
-        Ok(true)
+        self.lock().rotate(&self.shared.metrics)
     }
 
     /// Ends every other session of this session's user (after a password change, for example)
@@ -417,80 +309,17 @@ impl Session {
         end_indexed(&self.shared, &user, |key| *key != own).await
     }
 
-    // Lists a new session in its user's index before the session is created, so that no
-    // session of a user is ever missing from the index.
-    async fn index(
-        &self,
-        user: Option<&UserKey>,
-        token: &SessionToken,
-        access: &Access,
-        deadline_ms: u64,
-    ) -> Result<()> {
-        match user {
-            Some(user) => {
-                self.shared
-                    .store
-                    .index_add(user, &token.key(), deadline_ms, access.now_ms)
-                    .await
-            }
-            None => Ok(()),
-        }
-    }
-
-    // The session's record cannot be read as a session (a key of another type, a hash without a
-    // valid deadline or metadata): the request goes on without a session, as if it had expired.
-    // The record is left as it is, for whoever investigates; it expires, and a logout or the
-    // next login deletes it. The cookie is left alone, as for an expired session: clearing it
-    // could wipe a login made meanwhile in another tab. Never an error: the user could not
-    // change the record, and must not be locked out by it.
-    fn unreadable(&self, state: &mut State, token: &SessionToken, error: &Error) {
-        self.shared.metrics.corrupt_record();
-        tracing::warn!(
-            session = token.key().short(),
-            error = %error,
-            "the session's record cannot be read; the request goes on without a session"
-        );
-        state.mark_gone();
-    }
-
     // Loads a session not looked up yet, with the buffered writes in the same step. Called with
     // the steps' gate held.
     async fn ensure_loaded(&self) -> Result<()> {
-        let (token, sent) = {
-            let state = self.lock();
-            let Phase::Unloaded { token } = &state.phase else {
-                return Ok(());
-            };
-            (token.clone(), state.pending.clone())
-        };
-        let ops = pending_ops(&sent);
-        let apply = Apply {
-            access: self.access(),
-            bounds: self.bounds_for(&ops),
-            ops,
-            load: true,
-        };
-        let outcome = self.shared.store.apply(&token.key(), &apply).await;
-        let mut state = self.lock();
-        if !state.holds(&token) {
-            // Replaced while loading (`start`, `destroy`): the load is of no use any more.
+        let Some(step) = self.lock().load_step(self.access()) else {
             return Ok(());
-        }
-        match outcome {
-            Err(e) if e.kind() == ErrorKind::Corrupt => self.unreadable(&mut state, &token, &e),
-            Err(e) => return Err(e),
-            Ok(Applied::Missing) => {
-                self.shared.metrics.unknown_token();
-                state.mark_gone();
-            }
-            Ok(Applied::Done { fields, .. }) => {
-                state.forget_sent(&sent);
-                state.phase = Phase::Live {
-                    token,
-                    fields: fields.unwrap_or_default(),
-                };
-            }
-        }
-        Ok(())
+        };
+        let outcome = self
+            .shared
+            .store
+            .apply(&step.token.key(), &step.apply)
+            .await;
+        self.lock().after_load(step, outcome, &self.shared.metrics)
     }
 }

@@ -1,19 +1,18 @@
 //! The request's view of its session between store steps: what it holds, what it has
 //! buffered, and what the end of the request must do.
 
-use std::collections::BTreeMap;
-
 use super::CookieState;
+use crate::delta::Delta;
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::{Fields, META_CREATED, META_DEADLINE, META_USER, Op, Totals, parse_millis};
+use crate::store::{Fields, META_CREATED, META_DEADLINE, META_USER, parse_millis};
 use crate::token::SessionToken;
 use crate::users::UserKey;
 
 pub(super) struct State {
     pub(super) cookie: CookieState,
     pub(super) phase: Phase,
-    // Buffered writes to an existing session: Some(json) sets, None removes.
-    pub(super) pending: BTreeMap<String, Option<String>>,
+    // Buffered writes to an existing session, as the delta the next step carries.
+    pub(super) pending: Delta,
     // Sessions to delete at the end of the request (after any new one is created).
     pub(super) to_delete: Vec<SessionToken>,
     pub(super) set_cookie: Option<SessionToken>,
@@ -54,12 +53,8 @@ impl State {
     // After a store step that carried `sent` (the buffered writes as they were when the step
     // left), drops those still as sent: a write made while the step was in flight stays
     // buffered for the next one.
-    pub(super) fn forget_sent(&mut self, sent: &BTreeMap<String, Option<String>>) {
-        for (name, value) in sent {
-            if self.pending.get(name) == Some(value) {
-                self.pending.remove(name);
-            }
-        }
+    pub(super) fn forget_sent(&mut self, sent: &Delta) {
+        self.pending.forget_sent(sent);
     }
 
     // Whether the request's session is still the existing one `token` names (loaded or not):
@@ -105,65 +100,6 @@ pub(super) fn no_session() -> Error {
         ErrorKind::NoSession,
         "this request has no session; start one before writing to it",
     )
-}
-
-// Applies buffered writes (Some sets, None removes) to a cached copy of the fields.
-pub(super) fn merge_pending(fields: &mut Fields, pending: BTreeMap<String, Option<String>>) {
-    for (name, value) in pending {
-        match value {
-            Some(value) => fields.insert(name, value),
-            None => fields.remove(&name),
-        };
-    }
-}
-
-// Field count and bytes of the user fields (metadata excluded) once `pending` and then one more
-// write of `name` are applied to `fields`.
-// The session's user totals before and after setting `name` to `value` (or removing it), given
-// what the handle knows: `fields` as loaded or started, overlaid with `pending` changes.
-pub(super) fn totals_around(
-    fields: &Fields,
-    pending: &BTreeMap<String, Option<String>>,
-    name: &str,
-    value: Option<&str>,
-) -> (Totals, Totals) {
-    let mut before = Totals::default();
-    for (field, stored) in fields {
-        if !pending.contains_key(field) {
-            before.add(field, stored);
-        }
-    }
-    for (field, change) in pending {
-        if let Some(v) = change {
-            before.add(field, v);
-        }
-    }
-    let current = match pending.get(name) {
-        Some(change) => change.as_deref(),
-        None => fields.get(name).map(String::as_str),
-    };
-    let mut after = before;
-    if let Some(old) = current {
-        after.fields -= 1;
-        after.bytes -= name.len() + old.len();
-    }
-    if let Some(v) = value {
-        after.add(name, v);
-    }
-    (before, after)
-}
-
-pub(super) fn pending_ops(pending: &BTreeMap<String, Option<String>>) -> Vec<Op> {
-    pending
-        .iter()
-        .map(|(name, value)| match value {
-            Some(value) => Op::Set {
-                name: name.clone(),
-                value: value.clone(),
-            },
-            None => Op::Remove { name: name.clone() },
-        })
-        .collect()
 }
 
 pub(super) fn meta_of(fields: &Fields) -> Result<Meta> {

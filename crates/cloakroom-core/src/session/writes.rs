@@ -4,13 +4,14 @@
 use serde::Serialize;
 
 use crate::clock::duration_millis;
+use crate::delta::Delta;
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::{Fields, check_field_name};
+use crate::store::Fields;
 use crate::token::SessionToken;
 use crate::users::UserKey;
 
 use super::Session;
-use super::state::{Meta, Phase, State, no_session, totals_around};
+use super::state::{Meta, Phase, State, no_session};
 
 impl Session {
     /// Sets a field to `value`, encoded as JSON. Written when the request ends.
@@ -26,7 +27,6 @@ impl Session {
     /// [`ErrorKind::NoSession`](crate::ErrorKind::NoSession) when the request has no session.
     /// Nothing is written then.
     pub fn insert<T: Serialize>(&self, name: &str, value: T) -> Result<()> {
-        check_field_name(name)?;
         let json = serde_json::to_string(&value).map_err(|e| {
             Error::with_source(
                 ErrorKind::Encode,
@@ -44,42 +44,40 @@ impl Session {
     /// [`ErrorKind::InvalidFieldName`](crate::ErrorKind::InvalidFieldName) for an empty or reserved
     /// name, [`ErrorKind::NoSession`](crate::ErrorKind::NoSession) when the request has no session.
     pub fn remove(&self, name: &str) -> Result<()> {
-        check_field_name(name)?;
         self.write(name, None)
     }
 
+    // The write is checked as a delta: against the whole session for one started here (the
+    // handle holds all of it), against what the handle knows otherwise (the store checks the
+    // rest when it applies the buffered delta).
     fn write(&self, name: &str, value: Option<String>) -> Result<()> {
         let limits = self.shared.config.limits;
-        limits.check_field(name, value.as_deref())?;
         let mut state = self.lock();
         state.accessed = true;
         let State { phase, pending, .. } = &mut *state;
-        // The session's user fields after this write, where the handle knows them; for a
-        // session not loaded yet, this request's own changes.
-        let empty = Fields::new();
-        let known = match phase {
-            Phase::Started { fields, .. } => Some(fields as &Fields),
-            Phase::Live { fields, .. } => Some(fields as &Fields),
-            Phase::Unloaded { .. } => Some(&empty),
-            Phase::Anonymous | Phase::Gone => None,
-        };
-        let Some(known) = known else {
-            return Err(no_session());
-        };
-        let (before, after) = totals_around(known, pending, name, value.as_deref());
-        limits.bounds().check(before, after)?;
         match phase {
             Phase::Started { fields, .. } => {
+                let mut delta = Delta::new(limits);
                 match value {
-                    Some(v) => fields.insert(name.to_owned(), v),
-                    None => fields.remove(name),
+                    Some(json) => delta.set(name, json)?,
+                    None => delta.remove(name)?,
                 };
+                delta.apply(fields)?;
+                Ok(())
             }
-            _ => {
-                pending.insert(name.to_owned(), value);
+            Phase::Live { fields, .. } => pending.write_within_bounds(name, value, fields),
+            // Not loaded: the request's own writes are what the handle knows.
+            Phase::Unloaded { .. } => pending.write_within_bounds(name, value, &Fields::new()),
+            Phase::Anonymous | Phase::Gone => {
+                // A bad write is reported as such, whether or not there is a session.
+                let mut delta = Delta::new(limits);
+                match value {
+                    Some(json) => delta.set(name, json)?,
+                    None => delta.remove(name)?,
+                };
+                Err(no_session())
             }
         }
-        Ok(())
     }
 
     /// Starts a new, empty session with a fresh token (at login). Any session the request had

@@ -2,24 +2,25 @@
 -- KEYS[1]: the session key
 -- ARGV[1]: now (Unix ms); ARGV[2]: idle timeout (ms); ARGV[3]: '1' to return all fields
 -- ARGV[4], ARGV[5]: most user fields and most bytes of user names and values the step may
--- leave, or '' for no bound (user fields are those not starting with '__')
--- ARGV[6..]: ops, each 'S' name value | 'D' name | 'I' name by
+-- leave (user fields are those not starting with '__')
+-- ARGV[6..]: the delta's writes, each 'S' name value | 'D' name (one per name), then its
+-- increments, each 'I' name by
 --
--- Replies:
+-- The reply, in one shape:
 -- * false: the session is missing or past its deadline. Nothing is written; a missing session
 --   is never created.
--- * an error 'CORRUPT ...': the key holds a hash without a valid deadline (not a session of
---   ours, or a damaged one). Nothing is written. A key of another type fails with WRONGTYPE.
--- * one increment and nothing else (the common request), fields asked: the JSON text of the
---   flat field list AFTER the increment, ["name", "value", ...]; the caller reads the new
---   counter from it. Fields not asked: the new counter, an integer.
--- * otherwise: { {counter, ...}, fields }, where fields is the JSON text of the flat field list
---   BEFORE the ops (the caller applies the ops to it), or 0 when not asked.
--- One JSON string is much cheaper for Redis to return, and for the client to parse, than a
--- nested array of 2n strings. The code is inline, without local functions, because a closure is
--- created anew on every call.
--- A bad increment, or a step that would take the session past a bound (and past what it held
--- before), returns an error reply and leaves the session exactly as it was.
+-- * { {counter, ...}, fields }: the new value of each increment, in order, and the JSON text of
+--   the flat field list BEFORE the delta, ["name", "value", ...], or 0 when not asked. The
+--   caller applies the delta to it with these counters (`Delta::replay`): one JSON string is
+--   much cheaper for Redis to return, and for the client to parse, than a nested array of 2n
+--   strings, and the delta's meaning is stated once, in Rust, for the fields returned.
+-- Errors, after which the session is exactly as it was:
+-- * 'CORRUPT ...': the key holds a hash without a valid deadline (not a session of ours, or a
+--   damaged one). A key of another type fails with WRONGTYPE.
+-- * 'NOTINT ...', 'RANGE ...': an increment meets a value that is not a counter, or would leave
+--   +-(2^53 - 1); 'TOOLARGE ...': the step would take the session past a bound (and past what
+--   it held before). The rules are `Delta::apply`'s.
+-- The code is inline, without local functions, because a closure is created anew on every call.
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
 local idle = tonumber(ARGV[2])
@@ -34,7 +35,7 @@ local incr_name = ARGV[7]
 -- reports corruption) like a missing or bad deadline below.
 local fields = 0
 local text
-local counter_at
+local has_counter
 local unreadable
 if ARGV[3] == '1' then
   fields = redis.pcall('HGETALL', key)
@@ -48,7 +49,7 @@ if ARGV[3] == '1' then
       if name == '__deadline' then
         text = fields[i + 1]
       elseif name == incr_name then
-        counter_at = i + 1
+        has_counter = true
       end
     end
   end
@@ -82,8 +83,9 @@ if deadline <= now then
 end
 
 -- An increment of a field that exists adds no field and a few bytes at most: the bounds need no
--- check. One that creates a field takes the general path, which checks them.
-if lone_incr and max_fields and (fields == 0 or not counter_at) then
+-- check. One that creates a field, or whose field was not read, takes the general path, which
+-- checks them.
+if lone_incr and (fields == 0 or not has_counter) then
   lone_incr = false
 end
 
@@ -116,18 +118,7 @@ if lone_incr then
   local ttl = deadline - now
   if idle < ttl then ttl = idle end
   redis.call('PEXPIRE', key, ttl)
-  if fields == 0 then
-    return result
-  end
-  -- %d, not tostring: tostring writes large numbers in exponent notation.
-  local text = string.format('%d', result)
-  if counter_at then
-    fields[counter_at] = text
-  else
-    fields[#fields + 1] = name
-    fields[#fields + 1] = text
-  end
-  return cjson.encode(fields)
+  return { { result }, cjson.encode(fields) }
 end
 
 -- Counters are canonical decimal integers within +-(2^53 - 1): the spellings HINCRBY accepts
@@ -182,7 +173,7 @@ while i <= #ARGV do
 end
 
 -- Bounds: the session's user totals before the step and after it, from the staged values.
-if max_fields and grows then
+if grows then
   local all = fields
   if all == 0 then all = redis.call('HGETALL', key) end
   local count, bytes, current = 0, 0, {}

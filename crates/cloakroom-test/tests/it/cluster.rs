@@ -239,11 +239,9 @@ async fn deletes_wait_for_a_replica_when_asked() -> anyhow::Result<()> {
             &new_session(&[("name", "\"ann\"")], 60_000, 3_600_000),
         )
         .await?;
-    let ops = vec![cloakroom_core::store::Op::Incr {
-        name: "name".to_owned(),
-        by: 1,
-    }];
-    let kind = apply_step(&store, &key, ops, false, None)
+    let mut incr = cloakroom_core::store::Delta::default();
+    incr.incr("name", 1)?;
+    let kind = apply_step(&store, &key, incr, false)
         .await
         .err()
         .map(|e| e.kind());
@@ -271,12 +269,10 @@ fn on_node<T: redis::FromRedisValue>(
 }
 
 async fn counter_after_increment(store: &RedisStore, key: &SessionKey) -> anyhow::Result<i64> {
-    use cloakroom_core::store::{Applied, Op};
-    let ops = vec![Op::Incr {
-        name: "visits".to_owned(),
-        by: 1,
-    }];
-    match apply_step(store, key, ops, false, None).await? {
+    use cloakroom_core::store::{Applied, Delta};
+    let mut incr = Delta::default();
+    incr.incr("visits", 1)?;
+    match apply_step(store, key, incr, false).await? {
         Applied::Done { counters, .. } => counters.first().copied().context("no counter"),
         other => anyhow::bail!("unexpected {other:?}"),
     }

@@ -53,9 +53,8 @@ async fn click_at(store: &MemoryStore, key: &SessionKey, now_ms: u64) -> anyhow:
             now_ms,
             idle_ms: 30 * 60_000,
         },
-        ops: vec![],
+        delta: Default::default(),
         load: true,
-        bounds: None,
     };
     Ok(matches!(
         store.apply(key, &apply).await?,

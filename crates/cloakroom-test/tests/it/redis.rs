@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use cloakroom_core::store::{Applied, Op, Store};
+use cloakroom_core::store::{Applied, Delta, Store};
 use cloakroom_core::{ErrorKind, SessionToken};
 use cloakroom_redis::RedisStore;
 use cloakroom_test::conformance::{apply_step, load, new_session};
@@ -42,20 +42,12 @@ async fn no_session_key_is_ever_left_without_a_ttl() -> anyhow::Result<()> {
         store
             .create(&k, &new_session(&[("n", "1")], 60_000, 3_600_000))
             .await?;
-        let ops = vec![
-            Op::Set {
-                name: format!("f{i}"),
-                value: "1".into(),
-            },
-            Op::Incr {
-                name: "n".into(),
-                by: 1,
-            },
-        ];
-        apply_step(&store, &k, ops.clone(), i % 2 == 0, None).await?;
+        let mut delta = Delta::default();
+        delta.set(&format!("f{i}"), "1")?.incr("n", 1)?;
+        apply_step(&store, &k, delta.clone(), i % 2 == 0).await?;
         // Writes to sessions that never existed must not create keys either.
         let ghost = SessionToken::generate()?.key();
-        ensure!(apply_step(&store, &ghost, ops, i % 2 == 0, None).await? == Applied::Missing);
+        ensure!(apply_step(&store, &ghost, delta, i % 2 == 0).await? == Applied::Missing);
         keys.push(k);
     }
     let found = keys_and_ttls(&server)?;
@@ -255,12 +247,10 @@ async fn a_write_that_timed_out_says_its_outcome_is_unknown() -> anyhow::Result<
     store
         .create(&k, &new_session(&[("n", "0")], 60_000, 3_600_000))
         .await?;
-    let incr = vec![Op::Incr {
-        name: "n".into(),
-        by: 1,
-    }];
+    let mut incr = Delta::default();
+    incr.incr("n", 1)?;
     server.pause()?;
-    let frozen = apply_step(&store, &k, incr.clone(), false, None).await;
+    let frozen = apply_step(&store, &k, incr.clone(), false).await;
     server.resume()?;
     let err = frozen.err().context("a frozen server answered")?;
     ensure!(err.is_unavailable() && err.is_outcome_unknown(), "{err:?}");

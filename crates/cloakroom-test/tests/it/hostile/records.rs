@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use cloakroom_core::store::Op;
-use cloakroom_core::{ErrorKind, SessionConfig, SessionManager};
+use cloakroom_core::store::Delta;
+use cloakroom_core::{ErrorKind, SessionConfig, SessionLimits, SessionManager};
 use cloakroom_redis::RedisStore;
 use cloakroom_test::conformance::{apply_step, now_ms};
 use cloakroom_test::requests::{login, request, token_of};
@@ -282,6 +282,24 @@ async fn a_session_key_stripped_of_its_ttl() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_value_nested_a_hundred_thousand_deep() -> anyhow::Result<()> {
+    // Deeper than any delta may carry, so only another writer can plant it: reading it is a
+    // `Decode` error for that field, not a stack overflow, and the rest of the session reads.
+    let mut p = planted().await?;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let _: () = p.conn.hset(&p.key, "deep", deep)?;
+    let s = request(&p.m, &p.cookie);
+    let kind = s
+        .get::<serde_json::Value>("deep")
+        .await
+        .err()
+        .map(|e| e.kind());
+    ensure!(kind == Some(ErrorKind::Decode), "{kind:?}");
+    ensure!(s.get::<String>("username").await? == Some("ann".into()));
+    Ok(())
+}
+
 // Field-level corruption, planted through the store interface itself, so that it runs over the
 // memory store too.
 
@@ -292,18 +310,21 @@ cloakroom_test::test_over_memory_and_redis!(
     a_session_planted_past_the_limits,
 );
 
-/// Logs in over `f` and plants `fields` in the session with no bounds checked.
+/// Logs in over `f` and plants `fields` in the session with no session-wide bound checked.
 async fn plant(
     f: &StoreFixture,
     fields: Vec<(String, String)>,
 ) -> anyhow::Result<(SessionManager, Arc<CallCounts>, String)> {
     let (m, counts) = counted(f.store.clone(), SessionConfig::new(SECRET)?)?;
     let cookie = login(&m, "ann").await?;
-    let ops = fields
-        .into_iter()
-        .map(|(name, value)| Op::Set { name, value })
-        .collect();
-    apply_step(f.store(), &token_of(&cookie)?.key(), ops, false, None).await?;
+    let unbounded = SessionLimits::default()
+        .with_max_fields(usize::MAX)
+        .with_max_session_bytes(usize::MAX);
+    let mut delta = Delta::new(unbounded);
+    for (name, value) in fields {
+        delta.set(&name, value)?;
+    }
+    apply_step(f.store(), &token_of(&cookie)?.key(), delta, false).await?;
     Ok((m, counts, cookie))
 }
 

@@ -1,0 +1,504 @@
+//! A change to one session, as a value.
+//!
+//! A [`Delta`] holds the fields a step sets or removes and the counters it adds to. It is built
+//! only through constructors that check what a handler may write (names, the configured
+//! [`SessionLimits`], increment ranges) and it carries the session-wide bounds the store must
+//! keep, so a delta that exists is valid and no store checks it again. What a delta does to a
+//! session is written once, in [`Delta::apply`]: the request's handle applies it to its copy,
+//! the memory store to its sessions, the Redis store to the fields its script read, and the test
+//! model to its own. The Redis script is the one other statement of the same rules, in Lua.
+
+use std::collections::BTreeMap;
+
+use crate::config::SessionLimits;
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::{Fields, MAX_COUNTER, RESERVED_PREFIX, parse_counter};
+
+/// A change to one session: field writes, then increments.
+///
+/// The writes come first, one per name (a later write of a name replaces the earlier one); then
+/// the increments, in order, each seeing the writes and the increments before it. Applying a
+/// delta is all or nothing: a bad increment or a crossed bound leaves the session as it was.
+///
+/// ```
+/// use cloakroom_core::SessionLimits;
+/// use cloakroom_core::store::{Delta, Fields};
+///
+/// let mut delta = Delta::new(SessionLimits::default());
+/// delta.set("username", "\"ann\"")?.incr("visits", 1)?;
+/// let mut fields = Fields::new();
+/// assert_eq!(delta.apply(&mut fields)?, vec![1]);
+/// assert_eq!(fields["username"], "\"ann\"");
+///
+/// // What a handler may not write cannot be put in a delta.
+/// assert!(delta.set("__deadline", "0").is_err());
+/// # Ok::<(), cloakroom_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    // Some(json) sets, None removes; applied before the increments.
+    writes: BTreeMap<String, Option<String>>,
+    // Applied after the writes, in order.
+    increments: Vec<(String, i64)>,
+    limits: SessionLimits,
+}
+
+impl Default for Delta {
+    fn default() -> Self {
+        Self::new(SessionLimits::default())
+    }
+}
+
+impl Delta {
+    /// An empty delta whose writes must keep `limits`, per field and session-wide.
+    pub fn new(limits: SessionLimits) -> Self {
+        Self {
+            writes: BTreeMap::new(),
+            increments: Vec::new(),
+            limits,
+        }
+    }
+
+    /// Sets field `name` to `json`, a JSON text.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidFieldName`] for an empty or reserved (`__`) name,
+    /// [`ErrorKind::TooLarge`] for a name or value past the per-field limits or a value nested
+    /// deeper than [`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH). The delta is unchanged then.
+    pub fn set(&mut self, name: &str, json: impl Into<String>) -> Result<&mut Self> {
+        let json = json.into();
+        self.check_write(name, Some(&json))?;
+        self.writes.insert(name.to_owned(), Some(json));
+        Ok(self)
+    }
+
+    /// Removes field `name`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Delta::set`], for the name.
+    pub fn remove(&mut self, name: &str) -> Result<&mut Self> {
+        self.check_write(name, None)?;
+        self.writes.insert(name.to_owned(), None);
+        Ok(self)
+    }
+
+    /// Adds `by` to the integer field `name` (absent counts as 0).
+    ///
+    /// # Errors
+    ///
+    /// As [`Delta::set`], for the name; [`ErrorKind::OutOfRange`] when `by` is beyond
+    /// ±(2^53 − 1), which every store computes exactly.
+    pub fn incr(&mut self, name: &str, by: i64) -> Result<&mut Self> {
+        self.check_write(name, None)?;
+        if by.unsigned_abs() > MAX_COUNTER.unsigned_abs() {
+            return Err(Error::new(
+                ErrorKind::OutOfRange,
+                format!("increment of field {name:?} is beyond ±(2^53 − 1)"),
+            ));
+        }
+        self.increments.push((name.to_owned(), by));
+        Ok(self)
+    }
+
+    /// The field writes, by name: `Some(json)` sets, `None` removes.
+    pub fn writes(&self) -> impl ExactSizeIterator<Item = (&str, Option<&str>)> {
+        self.writes
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_deref()))
+    }
+
+    /// The increments, in the order they apply (after the writes).
+    pub fn increments(&self) -> impl ExactSizeIterator<Item = (&str, i64)> {
+        self.increments
+            .iter()
+            .map(|(name, by)| (name.as_str(), *by))
+    }
+
+    /// The limits the delta was checked against; the session-wide ones
+    /// ([`SessionLimits::max_fields`], [`SessionLimits::max_session_bytes`]) are for the store
+    /// to keep when it applies the delta.
+    pub fn limits(&self) -> &SessionLimits {
+        &self.limits
+    }
+
+    /// True when the delta changes nothing: applying it is a plain load or touch.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.increments.is_empty()
+    }
+
+    /// Applies the delta to a session's `fields` (reserved metadata included or not) and
+    /// returns the new value of each increment, in order.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is changed when it fails:
+    /// * [`ErrorKind::NotAnInteger`] when an increment meets a value that is not a canonical
+    ///   integer within ±(2^53 − 1), and [`ErrorKind::OutOfRange`] when its sum would leave
+    ///   that range;
+    /// * [`ErrorKind::TooLarge`] when the delta grows the session (it sets a field, or creates
+    ///   one by incrementing it) and leaves more user fields than
+    ///   [`SessionLimits::max_fields`] or more bytes than [`SessionLimits::max_session_bytes`],
+    ///   and more than the session held before. A session already past a bound (the limits
+    ///   were lowered) can still shrink; an increment of an existing counter adds no field and
+    ///   a few digits at most, and is never refused for size.
+    pub fn apply(&self, fields: &mut Fields) -> Result<Vec<i64>> {
+        let (counters, _) = self.stage(fields)?;
+        self.write_into(fields, &counters);
+        Ok(counters)
+    }
+
+    /// Applies a delta that a store has applied and answered for: the writes, then each
+    /// increment's value as the store gave it in `counters`. This is how a copy of the session
+    /// held elsewhere (the request's cache, fields a script read before it wrote) follows the
+    /// store, whose counters are the truth; nothing is checked against the copy.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Corrupt`] when `counters` does not hold one value per increment; `fields`
+    /// is unchanged then.
+    pub fn replay(&self, fields: &mut Fields, counters: &[i64]) -> Result<()> {
+        if counters.len() != self.increments.len() {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "the store answered {} counters for {} increments",
+                    counters.len(),
+                    self.increments.len()
+                ),
+            ));
+        }
+        self.write_into(fields, counters);
+        Ok(())
+    }
+
+    // The writes, then each increment's value in order (the last one of a field stays).
+    fn write_into(&self, fields: &mut Fields, counters: &[i64]) {
+        for (name, value) in &self.writes {
+            match value {
+                Some(value) => fields.insert(name.clone(), value.clone()),
+                None => fields.remove(name),
+            };
+        }
+        for ((name, _), value) in self.increments.iter().zip(counters) {
+            fields.insert(name.clone(), value.to_string());
+        }
+    }
+
+    // Everything `apply` checks, writing nothing: the value of each increment in order, and
+    // the final value of each incremented field.
+    fn stage(&self, fields: &Fields) -> Result<(Vec<i64>, BTreeMap<String, i64>)> {
+        let mut counters = Vec::with_capacity(self.increments.len());
+        let mut counted: BTreeMap<String, i64> = BTreeMap::new();
+        for (name, by) in &self.increments {
+            let base = match counted.get(name) {
+                Some(&value) => value,
+                None => match self.value_after_writes(fields, name) {
+                    None => 0,
+                    Some(text) => parse_counter(text).ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::NotAnInteger,
+                            format!("field {name:?} does not hold an integer"),
+                        )
+                    })?,
+                },
+            };
+            let value = base
+                .checked_add(*by)
+                .filter(|v| v.unsigned_abs() <= MAX_COUNTER.unsigned_abs())
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::OutOfRange,
+                        format!("incrementing field {name:?} would leave ±(2^53 − 1)"),
+                    )
+                })?;
+            counted.insert(name.clone(), value);
+            counters.push(value);
+        }
+        if self.grows(fields) {
+            let before = Totals::of(fields);
+            let mut after = before;
+            let texts: Vec<(&str, String)> = counted
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.to_string()))
+                .collect();
+            let mut finals: BTreeMap<&str, Option<&str>> = self
+                .writes
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_deref()))
+                .collect();
+            for (name, text) in &texts {
+                finals.insert(name, Some(text.as_str()));
+            }
+            for (name, value) in finals {
+                if let Some(old) = fields.get(name) {
+                    after.remove(name, old);
+                }
+                if let Some(new) = value {
+                    after.add(name, new);
+                }
+            }
+            self.limits.bounds().check(before, after)?;
+        }
+        Ok((counters, counted))
+    }
+
+    // Whether the delta may grow the session: it sets a field, or an increment creates one.
+    // Only such a delta is checked against the session-wide bounds.
+    fn grows(&self, fields: &Fields) -> bool {
+        self.writes.values().any(Option::is_some)
+            || self
+                .increments
+                .iter()
+                .any(|(name, _)| self.value_after_writes(fields, name).is_none())
+    }
+
+    // The value of `name` once the writes are applied to `fields`.
+    fn value_after_writes<'a>(&'a self, fields: &'a Fields, name: &str) -> Option<&'a str> {
+        match self.writes.get(name) {
+            Some(write) => write.as_deref(),
+            None => fields.get(name).map(String::as_str),
+        }
+    }
+
+    fn check_write(&self, name: &str, value: Option<&str>) -> Result<()> {
+        if name.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidFieldName, "empty field name"));
+        }
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(Error::new(
+                ErrorKind::InvalidFieldName,
+                format!("field names starting with {RESERVED_PREFIX:?} are reserved: {name:?}"),
+            ));
+        }
+        self.limits.check_field(name, value)
+    }
+}
+
+// The request's handle keeps its buffered writes as a delta without increments.
+impl Delta {
+    // The buffered write of `name`, if any: `Some(None)` for a removal.
+    pub(crate) fn write_of(&self, name: &str) -> Option<Option<&str>> {
+        self.writes.get(name).map(Option::as_deref)
+    }
+
+    // Adds a write, refused (and the delta left as it was) when applying the delta to `known`,
+    // what the handle knows of the session, would cross a session-wide bound.
+    pub(crate) fn write_within_bounds(
+        &mut self,
+        name: &str,
+        value: Option<String>,
+        known: &Fields,
+    ) -> Result<()> {
+        self.check_write(name, value.as_deref())?;
+        let previous = self.writes.insert(name.to_owned(), value);
+        if let Err(error) = self.stage(known) {
+            match previous {
+                Some(previous) => self.writes.insert(name.to_owned(), previous),
+                None => self.writes.remove(name),
+            };
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    // After a step that carried `sent`, drops the writes still as sent: a write made while the
+    // step was in flight stays for the next one.
+    pub(crate) fn forget_sent(&mut self, sent: &Delta) {
+        for (name, value) in &sent.writes {
+            if self.writes.get(name) == Some(value) {
+                self.writes.remove(name);
+            }
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.writes.clear();
+        self.increments.clear();
+    }
+}
+
+/// Session-wide bounds on a session's user fields (reserved metadata not counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    pub(crate) max_fields: usize,
+    pub(crate) max_bytes: usize,
+}
+
+/// How many user fields a session holds and how many bytes their names and values take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    fields: usize,
+    bytes: usize,
+}
+
+impl Totals {
+    fn of(fields: &Fields) -> Self {
+        let mut totals = Self::default();
+        for (name, value) in fields {
+            totals.add(name, value);
+        }
+        totals
+    }
+
+    fn add(&mut self, name: &str, value: &str) {
+        if !name.starts_with(RESERVED_PREFIX) {
+            self.fields += 1;
+            self.bytes += name.len() + value.len();
+        }
+    }
+
+    fn remove(&mut self, name: &str, value: &str) {
+        if !name.starts_with(RESERVED_PREFIX) {
+            self.fields -= 1;
+            self.bytes -= name.len() + value.len();
+        }
+    }
+}
+
+impl Bounds {
+    // Fails with `TooLarge` when going from `before` to `after` crosses a bound and grows.
+    fn check(&self, before: Totals, after: Totals) -> Result<()> {
+        if after.fields > self.max_fields && after.fields > before.fields {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "the session would hold {} fields; at most {} are allowed",
+                    after.fields, self.max_fields
+                ),
+            ));
+        }
+        if after.bytes > self.max_bytes && after.bytes > before.bytes {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "the session would hold {} bytes; at most {} are allowed",
+                    after.bytes, self.max_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Fields {
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    fn kind<T>(result: Result<T>) -> Option<ErrorKind> {
+        result.err().map(|e| e.kind())
+    }
+
+    #[test]
+    fn what_a_handler_may_not_write_cannot_be_built() {
+        let mut delta = Delta::default();
+        assert_eq!(kind(delta.set("", "1")), Some(ErrorKind::InvalidFieldName));
+        assert_eq!(
+            kind(delta.remove("__deadline")),
+            Some(ErrorKind::InvalidFieldName)
+        );
+        assert_eq!(
+            kind(delta.incr("__x", 1)),
+            Some(ErrorKind::InvalidFieldName)
+        );
+        assert_eq!(
+            kind(delta.incr("v", MAX_COUNTER + 1)),
+            Some(ErrorKind::OutOfRange)
+        );
+        assert_eq!(kind(delta.incr("v", i64::MIN)), Some(ErrorKind::OutOfRange));
+        let long_name = "n".repeat(SessionLimits::default().max_field_name_bytes + 1);
+        assert_eq!(kind(delta.set(&long_name, "1")), Some(ErrorKind::TooLarge));
+        assert!(delta.is_empty(), "a refused change was kept");
+        assert!(delta.incr("v", MAX_COUNTER).is_ok());
+    }
+
+    #[test]
+    fn writes_apply_before_increments_and_each_increment_is_reported() -> Result<()> {
+        let mut delta = Delta::default();
+        delta
+            .incr("n", 2)?
+            .set("n", "5")?
+            .incr("n", 1)?
+            .remove("gone")?
+            .incr("fresh", -3)?;
+        let mut f = fields(&[("n", "1"), ("gone", "x"), ("__deadline", "9")]);
+        assert_eq!(delta.apply(&mut f)?, vec![7, 8, -3]);
+        assert_eq!(
+            f,
+            fields(&[("n", "8"), ("fresh", "-3"), ("__deadline", "9")])
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_failing_delta_changes_nothing() -> Result<()> {
+        let before = fields(&[("n", "\"x\""), ("m", "9007199254740991")]);
+        for (delta, expected) in [
+            (
+                Delta::default().set("a", "1")?.incr("n", 1)?.clone(),
+                ErrorKind::NotAnInteger,
+            ),
+            (
+                Delta::default().remove("a")?.incr("m", 1)?.clone(),
+                ErrorKind::OutOfRange,
+            ),
+        ] {
+            let mut f = before.clone();
+            assert_eq!(kind(delta.apply(&mut f)), Some(expected));
+            assert_eq!(f, before);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn only_a_delta_that_grows_is_held_to_the_bounds() -> Result<()> {
+        let limits = SessionLimits::default()
+            .with_max_fields(2)
+            .with_max_session_bytes(8);
+        // Two user fields, 8 bytes: at both bounds. Metadata does not count.
+        let full = fields(&[("a", "123"), ("b", "456"), ("__deadline", "99999")]);
+        let refused = |delta: &Delta| {
+            let mut f = full.clone();
+            let kind = kind(delta.apply(&mut f));
+            (kind, f == full)
+        };
+        let mut grow = Delta::new(limits);
+        grow.set("c", "1")?;
+        assert_eq!(refused(&grow), (Some(ErrorKind::TooLarge), true));
+        let mut create = Delta::new(limits);
+        create.incr("c", 1)?;
+        assert_eq!(refused(&create), (Some(ErrorKind::TooLarge), true));
+        // An existing counter grows by a digit without a check.
+        let counters = fields(&[("a", "9"), ("b", "9")]);
+        let mut bump = Delta::new(SessionLimits::default().with_max_session_bytes(4));
+        bump.incr("a", 1)?;
+        assert_eq!(bump.apply(&mut counters.clone())?, vec![10]);
+        // A session past a lowered bound may shrink while it writes.
+        let mut shrink = Delta::new(limits.with_max_fields(1));
+        shrink.remove("a")?.set("b", "1")?;
+        let mut f = full.clone();
+        shrink.apply(&mut f)?;
+        assert_eq!(f, fields(&[("b", "1"), ("__deadline", "99999")]));
+        Ok(())
+    }
+
+    #[test]
+    fn a_replay_takes_the_stores_counters() -> Result<()> {
+        let mut delta = Delta::default();
+        delta.set("a", "1")?.incr("n", 1)?;
+        let mut f = fields(&[("n", "1")]);
+        // Another request counted meanwhile: the store's answer is the truth.
+        delta.replay(&mut f, &[5])?;
+        assert_eq!(f, fields(&[("a", "1"), ("n", "5")]));
+        assert_eq!(kind(delta.replay(&mut f, &[])), Some(ErrorKind::Corrupt));
+        Ok(())
+    }
+}
