@@ -29,7 +29,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use cloakroom::redis::{ClusterMode, RedisStore, ReplicaAcks};
-use cloakroom::{MemoryStore, SessionConfig, SessionLayer, Store};
+use cloakroom::signing::CookieSigner;
+use cloakroom::{MemoryStore, SessionLayer, Store};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -92,24 +93,38 @@ async fn run() -> anyhow::Result<()> {
     let secure = flag("COOKIE_SECURE", true)?;
     let max_sessions: usize = parse_env("MAX_SESSIONS", cloakroom::limits::DEFAULT_MAX_SESSIONS)?;
 
-    let config = match env("SECRET_KEY") {
-        Some(secret) => SessionConfig::new(secret.as_bytes())
-            .context("SECRET_KEY is not usable (generate one with `openssl rand -base64 32`)")?,
+    let secret: Vec<u8> = match env("SECRET_KEY") {
+        Some(secret) => secret.into_bytes(),
         None => {
             tracing::warn!(
                 "SECRET_KEY is not set: using a random key; sessions will not survive a restart"
             );
-            SessionConfig::with_random_secret()?
+            CookieSigner::random_secret()?.to_vec()
         }
     };
-    let config = match (env("SECRET_KEY_PREVIOUS"), env("SECRET_KEY_PREVIOUS_UNTIL")) {
-        (None, None) => config,
+    // Each key is checked here, so that a mistake names its variable.
+    for (variable, key) in [
+        ("SECRET_KEY", Some(secret.clone())),
+        (
+            "SECRET_KEY_PREVIOUS",
+            env("SECRET_KEY_PREVIOUS").map(String::into_bytes),
+        ),
+        (
+            "SECRET_KEY_NEXT",
+            env("SECRET_KEY_NEXT").map(String::into_bytes),
+        ),
+    ] {
+        if let Some(key) = key {
+            CookieSigner::new(&key).with_context(|| {
+                format!("{variable} is not usable (generate one with `openssl rand -base64 32`)")
+            })?;
+        }
+    }
+    let previous = match (env("SECRET_KEY_PREVIOUS"), env("SECRET_KEY_PREVIOUS_UNTIL")) {
+        (None, None) => None,
         (Some(previous), Some(_)) => {
             let until: u64 = parse_env("SECRET_KEY_PREVIOUS_UNTIL", 0)?;
-            let retire_at = std::time::UNIX_EPOCH + Duration::from_secs(until);
-            config
-                .with_previous_secret(previous.as_bytes(), retire_at)
-                .context("SECRET_KEY_PREVIOUS is not usable")?
+            Some((previous, std::time::UNIX_EPOCH + Duration::from_secs(until)))
         }
         _ => bail!(
             "SECRET_KEY_PREVIOUS and SECRET_KEY_PREVIOUS_UNTIL go together: the old key, and the \
@@ -117,15 +132,6 @@ async fn run() -> anyhow::Result<()> {
              the absolute session lifetime logs nobody out)"
         ),
     };
-    let config = match env("SECRET_KEY_NEXT") {
-        None => config,
-        Some(next) => config
-            .with_next_secret(next.as_bytes())
-            .context("SECRET_KEY_NEXT is not usable")?,
-    };
-    let config = config
-        .with_idle_timeout(Duration::from_secs(ttl_secs))
-        .with_secure(secure);
     if secure && !bind.ip().is_loopback() {
         tracing::warn!(
             "cookies are Secure: browsers send them only over https (or to localhost); \
@@ -191,7 +197,18 @@ async fn run() -> anyhow::Result<()> {
             )
         }
     };
-    let layer = SessionLayer::new(store, config)?;
+    let mut settings = SessionLayer::builder(store, secret)
+        .with_idle_timeout(Duration::from_secs(ttl_secs))
+        .with_secure(secure);
+    if let Some((previous, retire_at)) = previous {
+        settings = settings.with_previous_secret(previous, retire_at);
+    }
+    if let Some(next) = env("SECRET_KEY_NEXT") {
+        settings = settings.with_next_secret(next);
+    }
+    let layer = settings
+        .build()
+        .context("the session settings are not usable")?;
     let app = cloakroom_demo::app(layer);
 
     let listener = tokio::net::TcpListener::bind(bind)

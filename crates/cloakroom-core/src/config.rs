@@ -240,14 +240,7 @@ impl SessionConfig {
     /// A configuration with a random secret: sessions do not survive a restart of the process
     /// and are not shared between processes.
     pub fn with_random_secret() -> Result<Self> {
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| {
-            Error::new(
-                ErrorKind::Random,
-                format!("the OS random generator failed: {e}"),
-            )
-        })?;
-        Self::new(secret)
+        Self::new(CookieSigner::random_secret()?)
     }
 
     /// Whether the cookie is `Secure` (default true). Turn off only for plain-http development.

@@ -72,6 +72,24 @@ fn mac_for(key: &HmacSha256, token: &SessionToken) -> HmacSha256 {
 }
 
 impl CookieSigner {
+    /// A fresh secret of [`MIN_SECRET_LEN`] bytes from the OS random generator, for an
+    /// application that has none configured: its sessions do not survive a restart and are not
+    /// shared between processes.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Random`] when the operating system cannot give randomness.
+    pub fn random_secret() -> Result<[u8; MIN_SECRET_LEN]> {
+        let mut secret = [0u8; MIN_SECRET_LEN];
+        getrandom::fill(&mut secret).map_err(|e| {
+            Error::new(
+                ErrorKind::Random,
+                format!("the OS random generator failed: {e}"),
+            )
+        })?;
+        Ok(secret)
+    }
+
     /// A signer for `secret`, which must be at least [`MIN_SECRET_LEN`] bytes.
     pub fn new(secret: &[u8]) -> Result<Self> {
         Ok(Self {

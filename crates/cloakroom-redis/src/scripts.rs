@@ -9,26 +9,49 @@ use crate::RedisStore;
 use crate::acks::ReplicaAcks;
 use crate::errors::map_error;
 
+/// Whether a script call may be sent again after the connection dropped under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// A read: running it twice changes nothing.
+    IfDropped,
+    /// A write: it may have run, and must not run twice.
+    Never,
+}
+
+/// One step of `index.lua` on a user's index.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum IndexStep<'a> {
+    /// List `key` until `deadline_ms` ('A').
+    Add { key: &'a SessionKey, deadline_ms: u64 },
+    /// Drop the entry of `key` written at `written_ms` ('R').
+    Remove {
+        key: &'a SessionKey,
+        written_ms: u64,
+    },
+    /// The live entries ('L').
+    List,
+}
+
 impl RedisStore {
     pub(crate) async fn run_index(
         &self,
         user: &UserKey,
         now_ms: u64,
-        op: &str,
-        key: Option<&SessionKey>,
-        // 'A': the session's deadline; 'R': when the entry was written.
-        time_ms: Option<u64>,
+        step: IndexStep<'_>,
         replica_acks: Option<ReplicaAcks>,
     ) -> Result<Value> {
         let index_key = self.index_key(user);
-        self.run_on(&self.index, &index_key, replica_acks, false, |inv| {
-            inv.arg(now_ms).arg(op);
-            if let Some(key) = key {
-                inv.arg(key.as_str());
-            }
-            if let Some(time) = time_ms {
-                inv.arg(time);
-            }
+        self.run_on(&self.index, &index_key, replica_acks, Resend::Never, |inv| {
+            inv.arg(now_ms);
+            match step {
+                IndexStep::Add { key, deadline_ms } => {
+                    inv.arg("A").arg(key.as_str()).arg(deadline_ms)
+                }
+                IndexStep::Remove { key, written_ms } => {
+                    inv.arg("R").arg(key.as_str()).arg(written_ms)
+                }
+                IndexStep::List => inv.arg("L"),
+            };
         })
         .await
     }
@@ -42,11 +65,11 @@ impl RedisStore {
         script: &ScriptSource,
         key: &SessionKey,
         replica_acks: Option<ReplicaAcks>,
-        idempotent: bool,
+        resend: Resend,
         add_args: impl Fn(&mut redis::Cmd),
     ) -> Result<Value> {
         let redis_key = self.redis_key(key);
-        self.run_on(script, &redis_key, replica_acks, idempotent, add_args)
+        self.run_on(script, &redis_key, replica_acks, resend, add_args)
             .await
     }
 
@@ -55,7 +78,7 @@ impl RedisStore {
         script: &ScriptSource,
         redis_key: &str,
         replica_acks: Option<ReplicaAcks>,
-        idempotent: bool,
+        resend: Resend,
         add_args: impl Fn(&mut redis::Cmd),
     ) -> Result<Value> {
         let deadline = tokio::time::Instant::now() + self.operation_timeout;
@@ -80,7 +103,9 @@ impl RedisStore {
                 // found out by the first request sent on it. A read may be sent again on the
                 // fresh connection: running it twice changes nothing. A write may not, since
                 // it may have run.
-                Err(e) if idempotent && e.is_connection_dropped() => attempt().await,
+                Err(e) if resend == Resend::IfDropped && e.is_connection_dropped() => {
+                    attempt().await
+                }
                 other => other,
             }
         };

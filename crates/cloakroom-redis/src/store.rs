@@ -9,7 +9,7 @@ use redis::Value;
 use crate::RedisStore;
 use crate::errors::corrupt;
 use crate::reply::{parse_applied, parse_field_pairs, parse_member};
-use crate::scripts::bounded;
+use crate::scripts::{IndexStep, Resend, bounded};
 
 // Arguments go straight into the command buffer: no intermediate strings. The delta's writes
 // (one per name) come before its increments, as the script applies them.
@@ -49,7 +49,10 @@ impl Store for RedisStore {
             }
         };
         let acks = self.waits_on_every_write();
-        match self.run(&self.create, key, acks, false, add_args).await? {
+        match self
+            .run(&self.create, key, acks, Resend::Never, add_args)
+            .await?
+        {
             Value::Int(1) => Ok(Created::Created),
             Value::Int(0) => Ok(Created::Exists),
             _ => Err(corrupt("create answered neither 0 nor 1")),
@@ -57,11 +60,14 @@ impl Store for RedisStore {
     }
 
     async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
-        // Reads (an empty delta) never wait for replicas.
-        let read_only = apply.delta.is_empty();
-        let acks = self.waits_on_every_write().filter(|_| !read_only);
+        // Reads (an empty delta) never wait for replicas, and may be sent again.
+        let (acks, resend) = if apply.delta.is_empty() {
+            (None, Resend::IfDropped)
+        } else {
+            (self.waits_on_every_write(), Resend::Never)
+        };
         let reply = self
-            .run(&self.apply, key, acks, read_only, |inv| {
+            .run(&self.apply, key, acks, resend, |inv| {
                 add_delta_args(inv, apply)
             })
             .await?;
@@ -118,28 +124,25 @@ impl Store for RedisStore {
     ) -> Result<()> {
         // Like a delete, an index entry protects a logout: it waits for replicas whenever
         // deletes do.
-        self.run_index(
-            user,
-            now_ms,
-            "A",
-            Some(key),
-            Some(deadline_ms),
-            self.replica_acks,
-        )
-        .await?;
+        let add = IndexStep::Add { key, deadline_ms };
+        self.run_index(user, now_ms, add, self.replica_acks).await?;
         Ok(())
     }
 
     async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, now_ms: u64) -> Result<()> {
         let acks = self.waits_on_every_write();
-        let written = Some(entry.written_ms);
-        self.run_index(user, now_ms, "R", Some(&entry.key), written, acks)
-            .await?;
+        let remove = IndexStep::Remove {
+            key: &entry.key,
+            written_ms: entry.written_ms,
+        };
+        self.run_index(user, now_ms, remove, acks).await?;
         Ok(())
     }
 
     async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>> {
-        let reply = self.run_index(user, now_ms, "L", None, None, None).await?;
+        let reply = self
+            .run_index(user, now_ms, IndexStep::List, None)
+            .await?;
         let items = match reply {
             Value::Array(items) => items,
             Value::Nil => Vec::new(),
