@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use cloakroom_core::adapter;
 use cloakroom_core::store::{Access, Fields, META_CREATED, META_DEADLINE, NewSession, Store};
 use cloakroom_core::{ErrorKind, MemoryStore, SessionConfig, SessionManager, SessionToken};
 use libfuzzer_sys::fuzz_target;
@@ -44,7 +45,7 @@ fuzz_target!(|value: String| {
             .await
             .unwrap_or_else(|_| unreachable!());
         let cookie = format!("{}={}", manager.config().cookie_name(), signer.sign(&token));
-        let handle = manager.session_from_cookie_headers([cookie.as_bytes()]);
+        let handle = adapter::session_from_cookie_headers(&manager, [cookie.as_bytes()]);
         for result in [
             handle.get::<String>("f").await.map(|_| ()),
             handle.get::<i64>("f").await.map(|_| ()),

@@ -91,7 +91,7 @@ async fn run() -> anyhow::Result<()> {
         bail!("SESSION_TTL must be at least 1 second");
     }
     let secure = flag("COOKIE_SECURE", true)?;
-    let max_sessions: usize = parse_env("MAX_SESSIONS", cloakroom::limits::DEFAULT_MAX_SESSIONS)?;
+    let max_sessions: usize = parse_env("MAX_SESSIONS", MemoryStore::DEFAULT_MAX_SESSIONS)?;
 
     let secret: Vec<u8> = match env("SECRET_KEY") {
         Some(secret) => secret.into_bytes(),

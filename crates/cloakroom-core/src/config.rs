@@ -8,25 +8,17 @@ use crate::delta::Bounds;
 use crate::error::{Error, ErrorKind, Result};
 use crate::signing::CookieSigner;
 
-/// Default idle timeout: 30 minutes without a request ends a session.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// Default absolute lifetime: a session ends 24 hours after it started, however active.
-pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
-/// Longest accepted timeout: ten years, far below where millisecond arithmetic overflows.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
-/// Deepest nesting of arrays and objects a field value may have: the most `serde_json` reads
-/// back by default, so nothing is stored that could not be read.
-pub const MAX_VALUE_DEPTH: usize = 127;
-/// Cookie name when the cookie is not `Secure`.
-pub const DEFAULT_COOKIE_NAME: &str = "cloakroom";
-/// Cookie name when the cookie is `Secure`, host-only and on path `/`: the `__Host-` prefix
-/// makes browsers refuse the cookie from subdomains and from plain-http pages.
-pub const DEFAULT_SECURE_COOKIE_NAME: &str = "__Host-cloakroom";
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+pub(crate) const MAX_VALUE_DEPTH: usize = 127;
+pub(crate) const DEFAULT_COOKIE_NAME: &str = "cloakroom";
+pub(crate) const DEFAULT_SECURE_COOKIE_NAME: &str = "__Host-cloakroom";
 
 /// Bounds on what a session may hold, checked before anything is written: a request that would
 /// pass one gets [`ErrorKind::TooLarge`] and writes nothing.
 ///
-/// Per-field bounds apply to every write, and so does [`MAX_VALUE_DEPTH`]. The session-wide
+/// Per-field bounds apply to every write, and so does [`SessionLimits::MAX_VALUE_DEPTH`](crate::SessionLimits::MAX_VALUE_DEPTH). The session-wide
 /// bounds are checked by the handle when a write is made, against what it knows of the session
 /// (all of it for a session started in the request), and by the store when the write is
 /// applied to an existing session, against the session as it is (see
@@ -207,7 +199,7 @@ impl SessionConfig {
 
     /// Keeps accepting cookies signed with `secret`, a key that signed before the current one,
     /// until `retire_at`; after that, its cookies count as forged. Call once per previous key
-    /// (at most [`MAX_PREVIOUS_KEYS`](crate::MAX_PREVIOUS_KEYS)).
+    /// (at most [`CookieSigner::MAX_PREVIOUS_KEYS`](crate::CookieSigner::MAX_PREVIOUS_KEYS)).
     ///
     /// To rotate without logging anyone out, keep the old key until every session it signed has
     /// reached its absolute lifetime: `retire_at` = the time of the rotation + the absolute
@@ -224,7 +216,7 @@ impl SessionConfig {
     }
 
     /// Accepts cookies signed with `secret`, the key that will sign next, without signing with
-    /// it yet (at most [`MAX_NEXT_KEYS`](crate::MAX_NEXT_KEYS)).
+    /// it yet (at most [`CookieSigner::MAX_NEXT_KEYS`](crate::CookieSigner::MAX_NEXT_KEYS)).
     ///
     /// With several instances, rotate in two phases so that no instance meets a cookie signed
     /// by a key it does not know: first deploy every instance with the new key as next; once
@@ -385,6 +377,32 @@ impl SessionConfig {
         }
         Ok(())
     }
+}
+
+// The constants, with the type they belong to.
+impl SessionConfig {
+    /// Default idle timeout: 30 minutes without a request ends a session.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = DEFAULT_IDLE_TIMEOUT;
+
+    /// Default absolute lifetime: a session ends 24 hours after it started, however active.
+    pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = DEFAULT_ABSOLUTE_TIMEOUT;
+
+    /// Longest accepted timeout: ten years, far below where millisecond arithmetic overflows.
+    pub const MAX_TIMEOUT: Duration = MAX_TIMEOUT;
+
+    /// Cookie name when the cookie is not `Secure`.
+    pub const DEFAULT_COOKIE_NAME: &'static str = DEFAULT_COOKIE_NAME;
+
+    /// Cookie name when the cookie is `Secure`, host-only and on path `/`: the `__Host-` prefix
+    /// makes browsers refuse the cookie from subdomains and from plain-http pages.
+    pub const DEFAULT_SECURE_COOKIE_NAME: &'static str = DEFAULT_SECURE_COOKIE_NAME;
+}
+
+// The constants, with the type they belong to.
+impl SessionLimits {
+    /// Deepest nesting of arrays and objects a field value may have: the most `serde_json` reads
+    /// back by default, so nothing is stored that could not be read.
+    pub const MAX_VALUE_DEPTH: usize = MAX_VALUE_DEPTH;
 }
 
 #[cfg(test)]

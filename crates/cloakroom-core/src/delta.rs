@@ -3,7 +3,8 @@
 //! A [`Delta`] holds the fields a step sets or removes and the counters it adds to. It is built
 //! only through constructors that check what a handler may write (names, the configured
 //! [`SessionLimits`], increment ranges) and it carries the session-wide bounds the store must
-//! keep, so a delta that exists is valid and no store checks it again. What a delta does to a
+//! keep, so a delta that exists is valid (a value is taken as the JSON text it is said to be)
+//! and no store checks it again. What a delta does to a
 //! session is written once, in [`Delta::apply`]: the request's handle applies it to its copy,
 //! the memory store to its sessions, the Redis store to the fields its script read, and the test
 //! model to its own. The Redis script is the one other statement of the same rules, in Lua.
@@ -17,7 +18,9 @@ use crate::store::{Fields, MAX_COUNTER, RESERVED_PREFIX, parse_counter};
 /// A change to one session: field writes, then increments.
 ///
 /// The writes come first, one per name (a later write of a name replaces the earlier one); then
-/// the increments, in order, each seeing the writes and the increments before it. Applying a
+/// the increments, in order, each seeing the writes and the increments before it. A write of a
+/// field the delta already increments is refused, so the order of the calls never contradicts
+/// the order of application. Applying a
 /// delta is all or nothing: a bad increment or a crossed bound leaves the session as it was.
 ///
 /// ```
@@ -59,16 +62,19 @@ impl Delta {
         }
     }
 
-    /// Sets field `name` to `json`, a JSON text.
+    /// Sets field `name` to `json`, a JSON text. The text is stored as given, not parsed:
+    /// [`Session::insert`](crate::Session::insert) makes it with `serde_json`.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidFieldName`] for an empty or reserved (`__`) name,
+    /// [`ErrorKind::InvalidFieldName`] for an empty or reserved (`__`) name, or a name this
+    /// delta already increments (writes apply first: write a field before incrementing it),
     /// [`ErrorKind::TooLarge`] for a name or value past the per-field limits or a value nested
-    /// deeper than [`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH). The delta is unchanged then.
+    /// deeper than [`SessionLimits::MAX_VALUE_DEPTH`](crate::SessionLimits::MAX_VALUE_DEPTH). The delta is unchanged then.
     pub fn set(&mut self, name: &str, json: impl Into<String>) -> Result<&mut Self> {
         let json = json.into();
         self.check_write(name, Some(&json))?;
+        self.check_not_incremented(name)?;
         self.writes.insert(name.to_owned(), Some(json));
         Ok(self)
     }
@@ -80,6 +86,7 @@ impl Delta {
     /// As [`Delta::set`], for the name.
     pub fn remove(&mut self, name: &str) -> Result<&mut Self> {
         self.check_write(name, None)?;
+        self.check_not_incremented(name)?;
         self.writes.insert(name.to_owned(), None);
         Ok(self)
     }
@@ -262,6 +269,20 @@ impl Delta {
         }
     }
 
+    // Writes apply before increments: a write of a field already incremented here would apply
+    // before the increment it follows in the calls, which is not what a caller means.
+    fn check_not_incremented(&self, name: &str) -> Result<()> {
+        if self.increments.iter().any(|(counted, _)| counted == name) {
+            return Err(Error::new(
+                ErrorKind::InvalidFieldName,
+                format!(
+                    "field {name:?} is incremented by this delta: write it before incrementing it"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_write(&self, name: &str, value: Option<&str>) -> Result<()> {
         if name.is_empty() {
             return Err(Error::new(ErrorKind::InvalidFieldName, "empty field name"));
@@ -283,8 +304,9 @@ impl Delta {
         self.writes.get(name).map(Option::as_deref)
     }
 
-    // Adds a write, refused (and the delta left as it was) when applying the delta to `known`,
-    // what the handle knows of the session, would cross a session-wide bound.
+    // Adds a write to a delta of writes. A set is refused (and the delta left as it was) when
+    // it takes `known`, what the handle knows of the session with the delta's earlier writes
+    // applied, past a session-wide bound and past what it held before; a removal never is.
     pub(crate) fn write_within_bounds(
         &mut self,
         name: &str,
@@ -292,15 +314,31 @@ impl Delta {
         known: &Fields,
     ) -> Result<()> {
         self.check_write(name, value.as_deref())?;
-        let previous = self.writes.insert(name.to_owned(), value);
-        if let Err(error) = self.stage(known) {
-            match previous {
-                Some(previous) => self.writes.insert(name.to_owned(), previous),
-                None => self.writes.remove(name),
-            };
-            return Err(error);
+        if let Some(new) = &value {
+            let before = self.totals_after_writes(known);
+            let mut after = before;
+            if let Some(old) = self.value_after_writes(known, name) {
+                after.remove(name, old);
+            }
+            after.add(name, new);
+            self.limits.bounds().check(before, after)?;
         }
+        self.writes.insert(name.to_owned(), value);
         Ok(())
+    }
+
+    // The totals of `fields` once the writes are applied.
+    fn totals_after_writes(&self, fields: &Fields) -> Totals {
+        let mut totals = Totals::of(fields);
+        for (name, value) in &self.writes {
+            if let Some(old) = fields.get(name) {
+                totals.remove(name, old);
+            }
+            if let Some(new) = value {
+                totals.add(name, new);
+            }
+        }
+        totals
     }
 
     // After a step that carried `sent`, drops the writes still as sent: a write made while the
@@ -424,11 +462,17 @@ mod tests {
     fn writes_apply_before_increments_and_each_increment_is_reported() -> Result<()> {
         let mut delta = Delta::default();
         delta
-            .incr("n", 2)?
             .set("n", "5")?
+            .incr("n", 2)?
             .incr("n", 1)?
             .remove("gone")?
             .incr("fresh", -3)?;
+        // A write after an increment of the same field would apply before it: refused.
+        assert_eq!(kind(delta.set("n", "0")), Some(ErrorKind::InvalidFieldName));
+        assert_eq!(
+            kind(delta.remove("fresh")),
+            Some(ErrorKind::InvalidFieldName)
+        );
         let mut f = fields(&[("n", "1"), ("gone", "x"), ("__deadline", "9")]);
         assert_eq!(delta.apply(&mut f)?, vec![7, 8, -3]);
         assert_eq!(
@@ -487,6 +531,30 @@ mod tests {
         let mut f = full.clone();
         shrink.apply(&mut f)?;
         assert_eq!(f, fields(&[("b", "1"), ("__deadline", "99999")]));
+        Ok(())
+    }
+
+    #[test]
+    fn a_buffered_write_is_judged_against_the_writes_before_it() -> Result<()> {
+        let limits = SessionLimits::default().with_max_fields(2);
+        // The handle's copy is past the bound already (another request added a field).
+        let known = fields(&[("a", "1"), ("b", "1"), ("c", "1")]);
+        let mut buffer = Delta::new(limits);
+        // A removal is never refused; a set that replaces a value adds no field.
+        buffer.write_within_bounds("nope", None, &known)?;
+        buffer.write_within_bounds("a", Some("2".to_owned()), &known)?;
+        // A new field grows the session past the bound: refused, and the buffer kept.
+        let refused = buffer.write_within_bounds("d", Some("1".to_owned()), &known);
+        assert_eq!(kind(refused), Some(ErrorKind::TooLarge));
+        assert_eq!(buffer.writes().count(), 2);
+        // Back within the bound, a new field fits.
+        buffer.write_within_bounds("b", None, &known)?;
+        buffer.write_within_bounds("c", None, &known)?;
+        buffer.write_within_bounds("d", Some("1".to_owned()), &known)?;
+        assert_eq!(
+            kind(buffer.write_within_bounds("e", Some("1".to_owned()), &known)),
+            Some(ErrorKind::TooLarge)
+        );
         Ok(())
     }
 

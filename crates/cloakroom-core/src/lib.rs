@@ -14,6 +14,7 @@
 //! The `axum` feature adds `SessionLayer`, the tower layer that gives each request its
 //! [`Session`], makes [`Session`] an axum extractor and [`Error`] an axum response.
 
+pub mod adapter;
 #[cfg(feature = "axum")]
 mod axum;
 mod clock;
@@ -32,20 +33,12 @@ mod users;
 #[cfg(feature = "axum")]
 pub use crate::axum::{MissingSessionLayer, SessionLayer, SessionLayerBuilder, SessionService};
 pub use crate::clock::{Clock, LATEST_MILLIS, ManualClock, SystemClock};
-pub use crate::config::{
-    DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_SECURE_COOKIE_NAME, MAX_TIMEOUT, MAX_VALUE_DEPTH, SameSite, SessionConfig,
-    SessionLimits,
-};
+pub use crate::config::{SameSite, SessionConfig, SessionLimits};
 pub use crate::error::{Error, ErrorKind, Result};
-pub use crate::memory::{
-    DEFAULT_MAX_SESSIONS, DEFAULT_SWEEP_INTERVAL, MemoryStore, MemoryStoreBuilder,
-};
+pub use crate::memory::{MemoryStore, MemoryStoreBuilder};
 pub use crate::metrics::SessionMetrics;
-pub use crate::session::{CookieState, Finished, Session, SessionManager};
-pub use crate::signing::{
-    CookieSigner, MAX_NEXT_KEYS, MAX_PREVIOUS_KEYS, MIN_SECRET_LEN, SIGNED_VALUE_LEN,
-};
+pub use crate::session::{CookieState, Session, SessionManager};
+pub use crate::signing::CookieSigner;
 pub use crate::store::Store;
-pub use crate::token::{SessionKey, SessionToken, TOKEN_BYTES, TOKEN_TEXT_LEN};
-pub use crate::users::{INDEX_GRACE, IndexEntry, UserKey, UserSession};
+pub use crate::token::{SessionKey, SessionToken};
+pub use crate::users::{IndexEntry, UserKey, UserSession};

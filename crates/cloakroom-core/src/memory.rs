@@ -17,10 +17,8 @@ use crate::store::{Access, Applied, Apply, Created, Fields, META_USER, NewSessio
 use crate::token::SessionKey;
 use crate::users::{INDEX_GRACE, IndexEntry, UserKey};
 
-/// Default bound on the number of sessions held.
-pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
-/// Default interval between sweeps of expired sessions.
-pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MAX_SESSIONS: usize = 100_000;
+pub(crate) const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 // A full store evicts sessions on probation while they are at least this share of the bound
 // (one tenth): enough for a new login to survive the logins that follow it until its first
 // request, little enough that the sessions in use keep the rest.
@@ -120,7 +118,7 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store holding at most [`DEFAULT_MAX_SESSIONS`] sessions, on the system clock.
+    /// A store holding at most [`MemoryStore::DEFAULT_MAX_SESSIONS`](crate::MemoryStore::DEFAULT_MAX_SESSIONS) sessions, on the system clock.
     pub fn new() -> Self {
         Self::builder().build()
     }
@@ -477,4 +475,13 @@ impl Store for MemoryStore {
             })
             .unwrap_or_default())
     }
+}
+
+// The constants, with the type they belong to.
+impl MemoryStore {
+    /// Default bound on the number of sessions held.
+    pub const DEFAULT_MAX_SESSIONS: usize = DEFAULT_MAX_SESSIONS;
+
+    /// Default interval between sweeps of expired sessions.
+    pub const DEFAULT_SWEEP_INTERVAL: Duration = DEFAULT_SWEEP_INTERVAL;
 }

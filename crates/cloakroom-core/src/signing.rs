@@ -24,20 +24,15 @@ use crate::token::{SessionToken, TOKEN_TEXT_LEN};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Shortest secret key accepted, in bytes.
-pub const MIN_SECRET_LEN: usize = 32;
+pub(crate) const MIN_SECRET_LEN: usize = 32;
 const SIGNATURE_TEXT_LEN: usize = 43;
-/// Exact length of a signed cookie value.
-pub const SIGNED_VALUE_LEN: usize = TOKEN_TEXT_LEN + 1 + SIGNATURE_TEXT_LEN;
+pub(crate) const SIGNED_VALUE_LEN: usize = TOKEN_TEXT_LEN + 1 + SIGNATURE_TEXT_LEN;
 // Domain separation: the secret may be shared with other parts of an app.
 const CONTEXT: &[u8] = b"cloakroom session cookie v1\0";
 
-/// Most previous keys kept at once: each one costs a forged cookie one more HMAC.
-pub const MAX_PREVIOUS_KEYS: usize = 4;
+pub(crate) const MAX_PREVIOUS_KEYS: usize = 4;
 
-/// Most next keys (accepted, not yet signing) kept at once: one rotation in flight. A forged
-/// cookie costs at most `1 + MAX_PREVIOUS_KEYS + MAX_NEXT_KEYS` HMACs, six.
-pub const MAX_NEXT_KEYS: usize = 1;
+pub(crate) const MAX_NEXT_KEYS: usize = 1;
 
 /// Signs cookie values with HMAC-SHA256 under the current secret, and verifies them under the
 /// current secret, a next one, or a previous one that has not retired yet.
@@ -72,7 +67,7 @@ fn mac_for(key: &HmacSha256, token: &SessionToken) -> HmacSha256 {
 }
 
 impl CookieSigner {
-    /// A fresh secret of [`MIN_SECRET_LEN`] bytes from the OS random generator, for an
+    /// A fresh secret of [`CookieSigner::MIN_SECRET_LEN`](crate::CookieSigner::MIN_SECRET_LEN) bytes from the OS random generator, for an
     /// application that has none configured: its sessions do not survive a restart and are not
     /// shared between processes.
     ///
@@ -90,7 +85,7 @@ impl CookieSigner {
         Ok(secret)
     }
 
-    /// A signer for `secret`, which must be at least [`MIN_SECRET_LEN`] bytes.
+    /// A signer for `secret`, which must be at least [`CookieSigner::MIN_SECRET_LEN`](crate::CookieSigner::MIN_SECRET_LEN) bytes.
     pub fn new(secret: &[u8]) -> Result<Self> {
         Ok(Self {
             current: keyed_mac(secret)?,
@@ -100,7 +95,7 @@ impl CookieSigner {
     }
 
     /// Also verifies cookies signed with `secret` (a key that signed before the current one)
-    /// until `retire_at_ms` (Unix milliseconds). At most [`MAX_PREVIOUS_KEYS`].
+    /// until `retire_at_ms` (Unix milliseconds). At most [`CookieSigner::MAX_PREVIOUS_KEYS`](crate::CookieSigner::MAX_PREVIOUS_KEYS).
     pub fn add_previous(&mut self, secret: &[u8], retire_at_ms: u64) -> Result<()> {
         if self.previous.len() >= MAX_PREVIOUS_KEYS {
             return Err(Error::new(
@@ -114,7 +109,7 @@ impl CookieSigner {
 
     /// Also verifies cookies signed with `secret`, a key that does not sign here yet: during a
     /// rolling rotation, instances that already sign with it may have issued them. At most
-    /// [`MAX_NEXT_KEYS`].
+    /// [`CookieSigner::MAX_NEXT_KEYS`](crate::CookieSigner::MAX_NEXT_KEYS).
     pub fn add_next(&mut self, secret: &[u8]) -> Result<()> {
         if self.next.len() >= MAX_NEXT_KEYS {
             return Err(Error::new(
@@ -170,6 +165,22 @@ impl std::fmt::Debug for CookieSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("CookieSigner(..)")
     }
+}
+
+// The constants, with the type they belong to.
+impl CookieSigner {
+    /// Shortest secret key accepted, in bytes.
+    pub const MIN_SECRET_LEN: usize = MIN_SECRET_LEN;
+
+    /// Exact length of a signed cookie value.
+    pub const SIGNED_VALUE_LEN: usize = SIGNED_VALUE_LEN;
+
+    /// Most previous keys kept at once: each one costs a forged cookie one more HMAC.
+    pub const MAX_PREVIOUS_KEYS: usize = MAX_PREVIOUS_KEYS;
+
+    /// Most next keys (accepted, not yet signing) kept at once: one rotation in flight. A forged
+    /// cookie costs at most `1 + MAX_PREVIOUS_KEYS + MAX_NEXT_KEYS` HMACs, six.
+    pub const MAX_NEXT_KEYS: usize = MAX_NEXT_KEYS;
 }
 
 #[cfg(test)]

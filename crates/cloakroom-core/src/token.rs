@@ -8,10 +8,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// Bytes of entropy in a token: 256 bits.
-pub const TOKEN_BYTES: usize = 32;
-/// Length of a token in canonical unpadded base64url.
-pub const TOKEN_TEXT_LEN: usize = 43;
+pub(crate) const TOKEN_BYTES: usize = 32;
+pub(crate) const TOKEN_TEXT_LEN: usize = 43;
 
 /// A session token: 256 random bits from the operating system's CSPRNG.
 ///
@@ -125,6 +123,15 @@ impl fmt::Display for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+// The constants, with the type they belong to.
+impl SessionToken {
+    /// Bytes of entropy in a token: 256 bits.
+    pub const BYTES: usize = TOKEN_BYTES;
+
+    /// Length of a token in canonical unpadded base64url.
+    pub const TEXT_LEN: usize = TOKEN_TEXT_LEN;
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! session alone, so a cluster never sees a multi-key command. The index is written before the
 //! session is created, so there is never a session of a user that the index does not list. An
 //! entry is dropped when its session is ended through the index, at its deadline, or when it
-//! is met without a session more than [`INDEX_GRACE`] after it was written (a logout deletes
+//! is met without a session more than [`IndexEntry::GRACE`](crate::IndexEntry::GRACE) after it was written (a logout deletes
 //! the session alone); a younger entry without a session may belong to a login whose session
 //! is being created, and is kept.
 
@@ -20,9 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::store::Fields;
 use crate::token::SessionKey;
 
-/// How long an index entry whose session cannot be found is kept after it was written: its
-/// session may still be on its way to the store (a login writes the entry first).
-pub const INDEX_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const INDEX_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The name of a user's index in the store: base64url of SHA-256 of the application's user id
 /// (43 characters), so that ids of any length and alphabet make one safe key.
@@ -86,7 +84,7 @@ impl IndexEntry {
         }
     }
 
-    /// Whether the entry was written more than [`INDEX_GRACE`] before `now_ms`, so that its
+    /// Whether the entry was written more than [`IndexEntry::GRACE`](crate::IndexEntry::GRACE) before `now_ms`, so that its
     /// session, if absent, is gone rather than on its way.
     pub fn is_past_grace(&self, now_ms: u64) -> bool {
         let grace = crate::clock::duration_millis(INDEX_GRACE);
@@ -109,4 +107,11 @@ pub struct UserSession {
     pub deadline_ms: u64,
     /// Its fields, metadata not included (for example a device name the app stored at login).
     pub fields: Fields,
+}
+
+// The constants, with the type they belong to.
+impl IndexEntry {
+    /// How long an index entry whose session cannot be found is kept after it was written: its
+    /// session may still be on its way to the store (a login writes the entry first).
+    pub const GRACE: std::time::Duration = INDEX_GRACE;
 }

@@ -44,10 +44,8 @@ use crate::connection::Connection;
 pub use crate::eviction::EvictionPolicy;
 use crate::scripts::{ScriptSource, bounded};
 
-/// Default prefix of session keys.
-pub const DEFAULT_PREFIX: &str = "cloakroom:";
-/// Default bound on each operation, reconnection included.
-pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_PREFIX: &str = "cloakroom:";
+pub(crate) const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A session store in Redis (or Valkey, or ElastiCache), cheap to clone.
 #[derive(Clone)]
@@ -115,4 +113,13 @@ impl RedisStore {
     pub(crate) fn index_key(&self, user: &UserKey) -> String {
         format!("{}user:{}", self.prefix, user.as_str())
     }
+}
+
+// The constants, with the type they belong to.
+impl RedisStore {
+    /// Default prefix of session keys.
+    pub const DEFAULT_PREFIX: &'static str = DEFAULT_PREFIX;
+
+    /// Default bound on each operation, reconnection included.
+    pub const DEFAULT_OPERATION_TIMEOUT: Duration = DEFAULT_OPERATION_TIMEOUT;
 }

@@ -22,7 +22,10 @@ pub(crate) enum Resend {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum IndexStep<'a> {
     /// List `key` until `deadline_ms` ('A').
-    Add { key: &'a SessionKey, deadline_ms: u64 },
+    Add {
+        key: &'a SessionKey,
+        deadline_ms: u64,
+    },
     /// Drop the entry of `key` written at `written_ms` ('R').
     Remove {
         key: &'a SessionKey,
@@ -41,18 +44,24 @@ impl RedisStore {
         replica_acks: Option<ReplicaAcks>,
     ) -> Result<Value> {
         let index_key = self.index_key(user);
-        self.run_on(&self.index, &index_key, replica_acks, Resend::Never, |inv| {
-            inv.arg(now_ms);
-            match step {
-                IndexStep::Add { key, deadline_ms } => {
-                    inv.arg("A").arg(key.as_str()).arg(deadline_ms)
-                }
-                IndexStep::Remove { key, written_ms } => {
-                    inv.arg("R").arg(key.as_str()).arg(written_ms)
-                }
-                IndexStep::List => inv.arg("L"),
-            };
-        })
+        self.run_on(
+            &self.index,
+            &index_key,
+            replica_acks,
+            Resend::Never,
+            |inv| {
+                inv.arg(now_ms);
+                match step {
+                    IndexStep::Add { key, deadline_ms } => {
+                        inv.arg("A").arg(key.as_str()).arg(deadline_ms)
+                    }
+                    IndexStep::Remove { key, written_ms } => {
+                        inv.arg("R").arg(key.as_str()).arg(written_ms)
+                    }
+                    IndexStep::List => inv.arg("L"),
+                };
+            },
+        )
         .await
     }
 

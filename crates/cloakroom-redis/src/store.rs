@@ -140,9 +140,7 @@ impl Store for RedisStore {
     }
 
     async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>> {
-        let reply = self
-            .run_index(user, now_ms, IndexStep::List, None)
-            .await?;
+        let reply = self.run_index(user, now_ms, IndexStep::List, None).await?;
         let items = match reply {
             Value::Array(items) => items,
             Value::Nil => Vec::new(),

@@ -480,7 +480,7 @@ pub async fn create_with_past_deadline_is_refused(store: &dyn Store) -> anyhow::
 
 /// Reserved names cannot be written through a store step either (writing `__deadline` would
 /// move the absolute deadline): no delta can hold them, so no store ever sees one.
-pub async fn reserved_names_are_refused_by_the_store(store: &dyn Store) -> anyhow::Result<()> {
+pub async fn reserved_names_never_reach_the_store(store: &dyn Store) -> anyhow::Result<()> {
     let k = key()?;
     store
         .create(&k, &new_session(&[("a", "1")], LONG, LONG))

@@ -167,7 +167,7 @@ macro_rules! store_conformance {
             expired_session_is_not_resurrected_by_a_write,
             create_with_past_deadline_is_refused,
             reads_see_the_ops_of_the_same_step,
-            reserved_names_are_refused_by_the_store,
+            reserved_names_never_reach_the_store,
             steps_past_the_bounds_fail_and_write_nothing,
             the_user_index_lists_until_each_deadline,
             peek_reads_without_extending

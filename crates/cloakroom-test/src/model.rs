@@ -8,7 +8,7 @@
 use cloakroom_core::store::{
     Access, Applied, Apply, Created, Delta, Fields, META_CREATED, META_DEADLINE, NewSession, Store,
 };
-use cloakroom_core::{SessionKey, SessionLimits, SessionToken};
+use cloakroom_core::{ErrorKind, SessionKey, SessionLimits, SessionToken};
 
 // Time moves in 7 ms steps; expiry (100 ms after an access) and deadlines (1,000 ms after a
 // creation) never land on a step, so the model needs no opinion about the boundary instant.
@@ -152,7 +152,31 @@ pub async fn check_against_model(store: &dyn Store, steps: &[Step]) -> Result<()
                     model[i] = None;
                     continue;
                 };
+                // The model's own expectation, independent of `Delta::apply`: a visit adds one,
+                // and a new field is refused once three user fields are held.
+                let visits = entry
+                    .fields
+                    .get("visits")
+                    .map_or(Some(0), |v| v.parse().ok());
+                let independent = match step {
+                    Step::Incr(_) => visits.map(|v: i64| Ok(vec![v + 1])),
+                    Step::Grow(_, k) => {
+                        let new = !entry.fields.contains_key(&format!("g{k}"));
+                        Some(if new && entry.fields.len() >= MAX_FIELDS {
+                            Err(ErrorKind::TooLarge)
+                        } else {
+                            Ok(Vec::new())
+                        })
+                    }
+                    _ => Some(Ok(Vec::new())),
+                };
                 let expected = apply.delta.apply(&mut entry.fields);
+                let agreed = expected.as_ref().map(Vec::clone).map_err(|e| e.kind());
+                if independent != Some(agreed.clone()) {
+                    return fail(format!(
+                        "Delta::apply answered {agreed:?}, the model expects {independent:?}"
+                    ));
+                }
                 match (expected, applied) {
                     (Ok(expected), Ok(Applied::Done { counters, fields })) => {
                         if counters != expected {

@@ -63,39 +63,29 @@
 // What a handler and an application's set-up use, at the root; the rest under the module that
 // owns it.
 pub use cloakroom_core::{
-    CookieState, Error, ErrorKind, Finished, MemoryStore, MemoryStoreBuilder, Result, SameSite,
-    Session, SessionConfig, SessionKey, SessionLimits, SessionManager, SessionMetrics,
-    SessionToken, Store, UserKey, UserSession,
+    CookieState, Error, ErrorKind, MemoryStore, MemoryStoreBuilder, Result, SameSite, Session,
+    SessionConfig, SessionKey, SessionLimits, SessionManager, SessionMetrics, SessionToken, Store,
+    UserKey, UserSession,
 };
 #[cfg(feature = "axum")]
 pub use cloakroom_core::{MissingSessionLayer, SessionLayer, SessionLayerBuilder, SessionService};
 
-pub use cloakroom_core::{cookies, store};
+pub use cloakroom_core::{adapter, cookies, store};
 
 /// Time: the clock sessions are timed by, and a manual one for tests.
 pub mod clock {
     pub use cloakroom_core::{Clock, LATEST_MILLIS, ManualClock, SystemClock};
 }
 
-/// Defaults and bounds of the configuration and the memory store.
-pub mod limits {
-    pub use cloakroom_core::{
-        DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SESSIONS,
-        DEFAULT_SECURE_COOKIE_NAME, DEFAULT_SWEEP_INTERVAL, MAX_TIMEOUT, MAX_VALUE_DEPTH,
-    };
-}
-
-/// Tokens and their signed cookie values.
+/// Signed cookie values (the signer's bounds are its associated constants, such as
+/// `CookieSigner::MIN_SECRET_LEN`).
 pub mod signing {
-    pub use cloakroom_core::{
-        CookieSigner, MAX_NEXT_KEYS, MAX_PREVIOUS_KEYS, MIN_SECRET_LEN, SIGNED_VALUE_LEN,
-        TOKEN_BYTES, TOKEN_TEXT_LEN,
-    };
+    pub use cloakroom_core::CookieSigner;
 }
 
 /// The per-user index, for stores and tools that read it.
 pub mod users {
-    pub use cloakroom_core::{INDEX_GRACE, IndexEntry, UserKey, UserSession};
+    pub use cloakroom_core::{IndexEntry, UserKey, UserSession};
 }
 
 /// The Redis store (feature `redis`).

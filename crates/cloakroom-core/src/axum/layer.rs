@@ -14,10 +14,11 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::adapter::{self, Finished};
 use crate::clock::Clock;
 use crate::config::{SameSite, SessionConfig, SessionLimits};
 use crate::error::{Error, ErrorKind, Result};
-use crate::session::{Finished, SessionManager};
+use crate::session::SessionManager;
 use crate::store::Store;
 
 /// Adds a [`Session`](crate::Session) to every request and saves it when the handler
@@ -37,7 +38,7 @@ pub struct SessionLayer {
 impl SessionLayer {
     /// Starts a layer over `store` (taken by value; an `Arc` of a store is a store too) whose
     /// cookies are signed with `secret` (a `&str`, a `String` or bytes, at least
-    /// [`MIN_SECRET_LEN`](crate::MIN_SECRET_LEN) bytes). Options are chained; the first mistake is
+    /// [`CookieSigner::MIN_SECRET_LEN`](crate::CookieSigner::MIN_SECRET_LEN) bytes). Options are chained; the first mistake is
     /// reported once, by [`SessionLayerBuilder::build`].
     ///
     /// # Examples
@@ -162,7 +163,7 @@ impl SessionLayerBuilder {
     /// # Errors
     ///
     /// [`ErrorKind::Config`] for a secret shorter than
-    /// [`MIN_SECRET_LEN`](crate::MIN_SECRET_LEN), too many previous or next keys, or a
+    /// [`CookieSigner::MIN_SECRET_LEN`](crate::CookieSigner::MIN_SECRET_LEN), too many previous or next keys, or a
     /// contradictory cookie setting (for example `SameSite=None` without `Secure`).
     pub fn build(self) -> Result<SessionLayer> {
         SessionLayer::new(self.store, self.config?)
@@ -203,7 +204,8 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // As bytes: another cookie in the same header may not be ASCII, and must not hide ours.
-        let session = self.manager.session_from_cookie_headers(
+        let session = adapter::session_from_cookie_headers(
+            &self.manager,
             request
                 .headers()
                 .get_all(COOKIE)
@@ -216,10 +218,10 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let response = inner.call(request).await?;
-            let finished = if session.has_unsaved_changes() {
+            let finished = if adapter::has_unsaved_changes(&session) {
                 // Writing runs in its own task: if the client goes away now, the logout's delete
                 // or the rotation's second step still happens.
-                let saving = tokio::spawn(async move { session.finish().await });
+                let saving = tokio::spawn(async move { adapter::finish(&session).await });
                 match saving.await {
                     Ok(finished) => finished,
                     // It may have written part of what it had to.
@@ -231,7 +233,7 @@ where
                 }
             } else {
                 // Nothing to write: no store access, no task.
-                session.finish().await
+                adapter::finish(&session).await
             };
             Ok(finish(finished, response))
         })
@@ -244,14 +246,12 @@ fn finish(finished: Result<Finished>, mut response: Response<Body>) -> Response<
         Err(e) => return e.into_response(),
     };
     let headers = response.headers_mut();
-    if let Some(cookie) = finished.set_cookie {
-        match HeaderValue::from_str(&cookie) {
+    if let Some(cookie) = &finished.set_cookie {
+        match cookie.to_header_value() {
             Ok(value) => {
                 headers.append(SET_COOKIE, value);
             }
-            Err(_) => {
-                tracing::error!("a session cookie could not be written as a header");
-            }
+            Err(e) => return e.into_response(),
         }
     }
     if headers.contains_key(SET_COOKIE) {

@@ -224,28 +224,13 @@ impl State {
     /// Records the creation of `step`'s session under `created` (its token, or the fresh one
     /// the store step fell back to).
     pub(super) fn after_create(&mut self, step: CreateStep, created: SessionToken) -> Result<()> {
-        let changed_meanwhile = match &mut self.phase {
-            Phase::Started {
-                token: current,
-                meta,
-                ..
-            } if *current == step.token && meta.user != step.user => {
-                // Bound to a user while it was being created: the session created lacks the
-                // binding and its index entry. It goes; the next step creates the session
-                // again, under a fresh token, as it is now.
-                *current = SessionToken::generate()?;
-                None
+        let changed_meanwhile = match self.changes_since_create(&step) {
+            Ok(changes) => changes,
+            Err(e) => {
+                // The session exists in the store: it must not outlive a failed record of it.
+                self.to_delete.push(created);
+                return Err(e);
             }
-            Phase::Started {
-                token: current,
-                fields: now,
-                ..
-            } if *current == step.token => Some(changes_between(
-                &step.sent,
-                now,
-                Delta::new(*self.pending.limits()),
-            )?),
-            _ => None,
         };
         match changed_meanwhile {
             Some(changes) => {
@@ -263,6 +248,33 @@ impl State {
             None => self.to_delete.push(created),
         }
         Ok(())
+    }
+
+    // What changed in the started session while `step` created it: `None` when the session
+    // was replaced meanwhile, or bound to a user (then it is created again, under a fresh
+    // token, as it now is).
+    fn changes_since_create(&mut self, step: &CreateStep) -> Result<Option<Delta>> {
+        let limits = *self.pending.limits();
+        Ok(match &mut self.phase {
+            Phase::Started {
+                token: current,
+                meta,
+                ..
+            } if *current == step.token && meta.user != step.user => {
+                // Bound to a user while it was being created: the session created lacks the
+                // binding and its index entry. It goes; the next step creates it again.
+                *current = SessionToken::generate()?;
+                None
+            }
+            Phase::Started {
+                token: current,
+                fields: now,
+                ..
+            } if *current == step.token => {
+                Some(changes_between(&step.sent, now, Delta::new(limits))?)
+            }
+            _ => None,
+        })
     }
 
     /// Records the delete of `old`, a retired session; `existed` is the store's answer. A token

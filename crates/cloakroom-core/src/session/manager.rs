@@ -158,10 +158,9 @@ impl SessionManager {
         Ok(ended > 0)
     }
 
-    /// A handle for a request carrying these `Cookie` header values, as bytes (a header may
-    /// hold other cookies that are not ASCII; only ours must be). Costs no store access: the
-    /// session is looked up only when the handler first uses it.
-    pub fn session_from_cookie_headers<'a>(
+    // A handle for a request carrying these `Cookie` header values, as bytes
+    // (`adapter::session_from_cookie_headers`).
+    pub(crate) fn session_from_cookie_headers<'a>(
         &self,
         cookie_headers: impl IntoIterator<Item = &'a [u8]>,
     ) -> Session {

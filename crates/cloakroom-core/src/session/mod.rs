@@ -37,7 +37,7 @@ struct Shared {
 /// A request's view of its session.
 ///
 /// Reads load the session on first use; plain writes are buffered as a per-field delta and
-/// written once when the request ends ([`Session::finish`], called by the HTTP layer), so two
+/// written once when the request ends ([`adapter::finish`](crate::adapter::finish), called by the HTTP layer), so two
 /// requests writing different fields never undo each other. [`Session::incr`] is the exception:
 /// it runs at once, server-side, and also loads the session in the same round trip when it has not
 /// been loaded. Reads see the request's own writes.
@@ -67,17 +67,6 @@ impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session").finish_non_exhaustive()
     }
-}
-
-/// What the end of a request must do to the response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Finished {
-    /// A `Set-Cookie` header value to send, if the cookie must be set or cleared.
-    pub set_cookie: Option<String>,
-    /// Whether the handler used the session: the response then depends on the cookie and must
-    /// not be cached by shared caches.
-    pub accessed: bool,
 }
 
 impl Session {
@@ -128,6 +117,27 @@ impl Session {
     /// # Errors
     ///
     /// A store failure while looking the session up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # let session = adapter::session_from_cookie_headers(&manager, []);
+    /// assert_eq!(session.key().await?, None);
+    /// session.start()?;
+    /// let key = session.key().await?.expect("a session was started");
+    /// // Safe to show: it names the session in the store and cannot act as the cookie.
+    /// assert_eq!(key.short().len(), 8);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn key(&self) -> Result<Option<SessionKey>> {
         let _steps = self.inner.steps.lock().await;
         self.lock().accessed = true;
@@ -144,6 +154,25 @@ impl Session {
     /// # Errors
     ///
     /// A store failure while looking the session up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # let session = adapter::session_from_cookie_headers(&manager, []);
+    /// session.start()?;
+    /// session.set_user("user-42")?;
+    /// assert_eq!(session.user().await?, Some(cloakroom_core::UserKey::of("user-42")));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn user(&self) -> Result<Option<UserKey>> {
         let _steps = self.inner.steps.lock().await;
         self.lock().accessed = true;
@@ -172,6 +201,27 @@ impl Session {
     /// [`ErrorKind::Backend`](crate::ErrorKind::Backend); see
     /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
     /// run) while loading.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # let session = adapter::session_from_cookie_headers(&manager, []);
+    /// session.start()?;
+    /// session.insert("theme", "dark")?;
+    /// let theme: Option<String> = session.get("theme").await?;
+    /// assert_eq!(theme.as_deref(), Some("dark"));
+    /// assert_eq!(session.get::<u64>("missing").await?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         let buffered = {
             let mut state = self.lock();
@@ -218,6 +268,25 @@ impl Session {
     /// [`ErrorKind::Backend`](crate::ErrorKind::Backend); see
     /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
     /// run) while loading.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # let session = adapter::session_from_cookie_headers(&manager, []);
+    /// assert!(!session.exists().await?); // no cookie, no session
+    /// session.start()?;
+    /// assert!(session.exists().await?);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn exists(&self) -> Result<bool> {
         let _steps = self.inner.steps.lock().await;
         self.lock().accessed = true;
@@ -246,6 +315,27 @@ impl Session {
     /// [`ErrorKind::Backend`](crate::ErrorKind::Backend); see
     /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
     /// run).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # let session = adapter::session_from_cookie_headers(&manager, []);
+    /// // The tutorial's page: one round trip counts the visit, slides the TTL and loads.
+    /// assert_eq!(session.incr("visits", 1).await?, None); // not logged in: nothing created
+    /// session.start()?;
+    /// assert_eq!(session.incr("visits", 1).await?, Some(1));
+    /// assert_eq!(session.incr("visits", 1).await?, Some(2));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn incr(&self, name: &str, by: i64) -> Result<Option<i64>> {
         // Checked before anything else, whether or not there is a session.
         Delta::new(self.shared.config.limits).incr(name, by)?;
@@ -273,6 +363,29 @@ impl Session {
     /// [`ErrorKind::Backend`](crate::ErrorKind::Backend); see
     /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
     /// run) while loading.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # let session = adapter::session_from_cookie_headers(&manager, []);
+    /// session.start()?;
+    /// session.insert("role", "user")?;
+    /// adapter::finish(&session).await?;
+    /// // Later, when privileges change: same data, a new token.
+    /// session.insert("role", "admin")?;
+    /// assert!(session.cycle_id().await?);
+    /// assert_eq!(session.get::<String>("role").await?.as_deref(), Some("admin"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn cycle_id(&self) -> Result<bool> {
         let _steps = self.inner.steps.lock().await;
         self.lock().accessed = true;
@@ -290,6 +403,26 @@ impl Session {
     /// [`ErrorKind::Backend`](crate::ErrorKind::Backend); see
     /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
     /// run); sessions ended before the failure stay ended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # let session = adapter::session_from_cookie_headers(&manager, []);
+    /// // After a password change: every other session of the user ends.
+    /// session.start()?;
+    /// session.set_user("user-42")?;
+    /// assert_eq!(session.end_other_sessions().await?, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn end_other_sessions(&self) -> Result<usize> {
         let _steps = self.inner.steps.lock().await;
         self.lock().accessed = true;

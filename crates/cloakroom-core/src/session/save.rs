@@ -1,14 +1,14 @@
 //! The end of a request: creating a started session, deleting retired ones, writing buffered
 //! changes, and the `Set-Cookie` that results.
 
-use crate::config::{SameSite, SessionConfig};
+use crate::adapter::{Finished, SetCookie};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::Created;
 use crate::token::SessionToken;
 
+use super::Session;
 use super::machine::{CreateStep, SaveStep};
 use super::state::Phase;
-use super::{Finished, Session};
 
 impl Session {
     /// Writes what the request changed: creates a started session, deletes retired ones, applies
@@ -22,6 +22,26 @@ impl Session {
     /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
     /// run), or [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the store refuses buffered
     /// writes past the bounds; what failed is written by the next save.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # let session = adapter::session_from_cookie_headers(&manager, []);
+    /// session.start()?;
+    /// session.insert("step", 1)?;
+    /// // Written now rather than when the request ends; true: the session exists.
+    /// assert!(session.save().await?);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn save(&self) -> Result<bool> {
         let _steps = self.inner.steps.lock().await;
         self.write_changes().await?;
@@ -34,21 +54,36 @@ impl Session {
     // gate held; the state's lock is taken around each step, never across one.
     pub(super) async fn write_changes(&self) -> Result<()> {
         // Changes made while a step was in flight (by another future holding a clone of the
-        // handle) are taken by the steps that follow, within a bound.
-        for _ in 0..SAVE_STEPS {
-            let Some(step) = self.lock().next_save_step(self.access()) else {
+        // handle) are taken by the steps that follow, within a bound on creates and writes.
+        // Deletes are not bounded: the list is finite, and a session this request retired (a
+        // logout, the session a login replaced) must end with it.
+        let mut budget = SAVE_STEPS;
+        loop {
+            // The guard ends with this statement: never held across a step.
+            let step = self.lock().next_save_step(self.access());
+            let Some(step) = step else {
                 return Ok(());
             };
             match step {
+                SaveStep::Delete(old) => self.delete_retired(&old).await?,
+                _ if budget == 0 => {
+                    tracing::warn!(
+                        "session changes kept arriving while they were saved; the rest is left \
+                         for the next save"
+                    );
+                    let retired = self.lock().to_delete.clone();
+                    for old in retired {
+                        self.delete_retired(&old).await?;
+                    }
+                    return Ok(());
+                }
                 SaveStep::Create(step) => {
+                    budget -= 1;
                     let created = self.create(&step).await?;
                     self.lock().after_create(step, created)?;
                 }
-                SaveStep::Delete(old) => {
-                    let existed = self.shared.store.delete(&old.key()).await?;
-                    self.lock().after_delete(&old, existed);
-                }
                 SaveStep::Write(step) => {
+                    budget -= 1;
                     let outcome = self
                         .shared
                         .store
@@ -59,10 +94,11 @@ impl Session {
                 }
             }
         }
-        tracing::warn!(
-            "session changes kept arriving while they were saved; the rest is left for the next \
-             save"
-        );
+    }
+
+    async fn delete_retired(&self, old: &SessionToken) -> Result<()> {
+        let existed = self.shared.store.delete(&old.key()).await?;
+        self.lock().after_delete(old, existed);
         Ok(())
     }
 
@@ -103,30 +139,25 @@ impl Session {
         ))
     }
 
-    /// True when ending the request will write to the store: a session to create, sessions to
-    /// delete, or buffered writes.
-    pub fn has_unsaved_changes(&self) -> bool {
+    // True when ending the request will write to the store: a session to create, sessions to
+    // delete, or buffered writes (`adapter::has_unsaved_changes`).
+    pub(crate) fn has_unsaved_changes(&self) -> bool {
         let state = self.lock();
         matches!(state.phase, Phase::Started { .. })
             || !state.to_delete.is_empty()
             || !state.pending.is_empty()
     }
 
-    /// Saves the request's changes and says what the response needs. Called once by the HTTP
-    /// layer when the handler has returned.
-    ///
-    /// # Errors
-    ///
-    /// As [`Session::save`].
-    pub async fn finish(&self) -> Result<Finished> {
+    // Saves the request's changes and says what the response needs (`adapter::finish`).
+    pub(crate) async fn finish(&self) -> Result<Finished> {
         let _steps = self.inner.steps.lock().await;
         self.write_changes().await?;
         let state = self.lock();
         let config = &self.shared.config;
         let set_cookie = if let Some(token) = &state.set_cookie {
-            Some(cookie_header(config, Some(&config.signer.sign(token))))
+            Some(SetCookie::of(config, Some(&config.signer.sign(token))))
         } else if state.clear_cookie {
-            Some(cookie_header(config, None))
+            Some(SetCookie::of(config, None))
         } else {
             None
         };
@@ -137,35 +168,6 @@ impl Session {
     }
 }
 
-// Most store steps of one save: enough for a create, the deletes of a login and a rotation,
-// and the writes buffered while they were in flight; what keeps arriving after that is left
-// for the next save.
+// Most creates and writes of one save: a create and a write, and those of changes buffered
+// while they were in flight; what keeps arriving after that is left for the next save.
 const SAVE_STEPS: usize = 16;
-
-fn cookie_header(config: &SessionConfig, value: Option<&str>) -> String {
-    let mut builder = cookie::Cookie::build((
-        config.cookie_name().to_owned(),
-        value.unwrap_or("").to_owned(),
-    ))
-    .http_only(true)
-    .secure(config.secure)
-    .path(config.path.clone())
-    .same_site(match config.same_site {
-        SameSite::Strict => cookie::SameSite::Strict,
-        SameSite::Lax => cookie::SameSite::Lax,
-        SameSite::None => cookie::SameSite::None,
-    });
-    if let Some(domain) = &config.domain {
-        builder = builder.domain(domain.clone());
-    }
-    let seconds = if value.is_some() {
-        i64::try_from(config.absolute_timeout.as_secs()).unwrap_or(i64::MAX)
-    } else {
-        0
-    };
-    builder = builder.max_age(cookie::time::Duration::seconds(seconds));
-    if value.is_none() {
-        builder = builder.expires(cookie::time::OffsetDateTime::UNIX_EPOCH);
-    }
-    builder.build().to_string()
-}

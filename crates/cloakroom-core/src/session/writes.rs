@@ -26,6 +26,27 @@ impl Session {
     /// [`SessionLimits`](crate::SessionLimits) bound,
     /// [`ErrorKind::NoSession`](crate::ErrorKind::NoSession) when the request has no session.
     /// Nothing is written then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # let session = adapter::session_from_cookie_headers(&manager, []);
+    /// session.start()?;
+    /// session.insert("visits", 5)?;
+    /// session.insert("name", String::from("ann"))?;
+    /// session.insert("roles", ["editor", "viewer"])?;
+    /// assert_eq!(session.get::<String>("name").await?.as_deref(), Some("ann"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn insert<T: Serialize>(&self, name: &str, value: T) -> Result<()> {
         let json = serde_json::to_string(&value).map_err(|e| {
             Error::with_source(
@@ -43,6 +64,26 @@ impl Session {
     ///
     /// [`ErrorKind::InvalidFieldName`](crate::ErrorKind::InvalidFieldName) for an empty or reserved
     /// name, [`ErrorKind::NoSession`](crate::ErrorKind::NoSession) when the request has no session.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # let session = adapter::session_from_cookie_headers(&manager, []);
+    /// session.start()?;
+    /// session.insert("cart", [3, 4])?;
+    /// session.remove("cart")?;
+    /// assert_eq!(session.get::<Vec<u32>>("cart").await?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn remove(&self, name: &str) -> Result<()> {
         self.write(name, None)
     }
@@ -88,6 +129,26 @@ impl Session {
     ///
     /// [`ErrorKind::Random`](crate::ErrorKind::Random) when the operating system cannot give
     /// randomness for the token.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # let session = adapter::session_from_cookie_headers(&manager, []);
+    /// // A login handler: a fresh session, whatever the request had.
+    /// session.start()?;
+    /// session.insert("username", "ann")?;
+    /// assert!(session.exists().await?);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn start(&self) -> Result<()> {
         let token = SessionToken::generate()?;
         let now = self.now_ms();
@@ -115,6 +176,27 @@ impl Session {
     /// [`Session::end_other_sessions`] find it; [`Session::cycle_id`] keeps the binding.
     ///
     /// Fails with [`ErrorKind::NoSession`] when no session was started in this request.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # let session = adapter::session_from_cookie_headers(&manager, []);
+    /// session.start()?;
+    /// session.set_user("user-42")?;
+    /// session.insert("username", "ann")?;
+    /// adapter::finish(&session).await?; // the layer does this when the handler returns
+    /// assert_eq!(manager.sessions_of("user-42").await?.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_user(&self, user_id: &str) -> Result<()> {
         let mut state = self.lock();
         state.accessed = true;
@@ -132,6 +214,25 @@ impl Session {
 
     /// Ends the session: it is deleted in the store when the request ends and the cookie is
     /// cleared.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # let session = adapter::session_from_cookie_headers(&manager, []);
+    /// session.start()?;
+    /// session.destroy(); // a logout handler
+    /// assert!(!session.exists().await?);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn destroy(&self) {
         let mut state = self.lock();
         state.accessed = true;

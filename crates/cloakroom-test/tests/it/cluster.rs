@@ -477,7 +477,11 @@ async fn redirected_writes_that_wait_for_replicas_end_within_the_operation_timeo
         .await?;
     // A user's index, written now while every node still has the scripts.
     let user = UserKey::of("ann");
-    let index_key = format!("{}user:{}", cloakroom_redis::DEFAULT_PREFIX, user.as_str());
+    let index_key = format!(
+        "{}user:{}",
+        cloakroom_redis::RedisStore::DEFAULT_PREFIX,
+        user.as_str()
+    );
     let deadline = now_ms() + 3_600_000;
     let key = new_key(&store).await?;
     store.index_add(&user, &key, deadline, now_ms()).await?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+use cloakroom_core::adapter;
 use cloakroom_core::{SessionConfig, SessionManager, Store, UserKey};
 use cloakroom_redis::RedisStore;
 use cloakroom_test::RedisServer;
@@ -56,10 +57,11 @@ async fn volatile_lru_never_evicts_the_index_of_a_live_session() -> anyhow::Resu
     ensure!(policy.name == "volatile-lru" && policy.maxmemory == 4 << 20);
     ensure!(policy.keeps_user_indexes());
     let m = SessionManager::new(store.clone(), SessionConfig::new(SECRET)?)?;
-    let login = m.session_from_cookie_headers([]);
+    let login = adapter::session_from_cookie_headers(&m, []);
     login.start()?;
     login.set_user("ann")?;
-    let ann = returned_cookie(&login.finish().await?.set_cookie).context("no login cookie")?;
+    let ann =
+        returned_cookie(&adapter::finish(&login).await?.set_cookie).context("no login cookie")?;
     let index = format!("cloakroom:user:{}", UserKey::of("ann").as_str());
 
     // The index is now the key used longest ago; then memory fills with keys used less long
@@ -141,10 +143,10 @@ async fn an_index_written_by_an_earlier_version_is_upgraded_in_place() -> anyhow
         .arg(&index)
         .arg(60_000)
         .query(&mut conn)?;
-    let login = m.session_from_cookie_headers([]);
+    let login = adapter::session_from_cookie_headers(&m, []);
     login.start()?;
     login.set_user("ann")?;
-    login.finish().await?;
+    adapter::finish(&login).await?;
     let ttl: i64 = redis::cmd("PTTL").arg(&index).query(&mut conn)?;
     ensure!(ttl == -1, "the index kept its TTL: {ttl}");
     let now = cloakroom_test::conformance::now_ms();

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, ensure};
+use cloakroom_core::adapter;
 use cloakroom_core::{
     Clock, ManualClock, SessionConfig, SessionKey, SessionManager, Store, UserKey,
 };
@@ -30,10 +31,11 @@ async fn ann_logged_in_long_ago(
     let clock = ManualClock::new(SystemTime::now());
     let config = SessionConfig::new(SECRET)?.with_clock(Arc::new(clock.clone()));
     let m = SessionManager::new(store, config)?;
-    let s = m.session_from_cookie_headers([]);
+    let s = adapter::session_from_cookie_headers(&m, []);
     s.start()?;
     s.set_user("ann")?;
-    let cookie = returned_cookie(&s.finish().await?.set_cookie).context("no login cookie")?;
+    let cookie =
+        returned_cookie(&adapter::finish(&s).await?.set_cookie).context("no login cookie")?;
     clock.advance(Duration::from_secs(120));
     Ok((m, clock, cookie))
 }
@@ -57,7 +59,7 @@ async fn listed(clock: &ManualClock, store: &dyn Store, key: &SessionKey) -> any
 async fn rotate(m: &SessionManager, cookie: &str) -> anyhow::Result<String> {
     let s = request(m, cookie);
     ensure!(s.cycle_id().await?, "no session to rotate");
-    returned_cookie(&s.finish().await?.set_cookie).context("the rotation set no cookie")
+    returned_cookie(&adapter::finish(&s).await?.set_cookie).context("the rotation set no cookie")
 }
 
 const FORCED_ROUNDS: usize = 10;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, ensure};
+use cloakroom_core::adapter;
 use cloakroom_core::{
     CookieState, ErrorKind, ManualClock, MemoryStore, SessionConfig, SessionLimits, SessionManager,
     SessionToken, Store,
@@ -47,7 +48,7 @@ async fn login_then_read_and_count(f: StoreFixture) -> anyhow::Result<()> {
         let s = request(&m, &cookie);
         ensure!(s.incr("visits", 1).await? == Some(expected));
         ensure!(s.get::<String>("username").await?.as_deref() == Some("ann"));
-        let finished = s.finish().await?;
+        let finished = adapter::finish(&s).await?;
         ensure!(
             finished.set_cookie.is_none(),
             "an ordinary request re-set the cookie"
@@ -70,7 +71,7 @@ async fn reads_see_the_requests_own_writes(f: StoreFixture) -> anyhow::Result<()
         s.incr("n", 1).await? == Some(6),
         "incr must see the buffered set"
     );
-    s.finish().await?;
+    adapter::finish(&s).await?;
     let s = request(&m, &cookie);
     ensure!(s.get::<String>("theme").await?.as_deref() == Some("dark"));
     ensure!(s.get::<String>("username").await?.is_none());
@@ -85,7 +86,7 @@ async fn logout_invalidates_the_old_cookie(f: StoreFixture) -> anyhow::Result<()
     let cookie = login(&m, "ann").await?;
     let s = request(&m, &cookie);
     s.destroy();
-    let finished = s.finish().await?;
+    let finished = adapter::finish(&s).await?;
     ensure!(
         returned_cookie(&finished.set_cookie).as_deref() == Some(""),
         "logout did not clear the cookie"
@@ -94,7 +95,7 @@ async fn logout_invalidates_the_old_cookie(f: StoreFixture) -> anyhow::Result<()
     let s = request(&m, &cookie);
     ensure!(!s.exists().await?);
     ensure!(s.incr("visits", 1).await?.is_none());
-    let finished = s.finish().await?;
+    let finished = adapter::finish(&s).await?;
     // A dead token is left alone: clearing it could destroy a newer cookie set meanwhile.
     ensure!(finished.set_cookie.is_none(), "{:?}", finished.set_cookie);
     Ok(())
@@ -107,7 +108,7 @@ async fn login_rotation_invalidates_the_pre_login_token(f: StoreFixture) -> anyh
     let s = request(&m, &before);
     s.start()?;
     s.insert("username", "ann")?;
-    let after = returned_cookie(&s.finish().await?.set_cookie).context("no new cookie")?;
+    let after = returned_cookie(&adapter::finish(&s).await?.set_cookie).context("no new cookie")?;
     ensure!(after != before, "the token did not change at login");
     ensure!(
         !request(&m, &before).exists().await?,
@@ -128,7 +129,7 @@ async fn cycle_id_keeps_data_and_kills_the_old_token(f: StoreFixture) -> anyhow:
     let s = request(&m, &old);
     s.insert("cart", vec![1, 2, 3])?;
     ensure!(s.cycle_id().await?);
-    let new = returned_cookie(&s.finish().await?.set_cookie).context("no new cookie")?;
+    let new = returned_cookie(&adapter::finish(&s).await?.set_cookie).context("no new cookie")?;
     ensure!(new != old);
     ensure!(!request(&m, &old).exists().await?);
     let s = request(&m, &new);
@@ -148,7 +149,7 @@ async fn concurrent_requests_writing_different_fields_both_survive(
     ensure!(a.exists().await? && b.exists().await?);
     a.insert("theme", "dark")?;
     b.insert("lang", "fr")?;
-    let (ra, rb) = tokio::join!(a.finish(), b.finish());
+    let (ra, rb) = tokio::join!(adapter::finish(&a), adapter::finish(&b));
     ra?;
     rb?;
     let s = request(&m, &cookie);
@@ -166,7 +167,7 @@ async fn concurrent_increments_through_handles_lose_none(f: StoreFixture) -> any
             let s = request(&m, &cookie);
             tokio::spawn(async move {
                 let v = s.incr("visits", 1).await?;
-                s.finish().await?;
+                adapter::finish(&s).await?;
                 Ok::<_, cloakroom_core::Error>(v)
             })
         })
@@ -226,7 +227,7 @@ async fn forged_and_garbage_cookies_never_reach_the_store(f: StoreFixture) -> an
         ensure!(!s.exists().await?, "{case:?} found a session");
         ensure!(s.incr("visits", 1).await?.is_none());
         ensure!(s.get::<String>("username").await?.is_none());
-        let finished = s.finish().await?;
+        let finished = adapter::finish(&s).await?;
         ensure!(
             returned_cookie(&finished.set_cookie).as_deref() == Some(""),
             "{case:?}: bad cookie not cleared"
@@ -249,12 +250,12 @@ async fn writes_without_a_session_are_refused(f: StoreFixture) -> anyhow::Result
     let counting = CountingStore::new(f.store.clone());
     let counts = counting.counts();
     let m = manager(Arc::new(counting))?;
-    let s = m.session_from_cookie_headers([]);
+    let s = adapter::session_from_cookie_headers(&m, []);
     let err = s.insert("a", "b").err().map(|e| e.kind());
     ensure!(err == Some(ErrorKind::NoSession), "{err:?}");
     ensure!(s.incr("visits", 1).await?.is_none());
     ensure!(!s.cycle_id().await?);
-    let finished = s.finish().await?;
+    let finished = adapter::finish(&s).await?;
     ensure!(finished.set_cookie.is_none());
     ensure!(
         counts.total() == 0,
@@ -290,7 +291,7 @@ async fn an_untouched_session_costs_no_store_access(f: StoreFixture) -> anyhow::
     let cookie = login(&m, "ann").await?;
     let before = counts.total();
     let s = request(&m, &cookie);
-    let finished = s.finish().await?;
+    let finished = adapter::finish(&s).await?;
     ensure!(
         counts.total() == before,
         "a request that never used its session reached the store"
@@ -307,7 +308,7 @@ async fn a_write_to_an_expired_session_creates_nothing(f: StoreFixture) -> anyho
     let s = request(&m, &cookie);
     s.insert("late", "write")?; // buffered: the session is not known to be gone yet
     ensure!(!s.save().await?, "save reported a live session");
-    let finished = s.finish().await?;
+    let finished = adapter::finish(&s).await?;
     ensure!(finished.set_cookie.is_none());
     let s = request(&m, &cookie);
     ensure!(!s.exists().await?, "the write resurrected the session");
@@ -370,7 +371,7 @@ async fn a_login_flood_through_the_handle_logs_out_no_active_user() -> anyhow::R
             if (n + 80 * i).is_multiple_of(400) {
                 let s = request(&m, cookie);
                 let seen = s.get::<String>("username").await?;
-                s.finish().await?;
+                adapter::finish(&s).await?;
                 ensure!(
                     seen.as_deref() == Some(*name),
                     "{name} was logged out after {n} logins"
@@ -398,7 +399,8 @@ async fn a_session_rotated_during_a_login_flood_stays_in_use() -> anyhow::Result
                 s.cycle_id().await?,
                 "ann was logged out before the rotation"
             );
-            let rotated = returned_cookie(&s.finish().await?.set_cookie).context("no cookie")?;
+            let rotated =
+                returned_cookie(&adapter::finish(&s).await?.set_cookie).context("no cookie")?;
             for _ in 0..400 {
                 clock.advance(Duration::from_millis(1));
                 login(&m, "mallory").await?;
@@ -469,7 +471,7 @@ async fn the_absolute_lifetime_ends_even_an_active_session() -> anyhow::Result<(
     }
     let s = request(&m, &cookie);
     ensure!(s.cycle_id().await?);
-    cookie = returned_cookie(&s.finish().await?.set_cookie).context("no cookie")?;
+    cookie = returned_cookie(&adapter::finish(&s).await?.set_cookie).context("no cookie")?;
     clock.advance(Duration::from_secs(2 * 3600));
     ensure!(
         !request(&m, &cookie).exists().await?,
@@ -501,8 +503,8 @@ async fn cycle_id_racing_a_logout_does_not_resurrect(f: StoreFixture) -> anyhow:
     ensure!(a.cycle_id().await?);
     let b = request(&m, &cookie);
     b.destroy();
-    b.finish().await?;
-    let finished = a.finish().await?;
+    adapter::finish(&b).await?;
+    let finished = adapter::finish(&a).await?;
     let returned = returned_cookie(&finished.set_cookie);
     ensure!(
         returned.as_deref().is_none_or(str::is_empty),
@@ -554,9 +556,12 @@ async fn a_rotated_secret_keeps_sessions_until_the_old_key_retires(
     let old = SessionManager::new(store.clone(), SessionConfig::new(SECRET)?)?;
     let old_cookie = login(&old, "ann").await?;
     // The rotation: the new key signs, the old one verifies for one more hour.
-    let clock = ManualClock::new(SystemTime::now());
+    // The retirement is an hour after the clock's start, to the millisecond: the clock, not
+    // the time this test takes, decides when the old key retires.
+    let start = SystemTime::now();
+    let clock = ManualClock::new(start);
     let rotated_config = SessionConfig::new(NEW_SECRET)?
-        .with_previous_secret(SECRET, SystemTime::now() + Duration::from_secs(3600))?
+        .with_previous_secret(SECRET, start + Duration::from_secs(3600))?
         // Longer than the hour the clock jumps below, so no session simply goes idle.
         .with_idle_timeout(Duration::from_secs(4 * 3600))
         .with_clock(Arc::new(clock.clone()));
@@ -567,7 +572,7 @@ async fn a_rotated_secret_keeps_sessions_until_the_old_key_retires(
         s.incr("visits", 1).await? == Some(1),
         "the old key's session is lost"
     );
-    ensure!(s.finish().await?.set_cookie.is_none());
+    ensure!(adapter::finish(&s).await?.set_cookie.is_none());
     // New logins are signed with the new key: a server that knows only the old key refuses them.
     let new_cookie = login(&rotated, "bob").await?;
     ensure!(request(&old, &new_cookie).cookie_state() == CookieState::Invalid);
@@ -580,7 +585,7 @@ async fn a_rotated_secret_keeps_sessions_until_the_old_key_retires(
     ensure!(s.cookie_state() == CookieState::Invalid);
     ensure!(s.incr("visits", 1).await?.is_none());
     ensure!(
-        returned_cookie(&s.finish().await?.set_cookie).as_deref() == Some(""),
+        returned_cookie(&adapter::finish(&s).await?.set_cookie).as_deref() == Some(""),
         "the retired key's cookie was not cleared"
     );
     ensure!(
@@ -625,14 +630,14 @@ async fn a_next_key_accepts_cookies_of_instances_that_already_sign_with_it(
     ensure!(s.get::<String>("username").await?.as_deref() == Some("bob"));
     ensure!(s.incr("visits", 1).await? == Some(1));
     ensure!(
-        s.finish().await?.set_cookie.is_none(),
+        adapter::finish(&s).await?.set_cookie.is_none(),
         "A re-set the cookie"
     );
     let before = counts.total();
     let s = request(&unaware, &cookie_from_b);
     ensure!(s.cookie_state() == CookieState::Invalid);
     ensure!(
-        returned_cookie(&s.finish().await?.set_cookie).as_deref() == Some(""),
+        returned_cookie(&adapter::finish(&s).await?.set_cookie).as_deref() == Some(""),
         "the unaware instance kept a cookie it cannot verify"
     );
     ensure!(
@@ -646,12 +651,12 @@ async fn a_next_key_accepts_cookies_of_instances_that_already_sign_with_it(
         let s = request(instance, &cookie_from_a);
         ensure!(s.cookie_state() == CookieState::Valid);
         ensure!(s.get::<String>("username").await?.as_deref() == Some("ann"));
-        s.finish().await?;
+        adapter::finish(&s).await?;
     }
     // And bob's session, visited on A, is the same one on B.
     let s = request(&b, &cookie_from_b);
     ensure!(s.get::<i64>("visits").await? == Some(1));
-    s.finish().await?;
+    adapter::finish(&s).await?;
     Ok(())
 }
 
@@ -674,13 +679,13 @@ async fn attacks_and_broken_input_are_counted(f: StoreFixture) -> anyhow::Result
     // A field that does not decode to the type asked for.
     let s = request(&m, &cookie);
     ensure!(s.get::<i64>("username").await.is_err());
-    s.finish().await?;
+    adapter::finish(&s).await?;
     ensure!(metrics.decode_errors() == 1, "{metrics:?}");
 
     // A validly signed token replayed after logout, through a read and through an increment.
     let s = request(&m, &cookie);
     s.destroy();
-    s.finish().await?;
+    adapter::finish(&s).await?;
     ensure!(
         metrics.unknown_tokens() == 0,
         "a live session counted as unknown"
@@ -705,7 +710,7 @@ async fn limits_refuse_oversized_writes_and_write_nothing(f: StoreFixture) -> an
         |r: cloakroom_core::Result<()>| r.err().map(|e| e.kind()) == Some(ErrorKind::TooLarge);
 
     // While starting a session (its content is known).
-    let s = m.session_from_cookie_headers([]);
+    let s = adapter::session_from_cookie_headers(&m, []);
     s.start()?;
     s.insert("username", "ann")?; // 8 + 5 bytes
     ensure!(too_large(s.insert("ninechars", "x")), "long name");
@@ -714,7 +719,7 @@ async fn limits_refuse_oversized_writes_and_write_nothing(f: StoreFixture) -> an
         s.incr("ninechars", 1).await.err().map(|e| e.kind()) == Some(ErrorKind::TooLarge),
         "long counter name"
     );
-    let cookie = returned_cookie(&s.finish().await?.set_cookie).context("no cookie")?;
+    let cookie = returned_cookie(&adapter::finish(&s).await?.set_cookie).context("no cookie")?;
 
     // A loaded session: the whole session is bounded.
     let s = request(&m, &cookie);
@@ -729,7 +734,7 @@ async fn limits_refuse_oversized_writes_and_write_nothing(f: StoreFixture) -> an
     ); // username 13 + b 11 + the new a 17 = 41 > 40
     s.remove("a")?;
     s.insert("c", 3)?; // room again
-    s.finish().await?;
+    adapter::finish(&s).await?;
 
     // What was refused was never written; what was accepted was.
     let s = request(&m, &cookie);
@@ -742,7 +747,7 @@ async fn limits_refuse_oversized_writes_and_write_nothing(f: StoreFixture) -> an
             "{refused} was written"
         );
     }
-    s.finish().await?;
+    adapter::finish(&s).await?;
 
     // A blind write (session not loaded) is bounded by the request's own changes.
     let s = request(&m, &cookie);
@@ -766,7 +771,8 @@ async fn concurrent_duplicate_logins_get_distinct_tokens(f: StoreFixture) -> any
             let s = request(&m, &planted);
             s.start()?;
             s.insert("username", format!("ann-{i}"))?;
-            let cookie = returned_cookie(&s.finish().await?.set_cookie).context("no cookie")?;
+            let cookie =
+                returned_cookie(&adapter::finish(&s).await?.set_cookie).context("no cookie")?;
             anyhow::Ok((i, cookie))
         }));
     }

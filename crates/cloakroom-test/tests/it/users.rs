@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, ensure};
+use cloakroom_core::adapter;
 use cloakroom_core::store::META_USER;
 use cloakroom_core::{ErrorKind, SessionConfig, SessionManager, SessionToken, Store, UserKey};
 use cloakroom_test::StoreFixture;
@@ -43,17 +44,17 @@ async fn the_handle_names_its_session_and_user_for_a_sessions_page(
     ensure!(s.manager().end_session_of("ann", &other).await?);
     ensure!(!alive(&m, &laptop).await?);
     // No session, no key; a session without a user, no user.
-    let anonymous = m.session_from_cookie_headers([]);
+    let anonymous = adapter::session_from_cookie_headers(&m, []);
     ensure!(anonymous.key().await?.is_none() && anonymous.user().await?.is_none());
     let plain = login(&m, "bob").await?;
     ensure!(request(&m, &plain).user().await?.is_none());
     // A session started in this request has its key and user before it is saved.
-    let s = m.session_from_cookie_headers([]);
+    let s = adapter::session_from_cookie_headers(&m, []);
     s.start()?;
     s.set_user("cy")?;
     let started = s.key().await?.context("a started session has no key")?;
     ensure!(s.user().await? == Some(UserKey::of("cy")));
-    let cookie = returned_cookie(&s.finish().await?.set_cookie).context("no cookie")?;
+    let cookie = returned_cookie(&adapter::finish(&s).await?.set_cookie).context("no cookie")?;
     ensure!(
         token_of(&cookie)?.key() == started,
         "the key changed at the save"
@@ -67,11 +68,11 @@ fn manager(store: Arc<dyn Store>) -> anyhow::Result<SessionManager> {
 
 /// Logs `user` in from `device` (stored in the session, as an app would for a sessions page).
 async fn login_as(m: &SessionManager, user: &str, device: &str) -> anyhow::Result<String> {
-    let s = m.session_from_cookie_headers([]);
+    let s = adapter::session_from_cookie_headers(m, []);
     s.start()?;
     s.set_user(user)?;
     s.insert("device", device)?;
-    returned_cookie(&s.finish().await?.set_cookie).context("login set no cookie")
+    returned_cookie(&adapter::finish(&s).await?.set_cookie).context("login set no cookie")
 }
 
 async fn alive(m: &SessionManager, cookie: &str) -> anyhow::Result<bool> {
@@ -106,21 +107,21 @@ async fn ending_other_sessions_keeps_the_current_one(f: StoreFixture) -> anyhow:
     // Ann changes her password on the laptop.
     let s = request(&m, &laptop);
     ensure!(s.end_other_sessions().await? == 2);
-    s.finish().await?;
+    adapter::finish(&s).await?;
     ensure!(alive(&m, &laptop).await?, "the current session was ended");
     ensure!(!alive(&m, &phone).await? && !alive(&m, &tablet).await?);
     ensure!(alive(&m, &bob).await?);
     // A session without a user has no others to end; a new login ends the others at once.
     let carol = login(&m, "carol").await?;
     ensure!(request(&m, &carol).end_other_sessions().await? == 0);
-    let s = m.session_from_cookie_headers([]);
+    let s = adapter::session_from_cookie_headers(&m, []);
     s.start()?;
     s.set_user("ann")?;
     ensure!(
         s.end_other_sessions().await? == 1,
         "the laptop was not ended"
     );
-    let fresh = returned_cookie(&s.finish().await?.set_cookie).context("no cookie")?;
+    let fresh = returned_cookie(&adapter::finish(&s).await?.set_cookie).context("no cookie")?;
     ensure!(alive(&m, &fresh).await? && !alive(&m, &laptop).await?);
     Ok(())
 }
@@ -162,7 +163,7 @@ async fn the_index_follows_rotation_and_logout(f: StoreFixture) -> anyhow::Resul
     let old = login_as(&m, "ann", "phone").await?;
     let s = request(&m, &old);
     ensure!(s.cycle_id().await?);
-    let new = returned_cookie(&s.finish().await?.set_cookie).context("no cookie")?;
+    let new = returned_cookie(&adapter::finish(&s).await?.set_cookie).context("no cookie")?;
     let sessions = m.sessions_of("ann").await?;
     ensure!(sessions.len() == 1, "{sessions:?}");
     ensure!(
@@ -176,7 +177,7 @@ async fn the_index_follows_rotation_and_logout(f: StoreFixture) -> anyhow::Resul
     let again = login_as(&m, "ann", "phone").await?;
     let s = request(&m, &again);
     s.destroy();
-    s.finish().await?;
+    adapter::finish(&s).await?;
     ensure!(m.sessions_of("ann").await?.is_empty());
     Ok(())
 }
@@ -186,7 +187,10 @@ async fn a_user_is_bound_only_to_a_session_started_in_the_request(
 ) -> anyhow::Result<()> {
     let m = manager(f.store.clone())?;
     let cookie = login(&m, "ann").await?;
-    for s in [request(&m, &cookie), m.session_from_cookie_headers([])] {
+    for s in [
+        request(&m, &cookie),
+        adapter::session_from_cookie_headers(&m, []),
+    ] {
         match s.set_user("ann") {
             Err(e) if e.kind() == ErrorKind::NoSession => {}
             other => anyhow::bail!("expected NoSession, got {other:?}"),

@@ -8,8 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::ensure;
 use cloakroom_core::{
-    ErrorKind, MAX_PREVIOUS_KEYS, MemoryStore, SameSite, SessionConfig, SessionLimits,
-    SessionManager,
+    CookieSigner, ErrorKind, MemoryStore, SameSite, SessionConfig, SessionLimits, SessionManager,
 };
 
 use super::SECRET;
@@ -130,7 +129,7 @@ fn a_timeout_of_a_century() -> anyhow::Result<()> {
 #[test]
 fn more_previous_keys_than_kept() -> anyhow::Result<()> {
     let retire = SystemTime::now() + Duration::from_secs(3600);
-    let config = (0..=MAX_PREVIOUS_KEYS).try_fold(base()?, |c, i| {
+    let config = (0..=CookieSigner::MAX_PREVIOUS_KEYS).try_fold(base()?, |c, i| {
         c.with_previous_secret(
             format!("previous-secret-number-{i}-0123456789abcdef"),
             retire,

@@ -7,6 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::ensure;
+use cloakroom_core::adapter;
 use cloakroom_core::{CookieSigner, CookieState, SessionConfig, SessionToken};
 use cloakroom_test::StoreFixture;
 
@@ -43,7 +44,7 @@ async fn check(
         .with_previous_secret(RETIRED, SystemTime::now() - Duration::from_secs(3600))?;
     let (manager, counts) = counted(f.store.clone(), config)?;
     let header = header(&signed(SECRET)?)?;
-    let session = manager.session_from_cookie_headers([header.as_bytes()]);
+    let session = adapter::session_from_cookie_headers(&manager, [header.as_bytes()]);
     let expected = match taken {
         Taken::Forged => CookieState::Invalid,
         Taken::NotOurs => CookieState::Absent,
@@ -59,11 +60,11 @@ async fn check(
         "an increment counted"
     );
     ensure!(session.insert("x", 1).is_err(), "a write was accepted");
-    let finished = session.finish().await?;
+    let finished = adapter::finish(&session).await?;
     let cleared = finished
         .set_cookie
-        .as_deref()
-        .is_some_and(|c| c.starts_with(&format!("{NAME}=;")));
+        .as_ref()
+        .is_some_and(|c| c.header_value().starts_with(&format!("{NAME}=;")));
     ensure!(
         cleared == (taken == Taken::Forged),
         "cleared: {cleared}, {finished:?}"

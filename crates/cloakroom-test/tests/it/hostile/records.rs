@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+use cloakroom_core::adapter;
 use cloakroom_core::store::Delta;
 use cloakroom_core::{ErrorKind, SessionConfig, SessionLimits, SessionManager};
 use cloakroom_redis::RedisStore;
@@ -68,7 +69,7 @@ async fn no_session_here(p: &mut Planted) -> anyhow::Result<()> {
     ensure!(s.incr("visits", 1).await?.is_none(), "a visit was counted");
     ensure!(!s.exists().await?, "the unreadable record is a session");
     ensure!(s.get::<String>("username").await?.is_none());
-    let finished = s.finish().await?;
+    let finished = adapter::finish(&s).await?;
     ensure!(finished.set_cookie.is_none(), "{:?}", finished.set_cookie);
     ensure!(p.counts.total() == calls + 1, "expected one lookup");
     ensure!(
@@ -77,14 +78,17 @@ async fn no_session_here(p: &mut Planted) -> anyhow::Result<()> {
     );
     let s = request(&p.m, &p.cookie);
     s.insert("theme", "dark")?;
-    s.finish().await?;
+    adapter::finish(&s).await?;
     ensure!(raw_dump(p)? == before, "the unreadable record was modified");
     // Logging in again from the same browser works and replaces it.
     let s = request(&p.m, &p.cookie);
     s.start()?;
     s.insert("username", "ann")?;
-    let fresh = s.finish().await?.set_cookie.context("no new cookie")?;
-    let fresh = fresh.split(';').next().unwrap_or_default().to_owned();
+    let fresh = adapter::finish(&s)
+        .await?
+        .set_cookie
+        .context("no new cookie")?;
+    let fresh = format!("{}={}", fresh.name(), fresh.value());
     ensure!(request(&p.m, &fresh).incr("visits", 1).await? == Some(1));
     let exists: bool = p.conn.exists(&p.key)?;
     ensure!(
@@ -123,7 +127,7 @@ async fn left_out(p: &mut Planted, name: &[u8], value: &[u8]) -> anyhow::Result<
     ensure!(s.incr("visits", 1).await? == Some(1), "the visit failed");
     ensure!(s.exists().await?);
     s.insert("theme", "dark")?;
-    s.finish().await?;
+    adapter::finish(&s).await?;
     let s = request(&p.m, &p.cookie);
     ensure!(s.get::<String>("theme").await? == Some("dark".into()));
     let stored: Option<Vec<u8>> = p.conn.hget(&p.key, name)?;
@@ -246,7 +250,7 @@ async fn a_record_of_an_unknown_newer_schema() -> anyhow::Result<()> {
     ensure!(s.incr("visits", 1).await? == Some(1));
     ensure!(s.get::<String>("username").await? == Some("ann".into()));
     s.insert("theme", "dark")?;
-    s.finish().await?;
+    adapter::finish(&s).await?;
     let schema: Option<String> = p.conn.hget(&p.key, "__schema")?;
     ensure!(
         schema.as_deref() == Some("2"),
@@ -339,7 +343,7 @@ async fn a_field_holding_text_that_is_not_json(f: StoreFixture) -> anyhow::Resul
     ensure_kind(s.get::<Vec<u32>>("cart").await, ErrorKind::Decode)?;
     ensure!(s.get::<String>("username").await? == Some("ann".into()));
     ensure!(m.metrics().decode_errors() == 1);
-    s.finish().await?;
+    adapter::finish(&s).await?;
     ensure!(user_field(&f, &cookie, "cart").await?.as_deref() == Some("{not json"));
     Ok(())
 }
@@ -372,11 +376,11 @@ async fn a_session_planted_past_the_limits(f: StoreFixture) -> anyhow::Result<()
     ensure!(s.get::<u32>("f299").await? == Some(299));
     ensure_kind(s.insert("extra", 1), ErrorKind::TooLarge)?;
     s.remove("f0")?;
-    s.finish().await?;
+    adapter::finish(&s).await?;
     // A blind write (nothing loaded) is refused by the store itself.
     let s = request(&m, &cookie);
     s.insert("extra", 1)?;
-    ensure_kind(s.finish().await, ErrorKind::TooLarge)?;
+    ensure_kind(adapter::finish(&s).await, ErrorKind::TooLarge)?;
     ensure!(user_field(&f, &cookie, "extra").await?.is_none());
     ensure!(user_field(&f, &cookie, "f0").await?.is_none());
     Ok(())

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+use cloakroom_core::adapter;
 use cloakroom_core::{CookieSigner, CookieState, SessionConfig, SessionManager, SessionToken};
 use cloakroom_test::StoreFixture;
 use cloakroom_test::conformance::load;
@@ -50,7 +51,7 @@ async fn replay_finds_nothing(
     ensure!(s.incr("visits", 1).await?.is_none(), "an increment counted");
     ensure!(!s.exists().await?, "a session was found");
     ensure!(s.get::<String>("username").await?.is_none());
-    let finished = s.finish().await?;
+    let finished = adapter::finish(&s).await?;
     ensure!(
         finished.set_cookie.is_none(),
         "the response touched the cookie: {finished:?}"
@@ -74,7 +75,7 @@ async fn a_logged_out_token_replayed(f: StoreFixture) -> anyhow::Result<()> {
     let cookie = login(&m, "ann").await?;
     let s = request(&m, &cookie);
     s.destroy();
-    s.finish().await?;
+    adapter::finish(&s).await?;
     replay_finds_nothing(&f, &m, &counts, &cookie).await
 }
 
@@ -106,7 +107,7 @@ async fn the_pre_login_token_replayed_after_login(f: StoreFixture) -> anyhow::Re
     let s = request(&m, &planted);
     s.start()?;
     s.insert("username", "victim")?;
-    let fresh = returned_cookie(&s.finish().await?.set_cookie).context("no new cookie")?;
+    let fresh = returned_cookie(&adapter::finish(&s).await?.set_cookie).context("no new cookie")?;
     ensure!(fresh != planted, "login kept the planted token");
     replay_finds_nothing(&f, &m, &counts, &planted).await?;
     ensure!(request(&m, &fresh).get::<String>("username").await? == Some("victim".into()));
@@ -118,7 +119,7 @@ async fn a_token_replayed_after_its_id_was_cycled(f: StoreFixture) -> anyhow::Re
     let old = login(&m, "ann").await?;
     let s = request(&m, &old);
     ensure!(s.cycle_id().await?);
-    let new = returned_cookie(&s.finish().await?.set_cookie).context("no new cookie")?;
+    let new = returned_cookie(&adapter::finish(&s).await?.set_cookie).context("no new cookie")?;
     replay_finds_nothing(&f, &m, &counts, &old).await?;
     ensure!(request(&m, &new).get::<String>("username").await? == Some("ann".into()));
     Ok(())
@@ -140,7 +141,7 @@ async fn a_logged_out_token_replayed_by_fifty_requests_at_once(
     let cookie = login(&m, "ann").await?;
     let s = request(&m, &cookie);
     s.destroy();
-    s.finish().await?;
+    adapter::finish(&s).await?;
     let m = Arc::new(m);
     let creates = counts.creates();
     let mut tasks = Vec::new();
@@ -150,7 +151,7 @@ async fn a_logged_out_token_replayed_by_fifty_requests_at_once(
             let s = request(&m, &cookie);
             s.insert("n", i)?;
             let counted = s.incr("visits", 1).await?;
-            s.finish().await?;
+            adapter::finish(&s).await?;
             anyhow::Ok(counted)
         }));
     }

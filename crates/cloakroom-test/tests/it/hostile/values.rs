@@ -6,8 +6,9 @@
 //! plain data that reads back byte for byte and changes no key.
 
 use anyhow::ensure;
+use cloakroom_core::adapter;
 use cloakroom_core::store::Delta;
-use cloakroom_core::{ErrorKind, MAX_VALUE_DEPTH, SessionConfig, SessionLimits};
+use cloakroom_core::{ErrorKind, SessionConfig, SessionLimits};
 use cloakroom_test::StoreFixture;
 use cloakroom_test::conformance::{apply_step, load};
 use cloakroom_test::requests::{login, request, token_of};
@@ -49,15 +50,15 @@ async fn a_value_nested_deeper_than_can_be_read_back(f: StoreFixture) -> anyhow:
     let before = stored(&f, &cookie).await?;
     let s = request(&m, &cookie);
     ensure_kind(
-        s.insert("deep", nested(MAX_VALUE_DEPTH + 1)),
+        s.insert("deep", nested(SessionLimits::MAX_VALUE_DEPTH + 1)),
         ErrorKind::TooLarge,
     )?;
     // The deepest accepted value reads back.
-    s.insert("deepest", nested(MAX_VALUE_DEPTH))?;
-    s.finish().await?;
+    s.insert("deepest", nested(SessionLimits::MAX_VALUE_DEPTH))?;
+    adapter::finish(&s).await?;
     let value = request(&m, &cookie).get::<Value>("deepest").await?;
     ensure!(
-        value == Some(nested(MAX_VALUE_DEPTH)),
+        value == Some(nested(SessionLimits::MAX_VALUE_DEPTH)),
         "the deepest value did not read back"
     );
     let after = stored(&f, &cookie).await?;
@@ -95,7 +96,7 @@ async fn a_value_over_the_size_limit(f: StoreFixture) -> anyhow::Result<()> {
     // 1,023 characters plus two quotes: one byte over.
     ensure_kind(s.insert("note", "x".repeat(1023)), ErrorKind::TooLarge)?;
     s.insert("fits", "x".repeat(1022))?;
-    s.finish().await?;
+    adapter::finish(&s).await?;
     ensure!(stored(&f, &cookie).await?.len() == before.len() + 1);
     Ok(())
 }
@@ -108,7 +109,7 @@ async fn a_field_name_over_the_length_limit(f: StoreFixture) -> anyhow::Result<(
     ensure_kind(s.insert(&"n".repeat(129), 1), ErrorKind::TooLarge)?;
     ensure_kind(s.incr(&"n".repeat(129), 1).await, ErrorKind::TooLarge)?;
     s.insert(&"n".repeat(128), 1)?;
-    s.finish().await?;
+    adapter::finish(&s).await?;
     ensure!(stored(&f, &cookie).await?.len() == before.len() + 1);
     Ok(())
 }
@@ -127,7 +128,7 @@ async fn a_metadata_field_written_by_a_handler(f: StoreFixture) -> anyhow::Resul
         ensure_kind(s.incr(name, 1).await, ErrorKind::InvalidFieldName)?;
         ensure_kind(s.remove(name), ErrorKind::InvalidFieldName)?;
     }
-    s.finish().await?;
+    adapter::finish(&s).await?;
     let after = load(f.store(), &key)
         .await?
         .and_then(|f| f.get("__deadline").cloned());
@@ -149,11 +150,11 @@ async fn blind_writes_past_the_field_limit(f: StoreFixture) -> anyhow::Result<()
     for i in 0..7 {
         let s = request(&m, &cookie);
         s.insert(&format!("f{i}"), i)?;
-        s.finish().await?;
+        adapter::finish(&s).await?;
     }
     let s = request(&m, &cookie);
     s.insert("f7", 7)?;
-    ensure_kind(s.finish().await, ErrorKind::TooLarge)?;
+    ensure_kind(adapter::finish(&s).await, ErrorKind::TooLarge)?;
     let s = request(&m, &cookie);
     ensure_kind(s.incr("f8", 1).await, ErrorKind::TooLarge)?;
     ensure!(stored(&f, &cookie).await?.len() == 8);
@@ -173,13 +174,13 @@ async fn blind_writes_past_the_session_size_limit(f: StoreFixture) -> anyhow::Re
     for i in 0..3 {
         let s = request(&m, &cookie);
         s.insert(&format!("c{i}"), &chunk)?;
-        s.finish().await?;
+        adapter::finish(&s).await?;
     }
     // About 3,000 bytes stored; the fourth and fifth chunk together would make about 5,000.
     let s = request(&m, &cookie);
     s.insert("c3", &chunk)?;
     s.insert("c4", &chunk)?;
-    ensure_kind(s.finish().await, ErrorKind::TooLarge)?;
+    ensure_kind(adapter::finish(&s).await, ErrorKind::TooLarge)?;
     let fields = stored(&f, &cookie).await?;
     ensure!(
         fields.len() == 4,
@@ -207,7 +208,7 @@ async fn glob_and_hash_tag_characters_in_names_and_values(f: StoreFixture) -> an
     for name in names {
         s.insert(name, format!("{name}*{{x}}?["))?;
     }
-    s.finish().await?;
+    adapter::finish(&s).await?;
     let s = request(&m, &cookie);
     for name in names {
         let value = s.get::<String>(name).await?;
@@ -237,7 +238,7 @@ async fn markup_controls_and_unicode_in_values(f: StoreFixture) -> anyhow::Resul
     for (i, value) in values.iter().enumerate() {
         s.insert(&format!("v{i}"), value)?;
     }
-    s.finish().await?;
+    adapter::finish(&s).await?;
     let s = request(&m, &cookie);
     for (i, value) in values.iter().enumerate() {
         let read = s.get::<String>(&format!("v{i}")).await?;

@@ -1,0 +1,204 @@
+//! What a framework integration needs, and nothing a handler needs.
+//!
+//! An integration (the axum layer of this crate is one; an actix-web middleware would be
+//! another) does three things per request:
+//!
+//! 1. Before the handler runs, it makes the request's [`Session`] from the request's `Cookie`
+//!    header values, as bytes: [`session_from_cookie_headers`]. This costs no store access; a
+//!    cookie that does not verify is treated as absent.
+//! 2. It hands the handler the session (a clone: clones share the request's state).
+//! 3. When the handler has returned, it calls [`finish`], which writes what the request changed
+//!    and says what the response needs ([`Finished`]): a [`SetCookie`] to send, if any, and
+//!    whether the handler used the session, in which case the response depends on the cookie
+//!    and must be marked `Cache-Control: no-store` (or `private`) and `Vary: Cookie`. Where it
+//!    can, the integration runs [`finish`] in a task of its own when [`has_unsaved_changes`]
+//!    says there is something to write, so that a client going away cannot cancel a logout's
+//!    delete.
+//!
+//! A failed [`finish`] is an [`Error`](crate::Error): the response becomes the error's (503 for
+//! a store failure, 413 for a limit, 500 for misuse), with a generic body.
+//!
+//! [`Finished`] and [`SetCookie`] are non-exhaustive, so what the core decides about a response
+//! can grow (a token for a client that sends it in a header, a cookie that ends with the
+//! browser) without breaking integrations.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::{SameSite, SessionConfig};
+use crate::error::Result;
+use crate::session::{Session, SessionManager};
+
+/// A request's session, made from its `Cookie` header values as bytes (a header may hold other
+/// cookies that are not ASCII; only ours must be). Costs no store access: the session is looked
+/// up only when the handler first uses it. A cookie that does not verify, or two cookies of our
+/// name, count as no cookie and are recorded in [`SessionMetrics`](crate::SessionMetrics).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+///
+/// let manager = SessionManager::new(
+///     Arc::new(MemoryStore::new()),
+///     SessionConfig::new("an example secret of at least 32 bytes")?,
+/// )?;
+/// let session = adapter::session_from_cookie_headers(&manager, [b"__Host-cloakroom=forged".as_slice()]);
+/// assert_eq!(session.cookie_state(), cloakroom_core::CookieState::Invalid);
+/// # Ok::<(), cloakroom_core::Error>(())
+/// ```
+pub fn session_from_cookie_headers<'a>(
+    manager: &SessionManager,
+    cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+) -> Session {
+    manager.session_from_cookie_headers(cookie_headers)
+}
+
+/// True when finishing the request will write to the store: a session to create, sessions to
+/// delete, or buffered writes. An integration that can spawn a task runs [`finish`] in one
+/// then, and calls it in place otherwise (it costs no store access).
+pub fn has_unsaved_changes(session: &Session) -> bool {
+    session.has_unsaved_changes()
+}
+
+/// Writes what the request changed (creates a session started in it, deletes retired ones,
+/// applies the buffered writes) and says what the response needs. Called once per request,
+/// when the handler has returned.
+///
+/// # Errors
+///
+/// As [`Session::save`].
+///
+/// # Examples
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> cloakroom_core::Result<()> {
+/// # let manager = SessionManager::new(
+/// #     Arc::new(MemoryStore::new()),
+/// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+/// # )?;
+/// let session = adapter::session_from_cookie_headers(&manager, []);
+/// session.start()?; // what a login handler does
+/// let finished = adapter::finish(&session).await?;
+/// let cookie = finished.set_cookie.expect("a login sets the cookie");
+/// assert_eq!(cookie.name(), "__Host-cloakroom");
+/// assert!(!cookie.is_removal());
+/// # Ok(())
+/// # }
+/// ```
+pub async fn finish(session: &Session) -> Result<Finished> {
+    session.finish().await
+}
+
+/// What the end of a request must do to the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Finished {
+    /// A cookie to set or clear, if the session's cookie changed.
+    pub set_cookie: Option<SetCookie>,
+    /// Whether the handler used the session: the response then depends on the cookie and must
+    /// not be cached by shared caches.
+    pub accessed: bool,
+}
+
+/// The session cookie a response sets, or clears, with the configured attributes: always
+/// `HttpOnly`, `Secure` unless configured off, the configured `SameSite`, `Path` and `Domain`,
+/// and a `Max-Age` of the absolute lifetime (0, and an `Expires` in the past, to clear it).
+///
+/// Its [`Display`](fmt::Display) form is the `Set-Cookie` header value. It holds only visible
+/// ASCII: the name and the attributes are checked when the configuration is built, and the
+/// value is a signed token in base64url.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetCookie {
+    name: String,
+    value: String,
+    max_age: Duration,
+    header: String,
+}
+
+impl SetCookie {
+    pub(crate) fn of(config: &SessionConfig, value: Option<&str>) -> Self {
+        let name = config.cookie_name().to_owned();
+        let mut cookie = cookie::Cookie::build((name.clone(), value.unwrap_or("").to_owned()))
+            .http_only(true)
+            .secure(config.secure)
+            .path(config.path.clone())
+            .same_site(match config.same_site {
+                SameSite::Strict => cookie::SameSite::Strict,
+                SameSite::Lax => cookie::SameSite::Lax,
+                SameSite::None => cookie::SameSite::None,
+            });
+        if let Some(domain) = &config.domain {
+            cookie = cookie.domain(domain.clone());
+        }
+        let max_age = if value.is_some() {
+            config.absolute_timeout
+        } else {
+            Duration::ZERO
+        };
+        let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+        cookie = cookie.max_age(cookie::time::Duration::seconds(seconds));
+        if value.is_none() {
+            cookie = cookie.expires(cookie::time::OffsetDateTime::UNIX_EPOCH);
+        }
+        Self {
+            name,
+            value: value.unwrap_or("").to_owned(),
+            max_age,
+            header: cookie.build().to_string(),
+        }
+    }
+
+    /// The cookie's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The cookie's value: the signed token, or empty when the cookie is cleared.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// How long the browser keeps the cookie; zero when it is cleared.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// True when the response clears the cookie (a logout, a session that ended).
+    pub fn is_removal(&self) -> bool {
+        self.value.is_empty()
+    }
+
+    /// The `Set-Cookie` header value.
+    pub fn header_value(&self) -> &str {
+        &self.header
+    }
+
+    /// The `Set-Cookie` header value as an `http` header value (feature `axum`).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) should the value hold a byte a header
+    /// may not, which the configuration's checks rule out.
+    #[cfg(feature = "axum")]
+    pub fn to_header_value(&self) -> Result<http::HeaderValue> {
+        http::HeaderValue::from_str(&self.header).map_err(|e| {
+            crate::Error::with_source(
+                crate::ErrorKind::Config,
+                "the session cookie is not a valid header value",
+                e,
+            )
+        })
+    }
+}
+
+impl fmt::Display for SetCookie {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.header)
+    }
+}
