@@ -124,6 +124,20 @@ impl MemoryStore {
     }
 
     /// A builder to set the bound, the clock or the sweep interval.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use cloakroom_core::MemoryStore;
+    ///
+    /// let store = MemoryStore::builder()
+    ///     .with_max_sessions(10_000)
+    ///     .with_sweep_interval(Some(Duration::from_secs(60)))
+    ///     .build();
+    /// assert!(store.is_empty());
+    /// ```
     pub fn builder() -> MemoryStoreBuilder {
         MemoryStoreBuilder {
             max_sessions: DEFAULT_MAX_SESSIONS,

@@ -29,6 +29,24 @@ impl RedisStore {
     /// A builder for a store at `url`: `redis://[user:password@]host[:port][/db]` or
     /// `rediss://...` for TLS (certificates verified against the system's roots). In cluster
     /// mode the URL names any one node, or ElastiCache's configuration endpoint.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// use cloakroom_redis::{RedisStore, ReplicaAcks};
+    ///
+    /// # async fn run() -> cloakroom_core::Result<()> {
+    /// // An ElastiCache cluster's configuration endpoint, over TLS, with an ACL user.
+    /// let store = RedisStore::builder("rediss://sessions:PASSWORD@clustercfg.example.cache.amazonaws.com:6379")
+    ///     .with_operation_timeout(Duration::from_millis(500))
+    ///     .with_replica_acks(ReplicaAcks::on_deletes(1, Duration::from_millis(100)))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
             url: url.into(),

@@ -81,6 +81,30 @@ impl SessionManager {
     ///
     /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when the store cannot be reached;
     /// a session whose record cannot be read is left out and logged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # for _ in 0..2 {
+    /// #     let login = adapter::session_from_cookie_headers(&manager, []);
+    /// #     login.start()?;
+    /// #     login.set_user("user-42")?;
+    /// #     adapter::finish(&login).await?;
+    /// # }
+    /// // Two logins of user-42, on a phone and a laptop.
+    /// let sessions = manager.sessions_of("user-42").await?;
+    /// assert_eq!(sessions.len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn sessions_of(&self, user_id: &str) -> Result<Vec<UserSession>> {
         let user = UserKey::of(user_id);
         let now = unix_millis(self.shared.config.clock.now());
@@ -139,6 +163,30 @@ impl SessionManager {
     /// [`ErrorKind::Backend`](crate::ErrorKind::Backend); see
     /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
     /// run); sessions ended before the failure stay ended, and calling again ends the rest.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # for _ in 0..2 {
+    /// #     let login = adapter::session_from_cookie_headers(&manager, []);
+    /// #     login.start()?;
+    /// #     login.set_user("user-42")?;
+    /// #     adapter::finish(&login).await?;
+    /// # }
+    /// // "Log out everywhere", or an administrator locking an account.
+    /// assert_eq!(manager.end_sessions_of("user-42").await?, 2);
+    /// assert!(manager.sessions_of("user-42").await?.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn end_sessions_of(&self, user_id: &str) -> Result<usize> {
         end_indexed(&self.shared, &UserKey::of(user_id), |_| true).await
     }
@@ -153,6 +201,31 @@ impl SessionManager {
     /// [`ErrorKind::Backend`](crate::ErrorKind::Backend); see
     /// [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown) for a write that may have
     /// run).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// # let manager = SessionManager::new(
+    /// #     Arc::new(MemoryStore::new()),
+    /// #     SessionConfig::new("an example secret of at least 32 bytes")?,
+    /// # )?;
+    /// # for _ in 0..2 {
+    /// #     let login = adapter::session_from_cookie_headers(&manager, []);
+    /// #     login.start()?;
+    /// #     login.set_user("user-42")?;
+    /// #     adapter::finish(&login).await?;
+    /// # }
+    /// // The "end" button of a "your sessions" page, given the key the page showed.
+    /// let sessions = manager.sessions_of("user-42").await?;
+    /// assert!(manager.end_session_of("user-42", &sessions[0].key).await?);
+    /// assert_eq!(manager.sessions_of("user-42").await?.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn end_session_of(&self, user_id: &str, key: &SessionKey) -> Result<bool> {
         let ended = end_indexed(&self.shared, &UserKey::of(user_id), |k| k == key).await?;
         Ok(ended > 0)

@@ -9,11 +9,13 @@
 -- The reply, in one shape:
 -- * false: the session is missing or past its deadline. Nothing is written; a missing session
 --   is never created.
--- * { {counter, ...}, fields }: the new value of each increment, in order, and the JSON text of
---   the flat field list BEFORE the delta, ["name", "value", ...], or 0 when not asked. The
---   caller applies the delta to it with these counters (`Delta::replay`): one JSON string is
---   much cheaper for Redis to return, and for the client to parse, than a nested array of 2n
---   strings, and the delta's meaning is stated once, in Rust, for the fields returned.
+-- * one JSON text, [counters, fields]: the new value of each increment, in order, as decimal
+--   strings ({} when there is none: cjson's empty table), and the flat field list BEFORE the
+--   delta, ["name", "value", ...], or 0 when not asked. The caller applies the delta to the
+--   fields with these counters (`Delta::replay`), so the delta's meaning is stated once, in
+--   Rust. One string is cheaper for Redis to return, and for the client to parse, than a table
+--   (nested arrays of 2n strings, or even of two items). Counters are strings because cjson
+--   writes numbers with 14 significant digits.
 -- Errors, after which the session is exactly as it was:
 -- * 'CORRUPT ...': the key holds a hash without a valid deadline (not a session of ours, or a
 --   damaged one). A key of another type fails with WRONGTYPE.
@@ -118,7 +120,8 @@ if lone_incr then
   local ttl = deadline - now
   if idle < ttl then ttl = idle end
   redis.call('PEXPIRE', key, ttl)
-  return { { result }, cjson.encode(fields) }
+  -- %d, not tostring: tostring writes large numbers in exponent notation.
+  return cjson.encode({ { string.format('%d', result) }, fields })
 end
 
 -- Counters are canonical decimal integers within +-(2^53 - 1): the spellings HINCRBY accepts
@@ -219,7 +222,7 @@ while i <= #ARGV do
     redis.call('HDEL', key, name)
     i = i + 2
   else
-    counters[#counters + 1] = redis.call('HINCRBY', key, name, ARGV[i + 2])
+    counters[#counters + 1] = string.format('%d', redis.call('HINCRBY', key, name, ARGV[i + 2]))
     i = i + 3
   end
 end
@@ -227,5 +230,4 @@ end
 local ttl = deadline - now
 if idle < ttl then ttl = idle end
 redis.call('PEXPIRE', key, ttl)
-if fields ~= 0 then fields = cjson.encode(fields) end
-return { counters, fields }
+return cjson.encode({ counters, fields })
