@@ -124,7 +124,11 @@ async fn run() -> anyhow::Result<()> {
         (None, None) => None,
         (Some(previous), Some(_)) => {
             let until: u64 = parse_env("SECRET_KEY_PREVIOUS_UNTIL", 0)?;
-            Some((previous, std::time::UNIX_EPOCH + Duration::from_secs(until)))
+            let Some(retire_at) = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(until))
+            else {
+                bail!("SECRET_KEY_PREVIOUS_UNTIL={until} is not a time this system can represent");
+            };
+            Some((previous, retire_at))
         }
         _ => bail!(
             "SECRET_KEY_PREVIOUS and SECRET_KEY_PREVIOUS_UNTIL go together: the old key, and the \

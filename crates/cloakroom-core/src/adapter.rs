@@ -18,9 +18,9 @@
 //! A failed [`finish`] is an [`Error`](crate::Error): the response becomes the error's (503 for
 //! a store failure, 413 for a limit, 500 for misuse), with a generic body.
 //!
-//! [`Finished`] and [`SetCookie`] are non-exhaustive, so what the core decides about a response
-//! can grow (a token for a client that sends it in a header, a cookie that ends with the
-//! browser) without breaking integrations.
+//! [`Finished`] is non-exhaustive and [`SetCookie`] has private fields, so what the core decides
+//! about a response can grow (a token for a client that sends it in a header, a cookie that
+//! ends with the browser) without breaking integrations.
 
 use std::fmt;
 use std::time::Duration;
@@ -110,10 +110,11 @@ pub struct Finished {
 /// `HttpOnly`, `Secure` unless configured off, the configured `SameSite`, `Path` and `Domain`,
 /// and a `Max-Age` of the absolute lifetime (0, and an `Expires` in the past, to clear it).
 ///
-/// Its [`Display`](fmt::Display) form is the `Set-Cookie` header value. It holds only visible
-/// ASCII: the name and the attributes are checked when the configuration is built, and the
-/// value is a signed token in base64url.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its [`Display`](fmt::Display) form is the `Set-Cookie` header value. It holds only ASCII
+/// without control characters: the name and the attributes are checked when the
+/// configuration is built, and the value is a signed token in base64url. Its `Debug` form
+/// leaves the value out: the value is a credential, and logs must not hold one.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SetCookie {
     name: String,
     value: String,
@@ -183,17 +184,27 @@ impl SetCookie {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Config`](crate::ErrorKind::Config) should the value hold a byte a header
-    /// may not, which the configuration's checks rule out.
+    /// [`ErrorKind::Encode`](crate::ErrorKind::Encode) (a 500, not to be retried) should the
+    /// value hold a byte a header may not, which the configuration's checks rule out.
     #[cfg(feature = "axum")]
     pub fn to_header_value(&self) -> Result<http::HeaderValue> {
         http::HeaderValue::from_str(&self.header).map_err(|e| {
             crate::Error::with_source(
-                crate::ErrorKind::Config,
+                crate::ErrorKind::Encode,
                 "the session cookie is not a valid header value",
                 e,
             )
         })
+    }
+}
+
+impl fmt::Debug for SetCookie {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SetCookie")
+            .field("name", &self.name)
+            .field("removal", &self.is_removal())
+            .field("max_age", &self.max_age)
+            .finish_non_exhaustive()
     }
 }
 

@@ -345,9 +345,15 @@ impl SessionConfig {
             return fail("a __Secure- cookie must be Secure");
         }
         if !self.path.starts_with('/')
-            || self.path.bytes().any(|b| b.is_ascii_control() || b == b';')
+            || self
+                .path
+                .bytes()
+                .any(|b| !b.is_ascii() || b.is_ascii_control() || b == b';')
         {
-            return fail("the cookie path must start with / and hold no control characters or ';'");
+            return fail(
+                "the cookie path must start with / and hold only ASCII, no control characters \
+                 or ';'",
+            );
         }
         if self.idle_timeout < Duration::from_millis(1)
             || self.absolute_timeout < Duration::from_millis(1)
@@ -470,6 +476,8 @@ mod tests {
                 .with_secure(false),
             base.clone().with_cookie_name("bad name"),
             base.clone().with_path("nope"),
+            // Not ASCII: no header value can carry it.
+            base.clone().with_path("/café"),
         ];
         for c in bad {
             assert_eq!(

@@ -11,6 +11,9 @@
 //! * [`Session`] and [`SessionManager`]: the per-request handle that records a delta of changed
 //!   fields and writes only that.
 //!
+//! [`adapter`] is what a framework integration needs: the request's session from its cookies,
+//! and the end of the request.
+//!
 //! The `axum` feature adds `SessionLayer`, the tower layer that gives each request its
 //! [`Session`], makes [`Session`] an axum extractor and [`Error`] an axum response.
 

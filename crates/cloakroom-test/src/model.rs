@@ -159,6 +159,13 @@ pub async fn check_against_model(store: &dyn Store, steps: &[Step]) -> Result<()
                     .get("visits")
                     .map_or(Some(0), |v| v.parse().ok());
                 let independent = match step {
+                    // A first visit creates a field: refused at the bound like any other.
+                    Step::Incr(_)
+                        if !entry.fields.contains_key("visits")
+                            && entry.fields.len() >= MAX_FIELDS =>
+                    {
+                        Some(Err(ErrorKind::TooLarge))
+                    }
                     Step::Incr(_) => visits.map(|v: i64| Ok(vec![v + 1])),
                     Step::Grow(_, k) => {
                         let new = !entry.fields.contains_key(&format!("g{k}"));

@@ -64,23 +64,24 @@ impl Session {
             let Some(step) = step else {
                 return Ok(());
             };
-            match step {
-                SaveStep::Delete(old) => self.delete_retired(&old).await?,
+            let outcome = match step {
+                SaveStep::Delete(old) => {
+                    self.delete_retired(&old).await?;
+                    continue;
+                }
                 _ if budget == 0 => {
                     tracing::warn!(
                         "session changes kept arriving while they were saved; the rest is left \
                          for the next save"
                     );
-                    let retired = self.lock().to_delete.clone();
-                    for old in retired {
-                        self.delete_retired(&old).await?;
-                    }
-                    return Ok(());
+                    return self.delete_all_retired().await;
                 }
                 SaveStep::Create(step) => {
                     budget -= 1;
-                    let created = self.create(&step).await?;
-                    self.lock().after_create(step, created)?;
+                    match self.create(&step).await {
+                        Ok(created) => self.lock().after_create(step, created),
+                        Err(e) => Err(e),
+                    }
                 }
                 SaveStep::Write(step) => {
                     budget -= 1;
@@ -89,9 +90,20 @@ impl Session {
                         .store
                         .apply(&step.token.key(), &step.apply)
                         .await;
-                    self.lock()
-                        .after_write(step, outcome, &self.shared.metrics)?;
+                    self.lock().after_write(step, outcome, &self.shared.metrics)
                 }
+            };
+            if let Err(e) = outcome {
+                // A create or a write failed: the sessions this request retired (a logout, the
+                // session a login replaces, a copy that must not outlive a failed record) are
+                // still deleted, so a failure does not leave an old cookie working. Not when
+                // the store is unreachable: each delete would only wait out the timeout again.
+                if !e.is_unavailable()
+                    && let Err(also) = self.delete_all_retired().await
+                {
+                    tracing::warn!(error = %also, "a retired session could not be deleted");
+                }
+                return Err(e);
             }
         }
     }
@@ -100,6 +112,18 @@ impl Session {
         let existed = self.shared.store.delete(&old.key()).await?;
         self.lock().after_delete(old, existed);
         Ok(())
+    }
+
+    // Deletes every retired session, including a copy that a delete adds to the list.
+    async fn delete_all_retired(&self) -> Result<()> {
+        loop {
+            // The guard ends with this statement: never held across the delete.
+            let next = self.lock().to_delete.first().cloned();
+            let Some(old) = next else {
+                return Ok(());
+            };
+            self.delete_retired(&old).await?;
+        }
     }
 
     // Lists the session in its user's index, then creates it; returns the token it was created

@@ -1,6 +1,6 @@
 //! A store that holds its next `create` or `apply` at its start until released, to force an
 //! interleaving: a test lets a step leave, does something while it is in flight, then lets it
-//! finish.
+//! finish. It can also refuse its next `create`, as a store with a fault would.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +27,7 @@ pub(crate) struct Held {
     pub(crate) reached: Notify,
     pub(crate) release: Semaphore,
     created: Mutex<Vec<SessionKey>>,
+    refuse_create: std::sync::atomic::AtomicBool,
 }
 
 impl Held {
@@ -37,7 +38,14 @@ impl Held {
             reached: Notify::new(),
             release: Semaphore::new(0),
             created: Mutex::new(Vec::new()),
+            refuse_create: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The next `create` fails, with an error that is not the store being unreachable.
+    pub(crate) fn refuse_next_create(&self) {
+        self.refuse_create
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub(crate) fn hold_next(&self, step: Hold) {
@@ -91,6 +99,15 @@ impl Held {
 impl Store for Held {
     async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
         self.pause_if(Hold::Create).await;
+        if self
+            .refuse_create
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(cloakroom_core::Error::new(
+                cloakroom_core::ErrorKind::Backend,
+                "create refused by the test",
+            ));
+        }
         let created = self.inner.create(key, session).await?;
         self.created
             .lock()

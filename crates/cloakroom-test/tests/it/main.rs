@@ -2,6 +2,7 @@
 
 mod cluster;
 mod eviction;
+mod failed_saves;
 mod failover;
 mod foreign_store;
 mod held;

@@ -29,6 +29,17 @@ proptest::proptest! {
     }
 }
 
+// A first visit after three other fields: the counter is a new field, refused at the model's
+// bound of three, by the store and by the model's own expectation alike.
+#[tokio::test]
+async fn a_first_visit_past_the_field_bound_is_refused_as_the_model_says() -> anyhow::Result<()> {
+    let steps = cloakroom_test::model::steps_from_bytes(&[0, 0, 5, 0, 5, 3, 5, 6, 1, 0]);
+    let store = MemoryStore::builder().with_sweep_interval(None).build();
+    cloakroom_test::model::check_against_model(&store, &steps)
+        .await
+        .map_err(anyhow::Error::msg)
+}
+
 // A login at `now_ms` with a 30-minute idle timeout and a 24-hour lifetime.
 fn login_at(now_ms: u64) -> NewSession {
     let deadline_ms = now_ms + 24 * 3_600_000;
