@@ -10,9 +10,9 @@ use crate::errors::corrupt;
 // `[counters, fields]`: the new value of each increment in order, as decimal strings (Lua
 // numbers lose digits past 2^53 in cjson, and an empty list comes out as `{}`), and the
 // HGETALL list as it was before the delta, `["name", "value", ...]`, or 0 when it was not
-// asked. One string costs Redis and the client less than nested arrays (a reply of a table
-// costs the script about half a microsecond more). The delta's meaning is applied here, with
-// the script's counters.
+// asked. One string costs Redis and the client less than a reply of nested arrays (the peer
+// benchmark's Redis CPU per request showed the difference). The delta's
+// meaning is applied here, with the script's counters.
 pub(crate) fn parse_applied(reply: Value, delta: &Delta) -> Result<Applied> {
     let bytes = match reply {
         Value::Nil | Value::Boolean(false) => return Ok(Applied::Missing),
