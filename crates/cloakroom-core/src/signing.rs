@@ -75,14 +75,7 @@ impl CookieSigner {
     ///
     /// [`ErrorKind::Random`] when the operating system cannot give randomness.
     pub fn random_secret() -> Result<[u8; MIN_SECRET_LEN]> {
-        let mut secret = [0u8; MIN_SECRET_LEN];
-        getrandom::fill(&mut secret).map_err(|e| {
-            Error::new(
-                ErrorKind::Random,
-                format!("the OS random generator failed: {e}"),
-            )
-        })?;
-        Ok(secret)
+        crate::token::random_bytes()
     }
 
     /// A signer for `secret`, which must be at least [`CookieSigner::MIN_SECRET_LEN`](crate::CookieSigner::MIN_SECRET_LEN) bytes.

@@ -19,17 +19,22 @@ pub(crate) const TOKEN_TEXT_LEN: usize = 43;
 #[derive(Clone)]
 pub struct SessionToken([u8; TOKEN_BYTES]);
 
+// `N` bytes from the operating system's random number generator: tokens and generated secrets.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Random,
+            format!("the OS random generator failed: {e}"),
+        )
+    })?;
+    Ok(bytes)
+}
+
 impl SessionToken {
     /// A fresh token from the operating system's random number generator.
     pub fn generate() -> Result<Self> {
-        let mut bytes = [0u8; TOKEN_BYTES];
-        getrandom::fill(&mut bytes).map_err(|e| {
-            Error::new(
-                ErrorKind::Random,
-                format!("the OS random generator failed: {e}"),
-            )
-        })?;
-        Ok(Self(bytes))
+        random_bytes().map(Self)
     }
 
     /// Parses the canonical base64url text of a token; anything else (wrong length, wrong

@@ -57,74 +57,47 @@ pub(super) enum SaveStep {
 
 impl State {
     /// The load of a session not looked up yet, carrying the buffered writes.
-    pub(super) fn load_step(&self, access: Access) -> Option<ApplyStep> {
+    /// `access` is read only when a load is needed: most reads find the session loaded.
+    pub(super) fn load_step(&self, access: impl FnOnce() -> Access) -> Option<ApplyStep> {
         let Phase::Unloaded { token } = &self.phase else {
             return None;
         };
-        let sent = self.pending.clone();
-        Some(apply_step(token.clone(), sent.clone(), sent, access, true))
-    }
-
-    pub(super) fn after_load(
-        &mut self,
-        step: ApplyStep,
-        outcome: Result<Applied>,
-        metrics: &SessionMetrics,
-    ) -> Result<()> {
-        if !self.holds(&step.token) {
-            // Replaced while loading (`start`, `destroy`): the load is of no use any more.
-            return Ok(());
-        }
-        match outcome {
-            Err(e) if e.kind() == ErrorKind::Corrupt => self.unreadable(&step.token, &e, metrics),
-            Err(e) => return Err(e),
-            Ok(Applied::Missing) => {
-                metrics.unknown_token();
-                self.mark_gone();
-            }
-            Ok(Applied::Done { fields, .. }) => {
-                self.forget_sent(&step.sent);
-                self.phase = Phase::Live {
-                    token: step.token,
-                    fields: fields.unwrap_or_default(),
-                };
-            }
-        }
-        Ok(())
+        Some(self.pending_step(token.clone(), self.pending.clone(), access(), true))
     }
 
     /// An increment of `name` by `by`, with the buffered writes, loading the session when it
-    /// was not loaded.
+    /// was not loaded. A bad name or amount is refused first, whether or not there is a session.
     pub(super) fn count_step(&mut self, name: &str, by: i64, access: Access) -> Result<Count> {
+        let mut increment = Delta::new(*self.pending.limits());
+        increment.incr(name, by)?;
         self.accessed = true;
-        let limits = *self.pending.limits();
         let (token, load) = match &mut self.phase {
             Phase::Anonymous | Phase::Gone => return Ok(Count::Done(None)),
             // The whole session is here: the increment is applied to it, bounds included.
             Phase::Started { fields, .. } => {
-                let mut increment = Delta::new(limits);
-                increment.incr(name, by)?;
                 let counters = increment.apply(fields)?;
                 return Ok(Count::Done(counters.last().copied()));
             }
             Phase::Live { token, .. } => (token.clone(), false),
             Phase::Unloaded { token } => (token.clone(), true),
         };
-        let sent = self.pending.clone();
-        let mut delta = sent.clone();
+        let mut delta = self.pending.clone();
         delta.incr(name, by)?;
-        Ok(Count::Send(apply_step(token, sent, delta, access, load)))
+        Ok(Count::Send(self.pending_step(token, delta, access, load)))
     }
 
-    pub(super) fn after_count(
+    /// Records the outcome of a step on the existing session (a load, an increment, the
+    /// buffered writes); returns the increment's new value, if the step carried one.
+    pub(super) fn after_apply(
         &mut self,
         step: ApplyStep,
         outcome: Result<Applied>,
         metrics: &SessionMetrics,
     ) -> Result<Option<i64>> {
-        // The session was replaced while the step ran (`start`, `destroy`): the increment went
-        // to the old one, and the new state is not touched.
+        // The session was replaced while the step ran (`start`, `destroy`): the new state is
+        // not touched. An increment still reports what became of it, to its caller.
         let current = self.holds(&step.token);
+        let counts = step.apply.delta.increments().len() > 0;
         let applied = match outcome {
             Err(e) if e.kind() == ErrorKind::Corrupt => {
                 if current {
@@ -132,6 +105,7 @@ impl State {
                 }
                 return Ok(None);
             }
+            Err(_) if !current && !counts => return Ok(None),
             Err(e) => {
                 if e.kind() == ErrorKind::NotAnInteger {
                     metrics.corrupt_record();
@@ -146,14 +120,27 @@ impl State {
                     metrics.unknown_token();
                 }
                 if current {
+                    if !step.apply.load && !counts {
+                        tracing::info!(
+                            session = step.token.key().short(),
+                            "session ended before its changes were saved; nothing was written"
+                        );
+                    }
                     self.mark_gone();
                 }
                 Ok(None)
             }
             Applied::Done { counters, fields } => {
-                let value = counters.last().copied().ok_or_else(|| {
-                    Error::new(ErrorKind::Corrupt, "the store returned no counter value")
-                })?;
+                let value = match counters.last() {
+                    Some(&value) => Some(value),
+                    None if counts => {
+                        return Err(Error::new(
+                            ErrorKind::Corrupt,
+                            "the store returned no counter value",
+                        ));
+                    }
+                    None => None,
+                };
                 if current {
                     self.forget_sent(&step.sent);
                     if let Phase::Live { fields: cached, .. } = &mut self.phase {
@@ -165,7 +152,7 @@ impl State {
                         };
                     }
                 }
-                Ok(Some(value))
+                Ok(value)
             }
         }
     }
@@ -303,48 +290,13 @@ impl State {
         }
         match &self.phase {
             Phase::Live { token, .. } | Phase::Unloaded { token } => {
-                let sent = self.pending.clone();
-                Some(apply_step(token.clone(), sent.clone(), sent, access, false))
+                Some(self.pending_step(token.clone(), self.pending.clone(), access, false))
             }
             _ => {
                 self.pending.clear();
                 None
             }
         }
-    }
-
-    pub(super) fn after_write(
-        &mut self,
-        step: ApplyStep,
-        outcome: Result<Applied>,
-        metrics: &SessionMetrics,
-    ) -> Result<()> {
-        if !self.holds(&step.token) {
-            return Ok(());
-        }
-        let applied = match outcome {
-            Err(e) if e.kind() == ErrorKind::Corrupt => {
-                self.unreadable(&step.token, &e, metrics);
-                return Ok(());
-            }
-            other => other?,
-        };
-        match applied {
-            Applied::Missing => {
-                tracing::info!(
-                    session = step.token.key().short(),
-                    "session ended before its changes were saved; nothing was written"
-                );
-                self.mark_gone();
-            }
-            Applied::Done { counters, .. } => {
-                self.forget_sent(&step.sent);
-                if let Phase::Live { fields, .. } = &mut self.phase {
-                    step.sent.replay(fields, &counters)?;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Gives the loaded or started session a fresh token, keeping its data and deadline; false
@@ -387,6 +339,26 @@ impl State {
         Ok(true)
     }
 
+    // A step on `token`'s session carrying `delta`: the buffered writes, and an increment if
+    // the step counts.
+    fn pending_step(
+        &self,
+        token: SessionToken,
+        delta: Delta,
+        access: Access,
+        load: bool,
+    ) -> ApplyStep {
+        ApplyStep {
+            token,
+            apply: Apply {
+                access,
+                delta,
+                load,
+            },
+            sent: self.pending.clone(),
+        }
+    }
+
     // The session's record cannot be read as a session (a key of another type, a hash without a
     // valid deadline or metadata): the request goes on without a session, as if it had expired.
     // The record is left as it is, for whoever investigates; it expires, and a logout or the
@@ -406,25 +378,6 @@ impl State {
             "the session's record cannot be read; the request goes on without a session"
         );
         self.mark_gone();
-    }
-}
-
-// A step on `token`'s session carrying `delta`, of which `sent` are the buffered writes.
-fn apply_step(
-    token: SessionToken,
-    sent: Delta,
-    delta: Delta,
-    access: Access,
-    load: bool,
-) -> ApplyStep {
-    ApplyStep {
-        token,
-        apply: Apply {
-            access,
-            delta,
-            load,
-        },
-        sent,
     }
 }
 

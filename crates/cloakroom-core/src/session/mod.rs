@@ -16,14 +16,13 @@ use tokio::sync::Mutex;
 
 use crate::clock::{duration_millis, unix_millis};
 use crate::config::SessionConfig;
-use crate::delta::Delta;
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::SessionMetrics;
 use crate::store::{Access, META_USER, Store};
 use crate::token::SessionKey;
 use crate::users::UserKey;
 
-use self::machine::Count;
+use self::machine::{ApplyStep, Count};
 use self::manager::end_indexed;
 pub use self::manager::{CookieState, SessionManager};
 use self::state::{Phase, State};
@@ -337,19 +336,12 @@ impl Session {
     /// # }
     /// ```
     pub async fn incr(&self, name: &str, by: i64) -> Result<Option<i64>> {
-        // Checked before anything else, whether or not there is a session.
-        Delta::new(self.shared.config.limits).incr(name, by)?;
         let _steps = self.inner.steps.lock().await;
         let step = match self.lock().count_step(name, by, self.access())? {
             Count::Done(value) => return Ok(value),
             Count::Send(step) => step,
         };
-        let outcome = self
-            .shared
-            .store
-            .apply(&step.token.key(), &step.apply)
-            .await;
-        self.lock().after_count(step, outcome, &self.shared.metrics)
+        self.run(step).await
     }
 
     /// Gives the session a fresh token and keeps its data and its absolute deadline (for
@@ -445,14 +437,20 @@ impl Session {
     // Loads a session not looked up yet, with the buffered writes in the same step. Called with
     // the steps' gate held.
     async fn ensure_loaded(&self) -> Result<()> {
-        let Some(step) = self.lock().load_step(self.access()) else {
+        let Some(step) = self.lock().load_step(|| self.access()) else {
             return Ok(());
         };
+        self.run(step).await.map(drop)
+    }
+
+    // Runs a step on the existing session and records its outcome. Called with the steps'
+    // gate held; the state's lock is not held across the store call.
+    async fn run(&self, step: ApplyStep) -> Result<Option<i64>> {
         let outcome = self
             .shared
             .store
             .apply(&step.token.key(), &step.apply)
             .await;
-        self.lock().after_load(step, outcome, &self.shared.metrics)
+        self.lock().after_apply(step, outcome, &self.shared.metrics)
     }
 }

@@ -85,12 +85,7 @@ impl Session {
                 }
                 SaveStep::Write(step) => {
                     budget -= 1;
-                    let outcome = self
-                        .shared
-                        .store
-                        .apply(&step.token.key(), &step.apply)
-                        .await;
-                    self.lock().after_write(step, outcome, &self.shared.metrics)
+                    self.run(step).await.map(drop)
                 }
             };
             if let Err(e) = outcome {

@@ -69,7 +69,7 @@ fn a_write_made_while_a_load_is_in_flight_stays_buffered() -> Result<()> {
     let mut s = state(Phase::Unloaded { token: token() });
     write(&mut s, "a", "1")?;
     let step = s
-        .load_step(access(NOW))
+        .load_step(|| access(NOW))
         .ok_or_else(|| Error::new(ErrorKind::Backend, "no load"))?;
     assert_eq!(
         step.apply.delta.writes().count(),
@@ -79,7 +79,7 @@ fn a_write_made_while_a_load_is_in_flight_stays_buffered() -> Result<()> {
     // Meanwhile: `a` changes again, `b` is written.
     write(&mut s, "a", "2")?;
     write(&mut s, "b", "3")?;
-    s.after_load(step, done(Some(stored(&[("a", "1")])), vec![]), &metrics)?;
+    s.after_apply(step, done(Some(stored(&[("a", "1")])), vec![]), &metrics)?;
     assert!(matches!(s.phase, Phase::Live { .. }));
     let left: Vec<_> = s.pending.writes().collect();
     assert_eq!(left, vec![("a", Some("2")), ("b", Some("3"))]);
@@ -92,11 +92,11 @@ fn a_logout_during_a_load_is_not_overwritten_by_the_load() -> Result<()> {
     let old = token();
     let mut s = state(Phase::Unloaded { token: old.clone() });
     let step = s
-        .load_step(access(NOW))
+        .load_step(|| access(NOW))
         .ok_or_else(|| Error::new(ErrorKind::Backend, "no load"))?;
     s.retire_current();
     s.end_here();
-    s.after_load(step, done(Some(stored(&[])), vec![]), &metrics)?;
+    s.after_apply(step, done(Some(stored(&[])), vec![]), &metrics)?;
     assert!(matches!(s.phase, Phase::Gone));
     assert_eq!(s.to_delete, vec![old]);
     assert!(s.clear_cookie);
@@ -121,7 +121,7 @@ fn an_increment_for_a_session_replaced_meanwhile_leaves_the_new_one_alone() -> R
         fields: Fields::new(),
         meta: meta_of(&stored(&[]))?,
     };
-    assert_eq!(s.after_count(step, done(None, vec![5]), &metrics)?, Some(5));
+    assert_eq!(s.after_apply(step, done(None, vec![5]), &metrics)?, Some(5));
     assert!(matches!(&s.phase, Phase::Started { token, fields, .. }
         if *token == fresh && fields.is_empty()));
     Ok(())
@@ -139,7 +139,7 @@ fn the_cache_follows_the_stores_counter() -> Result<()> {
         return fail("an existing session is counted by the store");
     };
     // Other requests counted meanwhile: the store says 9, not 5.
-    assert_eq!(s.after_count(step, done(None, vec![9]), &metrics)?, Some(9));
+    assert_eq!(s.after_apply(step, done(None, vec![9]), &metrics)?, Some(9));
     let Phase::Live { fields, .. } = &s.phase else {
         return fail("the session is live");
     };
@@ -177,7 +177,7 @@ fn a_save_creates_then_deletes_then_writes() -> Result<()> {
         return fail("the late write is written last");
     };
     assert_eq!(write.token, new);
-    s.after_write(write, done(None, vec![]), &metrics)?;
+    s.after_apply(write, done(None, vec![]), &metrics)?;
     assert!(s.next_save_step(access(NOW)).is_none());
     Ok(())
 }
