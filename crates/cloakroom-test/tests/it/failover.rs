@@ -47,8 +47,12 @@ impl Running {
     }
 }
 
+// How long the second group's writes wait for a replica's acknowledgement.
+const ACK_WAIT: Duration = Duration::from_millis(200);
+
 // The two groups of sessions, each key mapped to its shard (numbered by the primaries' order).
-async fn groups(cluster: &RedisCluster) -> anyhow::Result<Vec<Group>> {
+// The second group's writes wait up to `ack_wait` for a replica.
+async fn groups(cluster: &RedisCluster, ack_wait: Duration) -> anyhow::Result<Vec<Group>> {
     let primaries: Vec<usize> = cluster
         .topology()?
         .iter()
@@ -60,7 +64,7 @@ async fn groups(cluster: &RedisCluster) -> anyhow::Result<Vec<Group>> {
         ("default store", None),
         (
             "store requiring a replica's confirmation",
-            Some(ReplicaAcks::on_every_write(1, Duration::from_millis(200)).required()),
+            Some(ReplicaAcks::on_every_write(1, ack_wait).required()),
         ),
     ] {
         let mut builder = RedisStore::builder(cluster.url());
@@ -159,7 +163,7 @@ fn check_after_fault(title: &str, results: &[(Report, u64)]) -> anyhow::Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_killed_under_load_is_replaced_by_its_replica() -> anyhow::Result<()> {
     let mut cluster = RedisCluster::spawn()?;
-    let groups = groups(&cluster).await?;
+    let groups = groups(&cluster, ACK_WAIT).await?;
     let victim = victim(&cluster, &groups[0])?;
     let running = start(groups);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -186,7 +190,7 @@ async fn a_primary_killed_under_load_is_replaced_by_its_replica() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_frozen_past_the_timeout_is_replaced_and_rejoins() -> anyhow::Result<()> {
     let cluster = RedisCluster::spawn()?;
-    let groups = groups(&cluster).await?;
+    let groups = groups(&cluster, ACK_WAIT).await?;
     let victim = victim(&cluster, &groups[0])?;
     let running = start(groups);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -248,7 +252,11 @@ async fn a_primary_frozen_past_the_timeout_is_replaced_and_rejoins() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resharding_under_load_fails_no_request() -> anyhow::Result<()> {
     let cluster = RedisCluster::spawn()?;
-    let groups = groups(&cluster).await?;
+    // A reshard moves slots between primaries while their replicas follow: on two shared cores a
+    // replica's acknowledgement then took more than 200 ms for a few writes in some runs, which
+    // is not a request the reshard failed. 400 ms stays below half the operation timeout, as
+    // the store requires.
+    let groups = groups(&cluster, Duration::from_millis(400)).await?;
     let source = victim(&cluster, &groups[0])?;
     let topology = cluster.topology()?;
     let port = cluster.nodes()[source].port();
