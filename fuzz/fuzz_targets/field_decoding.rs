@@ -36,6 +36,7 @@ fuzz_target!(|value: String| {
             access: Access {
                 now_ms: now,
                 idle_ms: 60_000,
+                touch_ms: 0,
             },
             deadline_ms: now + 60_000,
             origin: cloakroom_core::store::Origin::Login,

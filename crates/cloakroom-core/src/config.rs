@@ -10,6 +10,7 @@ use crate::signing::CookieSigner;
 
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub(crate) const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const MAX_DEFAULT_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 pub(crate) const MAX_VALUE_DEPTH: usize = 127;
 pub(crate) const DEFAULT_COOKIE_NAME: &str = "cloakroom";
@@ -174,6 +175,8 @@ pub struct SessionConfig {
     pub(crate) path: String,
     pub(crate) domain: Option<String>,
     pub(crate) idle_timeout: Duration,
+    // `None`: the default, derived from the idle timeout.
+    pub(crate) touch_interval: Option<Duration>,
     pub(crate) absolute_timeout: Duration,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limits: SessionLimits,
@@ -191,6 +194,7 @@ impl SessionConfig {
             path: "/".to_owned(),
             domain: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            touch_interval: None,
             absolute_timeout: DEFAULT_ABSOLUTE_TIMEOUT,
             clock: Arc::new(SystemClock),
             limits: SessionLimits::default(),
@@ -267,10 +271,28 @@ impl SessionConfig {
     }
 
     /// How long a session lives without a request (default 30 minutes). Every access, reads
-    /// included, restarts this timer.
+    /// included, restarts this timer, at most once per [touch interval](Self::with_touch_interval).
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self
+    }
+
+    /// How often a session in use has its idle timer restarted in the store (default: a
+    /// thirtieth of the idle timeout, at most 60 seconds; zero restarts it on every request).
+    ///
+    /// A request restarts the timer only when this long has passed since it was last restarted,
+    /// so a session read many times a second costs one write per interval, not one per request.
+    /// The price: a session ends between `idle − interval` and `idle` after its last request,
+    /// never later. At most half the idle timeout.
+    pub fn with_touch_interval(mut self, interval: Duration) -> Self {
+        self.touch_interval = Some(interval);
+        self
+    }
+
+    /// The touch interval in use: the one set, or the default for the idle timeout.
+    pub fn touch_interval(&self) -> Duration {
+        self.touch_interval
+            .unwrap_or_else(|| (self.idle_timeout / 30).min(MAX_DEFAULT_TOUCH_INTERVAL))
     }
 
     /// How long a session lives at most, active or not (default 24 hours).
@@ -373,6 +395,9 @@ impl SessionConfig {
         if self.idle_timeout > MAX_TIMEOUT || self.absolute_timeout > MAX_TIMEOUT {
             return fail("timeouts must be at most ten years");
         }
+        if self.touch_interval() > self.idle_timeout / 2 {
+            return fail("the touch interval must be at most half the idle timeout");
+        }
         if let Some(domain) = &self.domain
             && (domain.is_empty()
                 || !domain
@@ -392,6 +417,10 @@ impl SessionConfig {
 
     /// Default absolute lifetime: a session ends 24 hours after it started, however active.
     pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = DEFAULT_ABSOLUTE_TIMEOUT;
+
+    /// Longest default touch interval: a session's idle timer is restarted at least once a
+    /// minute while it is in use.
+    pub const MAX_DEFAULT_TOUCH_INTERVAL: Duration = MAX_DEFAULT_TOUCH_INTERVAL;
 
     /// Longest accepted timeout: ten years, far below where millisecond arithmetic overflows.
     pub const MAX_TIMEOUT: Duration = MAX_TIMEOUT;
@@ -414,6 +443,25 @@ impl SessionLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_touch_interval_defaults_to_a_thirtieth_of_idle_at_most_a_minute() -> Result<()> {
+        let c = SessionConfig::new([7u8; 32])?;
+        assert_eq!(c.touch_interval(), Duration::from_secs(60));
+        let short = c.clone().with_idle_timeout(Duration::from_secs(300));
+        assert_eq!(short.touch_interval(), Duration::from_secs(10));
+        let set = short.clone().with_touch_interval(Duration::ZERO);
+        assert_eq!(set.touch_interval(), Duration::ZERO);
+        assert!(set.validate().is_ok());
+        let half = short.clone().with_touch_interval(Duration::from_secs(150));
+        assert!(half.validate().is_ok());
+        let more = short.with_touch_interval(Duration::from_secs(151));
+        assert_eq!(
+            more.validate().map_err(|e| e.kind()),
+            Err(ErrorKind::Config)
+        );
+        Ok(())
+    }
 
     #[test]
     fn defaults_are_secure() -> Result<()> {

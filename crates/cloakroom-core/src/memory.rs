@@ -13,7 +13,10 @@ use async_trait::async_trait;
 
 use crate::clock::{Clock, SystemClock, unix_millis};
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::{Access, Applied, Apply, Created, Fields, META_USER, NewSession, Origin, Store};
+use crate::store::{
+    Access, Applied, Apply, Created, Fields, META_TOUCHED, META_USER, NewSession, Origin, Store,
+    parse_millis,
+};
 use crate::token::SessionKey;
 use crate::users::{INDEX_GRACE, IndexEntry, UserKey};
 
@@ -83,6 +86,8 @@ struct Entry {
     fields: Fields,
     expires_at_ms: u64,
     deadline_ms: u64,
+    // When the idle timeout last restarted (also in `fields`, as the store gives it back).
+    touched_ms: Option<u64>,
     standing: Standing,
 }
 
@@ -325,6 +330,7 @@ impl State {
 
     fn insert(&mut self, key: &SessionKey, session: &NewSession, expires_at_ms: u64) {
         let (fields, deadline_ms) = (session.fields.clone(), session.deadline_ms);
+        let touched_ms = fields.get(META_TOUCHED).and_then(|t| parse_millis(t));
         // A rotated session continues one in use: it is not on probation.
         let standing = if session.origin == Origin::Rotation {
             Standing::InUse
@@ -342,6 +348,7 @@ impl State {
                 fields,
                 expires_at_ms,
                 deadline_ms,
+                touched_ms,
                 standing,
             },
         );
@@ -418,14 +425,22 @@ impl Store for MemoryStore {
         let Some(entry) = state.sessions.get_mut(key) else {
             return Ok(Applied::Missing);
         };
-        let alive = entry.expires_at_ms > now;
-        let Some(new_expiry) = expires_at(&apply.access, entry.deadline_ms).filter(|_| alive)
-        else {
+        let access = &apply.access;
+        if entry.expires_at_ms <= now || !access.finds_alive(entry.deadline_ms, entry.touched_ms) {
             state.remove(key);
             return Ok(Applied::Missing);
-        };
+        }
         // All or nothing: a failing delta leaves the session untouched.
         let counters = apply.delta.apply(&mut entry.fields)?;
+        let mut new_expiry = entry.expires_at_ms;
+        if access.touch_due(entry.touched_ms) {
+            // Alive, so before its deadline: the TTL is positive.
+            new_expiry = expires_at(access, entry.deadline_ms).unwrap_or(new_expiry);
+            entry.touched_ms = Some(now);
+            entry
+                .fields
+                .insert(META_TOUCHED.to_owned(), now.to_string());
+        }
         let fields = apply.load.then(|| entry.fields.clone());
         // A step that succeeds, a plain load included, is a use: it ends the session's probation.
         state.record_use(key, new_expiry);

@@ -24,6 +24,10 @@ pub const META_CREATED: &str = "__created";
 /// Unix milliseconds.
 pub const META_DEADLINE: &str = "__deadline";
 
+/// Reserved field: when the session's idle timeout last restarted (its TTL last slid), Unix
+/// milliseconds. The session is over once the idle timeout has passed since then.
+pub const META_TOUCHED: &str = "__touched";
+
 /// Reserved field: the [`UserKey`] of the user the session belongs to, when one was bound at
 /// login.
 pub const META_USER: &str = "__user";
@@ -31,17 +35,37 @@ pub const META_USER: &str = "__user";
 /// Largest magnitude of a counter: 2^53 − 1, the integers every JSON reader represents exactly.
 pub const MAX_COUNTER: i64 = (1 << 53) - 1;
 
-/// Timing of one access: the store slides the idle TTL from `now_ms` but never past the
-/// session's absolute deadline.
+/// Timing of one access.
+///
+/// A session is alive while `now_ms` is before both its absolute deadline ([`META_DEADLINE`])
+/// and its last touch ([`META_TOUCHED`]) plus `idle_ms`. An access that finds it alive touches
+/// it (slides its idle TTL from `now_ms`, never past the deadline) only when `touch_ms` has
+/// passed since the last touch ([`Access::touch_due`]): so the session ends between
+/// `idle_ms − touch_ms` and `idle_ms` after its last access, never later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Access {
     /// The current time, Unix milliseconds.
     pub now_ms: u64,
     /// The idle timeout, milliseconds.
     pub idle_ms: u64,
+    /// The touch interval, milliseconds: 0 touches on every access.
+    pub touch_ms: u64,
 }
 
 impl Access {
+    /// Whether a session last touched at `touched_ms` (`None`: never, as a session written by
+    /// an earlier version) is touched by this access.
+    pub fn touch_due(&self, touched_ms: Option<u64>) -> bool {
+        touched_ms.is_none_or(|touched| self.now_ms.saturating_sub(touched) >= self.touch_ms)
+    }
+
+    /// Whether a session with this deadline, last touched at `touched_ms`, is alive at this
+    /// access: before its deadline and within the idle timeout of its last touch.
+    pub fn finds_alive(&self, deadline_ms: u64, touched_ms: Option<u64>) -> bool {
+        self.now_ms < deadline_ms
+            && touched_ms.is_none_or(|touched| self.now_ms < touched.saturating_add(self.idle_ms))
+    }
+
     /// Milliseconds the session may live from now: the idle timeout, cut at the deadline.
     /// Zero or less means the session is over.
     pub fn ttl_ms(&self, deadline_ms: u64) -> i64 {
@@ -300,10 +324,41 @@ mod tests {
         let a = Access {
             now_ms: 1_000,
             idle_ms: 500,
+            touch_ms: 0,
         };
         assert_eq!(a.ttl_ms(10_000), 500);
         assert_eq!(a.ttl_ms(1_200), 200);
         assert_eq!(a.ttl_ms(1_000), 0);
         assert_eq!(a.ttl_ms(900), -100);
+    }
+
+    #[test]
+    fn a_touch_is_due_once_the_interval_has_passed() {
+        let a = Access {
+            now_ms: 10_000,
+            idle_ms: 3_000,
+            touch_ms: 100,
+        };
+        assert!(a.touch_due(None));
+        assert!(a.touch_due(Some(9_900)));
+        assert!(!a.touch_due(Some(9_901)));
+        // A touch stamped by a clock slightly ahead is not due yet.
+        assert!(!a.touch_due(Some(10_050)));
+        let every = Access { touch_ms: 0, ..a };
+        assert!(every.touch_due(Some(10_000)));
+        assert!(every.touch_due(Some(10_050)));
+    }
+
+    #[test]
+    fn a_session_is_alive_before_its_deadline_and_within_idle_of_its_touch() {
+        let a = Access {
+            now_ms: 10_000,
+            idle_ms: 3_000,
+            touch_ms: 100,
+        };
+        assert!(a.finds_alive(10_001, Some(7_001)));
+        assert!(!a.finds_alive(10_000, Some(9_000)));
+        assert!(!a.finds_alive(20_000, Some(7_000)));
+        assert!(a.finds_alive(20_000, None));
     }
 }

@@ -1,45 +1,87 @@
 //! Reading the scripts' and commands' replies into fields and index entries.
 
-use cloakroom_core::store::{Applied, Delta, Fields, parse_millis};
+use cloakroom_core::store::{Applied, Apply, Fields, parse_millis};
 use cloakroom_core::{Result, SessionKey};
 use redis::Value;
 
 use crate::errors::corrupt;
 
-// The script's one answer: false when the session is missing, otherwise one JSON text,
-// `[counters, fields]`: the new value of each increment in order, as decimal strings (Lua
-// numbers lose digits past 2^53 in cjson, and an empty list comes out as `{}`), and the
-// HGETALL list as it was before the delta, `["name", "value", ...]`, or 0 when it was not
-// asked. One string costs Redis and the client less than a reply of nested arrays (the peer
-// benchmark's Redis CPU per request showed the difference). The delta's
-// meaning is applied here, with the script's counters.
-pub(crate) fn parse_applied(reply: Value, delta: &Delta) -> Result<Applied> {
+// The script's answer, in the shape the step asked for (see apply.lua): false when the session
+// is missing; without fields, an integer (the one increment's value, or 1 for none) or the JSON
+// text `[counters, 0]`; with fields, the JSON text of the flat field list before the delta, or
+// `[counters, fields]` when the delta increments. Counters in JSON are decimal strings (Lua
+// numbers lose digits past 2^53 in cjson, and an empty list comes out as `{}`). One string costs
+// Redis and the client less than a reply of nested arrays (the peer benchmark's Redis CPU per
+// request showed the difference). The delta's meaning is applied here, with the script's
+// counters.
+pub(crate) fn parse_applied(reply: Value, apply: &Apply) -> Result<Applied> {
+    let delta = &apply.delta;
+    let increments = delta.increments().len();
     let bytes = match reply {
         Value::Nil | Value::Boolean(false) => return Ok(Applied::Missing),
+        Value::Int(value) if !apply.load && increments <= 1 => {
+            let counters = match increments {
+                0 if value == 1 => Vec::new(),
+                1 => vec![value],
+                _ => return Err(corrupt("apply answered an unexpected shape")),
+            };
+            return Ok(Applied::Done {
+                counters,
+                fields: None,
+            });
+        }
         Value::BulkString(bytes) => bytes,
         _ => return Err(corrupt("apply answered an unexpected shape")),
     };
-    let (counters, fields) = match serde_json::from_slice::<Answer<FlatFields>>(&bytes) {
-        Ok(answer) => (answer.counters, answer.fields.map(|flat| flat.0)),
-        // cjson passes bytes that are not UTF-8 through as they are: a field written into the
-        // hash by something other than cloakroom. Read the strings as bytes, and leave out
-        // exactly the fields whose name or value is not text.
-        Err(_) if std::str::from_utf8(&bytes).is_err() => {
-            let answer = serde_json::from_slice::<Answer<Vec<JsonBytes>>>(&bytes)
-                .map_err(|_| corrupt("apply answered an unexpected shape"))?;
-            let fields = answer.fields.map(fields_of_byte_pairs).transpose()?;
-            (answer.counters, fields)
-        }
-        Err(_) => return Err(corrupt("apply answered an unexpected shape")),
+    let (counters, fields) = if apply.load && increments == 0 {
+        (Vec::new(), Some(parse_json_fields(&bytes)?))
+    } else {
+        parse_answer(&bytes)?
     };
+    if counters.len() != increments {
+        return Err(corrupt("apply answered the wrong number of counters"));
+    }
     let fields = match fields {
         Some(mut fields) => {
             delta.replay(&mut fields, &counters)?;
             Some(fields)
         }
+        None if apply.load => return Err(corrupt("apply answered no fields")),
         None => None,
     };
     Ok(Applied::Done { counters, fields })
+}
+
+// `[counters, fields | 0]`.
+fn parse_answer(bytes: &[u8]) -> Result<(Vec<i64>, Option<Fields>)> {
+    match serde_json::from_slice::<Answer<FlatFields>>(bytes) {
+        Ok(answer) => Ok((answer.counters, answer.fields.map(|flat| flat.0))),
+        // cjson passes bytes that are not UTF-8 through as they are: a field written into the
+        // hash by something other than cloakroom. Read the strings as bytes, and leave out
+        // exactly the fields whose name or value is not text.
+        Err(_) if std::str::from_utf8(bytes).is_err() => {
+            let answer = serde_json::from_slice::<Answer<Vec<JsonBytes>>>(bytes)
+                .map_err(|_| corrupt("apply answered an unexpected shape"))?;
+            let fields = answer.fields.map(fields_of_byte_pairs).transpose()?;
+            Ok((answer.counters, fields))
+        }
+        Err(_) => Err(corrupt("apply answered an unexpected shape")),
+    }
+}
+
+// The flat field list alone, `["name", "value", ...]` (`{}` when empty: cjson's empty table).
+fn parse_json_fields(bytes: &[u8]) -> Result<Fields> {
+    match serde_json::from_slice::<ZeroOr<FlatFields>>(bytes) {
+        Ok(ZeroOr(Some(flat))) => Ok(flat.0),
+        Ok(ZeroOr(None)) => Err(corrupt("apply answered an unexpected shape")),
+        Err(_) if std::str::from_utf8(bytes).is_err() => {
+            match serde_json::from_slice::<ZeroOr<Vec<JsonBytes>>>(bytes) {
+                Ok(ZeroOr(Some(pairs))) => fields_of_byte_pairs(pairs),
+                _ => Err(corrupt("apply answered an unexpected shape")),
+            }
+        }
+        Err(_) => Err(corrupt("apply answered an unexpected shape")),
+    }
 }
 
 // Name, value pairs read as bytes: the pairs that are text, and a warning for the rest.
@@ -302,16 +344,32 @@ pub(crate) fn parse_field_pairs(reply: Value) -> Result<Fields> {
 #[cfg(test)]
 mod tests {
     use cloakroom_core::ErrorKind;
+    use cloakroom_core::store::{Access, Delta};
 
     use super::*;
 
+    fn step(delta: Delta, load: bool) -> Apply {
+        Apply {
+            access: Access {
+                now_ms: 1,
+                idle_ms: 1,
+                touch_ms: 0,
+            },
+            delta,
+            load,
+        }
+    }
+
     // The answer to a plain load, read into its fields.
     fn answer(raw: &[u8]) -> Result<Applied> {
-        parse_applied(Value::BulkString(raw.to_vec()), &Delta::default())
+        parse_applied(
+            Value::BulkString(raw.to_vec()),
+            &step(Delta::default(), true),
+        )
     }
 
     fn fields(json: &str) -> Result<Fields> {
-        match answer(format!("[{{}},{json}]").as_bytes())? {
+        match answer(json.as_bytes())? {
             Applied::Done {
                 fields: Some(fields),
                 ..
@@ -334,7 +392,7 @@ mod tests {
         let mut delta = Delta::default();
         delta.set("a", "1")?.incr("visits", 1)?;
         let raw = br#"[["9007199254740991"],["visits","9007199254740990"]]"#;
-        let applied = parse_applied(Value::BulkString(raw.to_vec()), &delta)?;
+        let applied = parse_applied(Value::BulkString(raw.to_vec()), &step(delta, true))?;
         let Applied::Done {
             counters,
             fields: Some(fields),
@@ -348,18 +406,51 @@ mod tests {
             Some("9007199254740991")
         );
         assert_eq!(fields.get("a").map(String::as_str), Some("1"));
-        // Not loaded: the counters alone; no counter: `{}`.
-        let Applied::Done { counters, fields } = answer(br#"[["-3"],0]"#)? else {
-            return Err(corrupt("missing"));
-        };
-        assert_eq!((counters, fields), (vec![-3], None));
+        Ok(())
+    }
+
+    #[test]
+    fn without_fields_the_answer_is_the_counters_alone() -> Result<()> {
+        let mut one = Delta::default();
+        one.incr("visits", 1)?;
+        let applied = parse_applied(Value::Int(-3), &step(one, false))?;
         assert_eq!(
-            answer(b"[{},0]")?,
+            applied,
+            Applied::Done {
+                counters: vec![-3],
+                fields: None
+            }
+        );
+        let mut writes = Delta::default();
+        writes.set("a", "1")?;
+        let applied = parse_applied(Value::Int(1), &step(writes, false))?;
+        assert_eq!(
+            applied,
             Applied::Done {
                 counters: Vec::new(),
                 fields: None
             }
         );
+        let mut two = Delta::default();
+        two.incr("a", 1)?.incr("b", 2)?;
+        let raw = br#"[["1","2"],0]"#.to_vec();
+        let applied = parse_applied(Value::BulkString(raw), &step(two.clone(), false))?;
+        assert_eq!(
+            applied,
+            Applied::Done {
+                counters: vec![1, 2],
+                fields: None
+            }
+        );
+        // An integer cannot stand for two counters, nor for fields.
+        for (reply, apply) in [
+            (Value::Int(1), step(two, false)),
+            (Value::Int(1), step(Delta::default(), true)),
+            (Value::Int(2), step(Delta::default(), false)),
+        ] {
+            let kind = parse_applied(reply, &apply).map_err(|e| e.kind());
+            assert_eq!(kind, Err(ErrorKind::Corrupt));
+        }
         Ok(())
     }
 
@@ -378,7 +469,7 @@ mod tests {
         let Applied::Done {
             counters,
             fields: Some(parsed),
-        } = parse_applied(Value::BulkString(raw), &delta)?
+        } = parse_applied(Value::BulkString(raw.clone()), &step(delta, true))?
         else {
             return Err(corrupt("no fields"));
         };
@@ -386,34 +477,57 @@ mod tests {
         assert_eq!(parsed.len(), 2, "{parsed:?}");
         assert_eq!(parsed.get("a").map(String::as_str), Some("\"\u{fffd}\""));
         assert_eq!(parsed.get("c").map(String::as_str), Some("1"));
+        // The same fields, as a plain load's answer.
+        let plain = raw[7..raw.len() - 1].to_vec();
+        let Applied::Done {
+            fields: Some(parsed),
+            ..
+        } = parse_applied(Value::BulkString(plain), &step(Delta::default(), true))?
+        else {
+            return Err(corrupt("no fields"));
+        };
+        assert_eq!(parsed.len(), 2, "{parsed:?}");
         Ok(())
     }
 
     #[test]
     fn malformed_answers_are_corruption_not_panics() {
         for bad in [
-            r#"[{},["a"]]"#,
-            r#"[{},["a",1]]"#,
-            r#"[{},{"a":"b"}]"#,
-            r#"[{},1]"#,
-            r#"[[1],0]"#,
-            r#"[["x"],0]"#,
-            r#"[{"a":1},0]"#,
-            r#"[{},0,0]"#,
-            r#"[{}]"#,
-            r#"["a","b"]"#,
+            r#"["a"]"#,
+            r#"["a",1]"#,
+            r#"{"a":"b"}"#,
+            r#"1"#,
+            r#"0"#,
+            r#"[{},["a","b"]]"#,
             "not json",
             "[\"\u{0}",
         ] {
             let kind = answer(bad.as_bytes()).map_err(|e| e.kind());
             assert_eq!(kind, Err(ErrorKind::Corrupt), "{bad:?}");
         }
+        let counted = || -> Result<Apply> {
+            let mut delta = Delta::default();
+            delta.incr("a", 1)?;
+            Ok(step(delta, true))
+        };
+        for bad in [
+            r#"[[1],["a","1"]]"#,
+            r#"[["x"],["a","1"]]"#,
+            r#"[{"a":1},["a","1"]]"#,
+            r#"[["1"],["a","1"],0]"#,
+            r#"[["1"]]"#,
+            r#"[["1"],0]"#,
+            r#"[{},["a","1"]]"#,
+            r#"[["1","2"],["a","1"]]"#,
+        ] {
+            let kind = counted()
+                .and_then(|apply| parse_applied(Value::BulkString(bad.as_bytes().to_vec()), &apply))
+                .map_err(|e| e.kind());
+            assert_eq!(kind, Err(ErrorKind::Corrupt), "{bad:?}");
+        }
         for reply in [Value::Int(3), Value::Array(Vec::new()), Value::Okay] {
-            let kind = parse_applied(reply, &Delta::default()).map_err(|e| e.kind());
+            let kind = parse_applied(reply, &step(Delta::default(), true)).map_err(|e| e.kind());
             assert_eq!(kind, Err(ErrorKind::Corrupt));
         }
-        // The counters must match the delta's increments.
-        let kind = answer(br#"[["1"],["a","1"]]"#).map_err(|e| e.kind());
-        assert_eq!(kind, Err(ErrorKind::Corrupt));
     }
 }

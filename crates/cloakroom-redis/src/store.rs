@@ -18,6 +18,7 @@ fn add_delta_args(invocation: &mut redis::Cmd, apply: &Apply) {
     invocation
         .arg(apply.access.now_ms)
         .arg(apply.access.idle_ms)
+        .arg(apply.access.touch_ms)
         .arg(if apply.load { "1" } else { "0" })
         .arg(limits.max_fields)
         .arg(limits.max_session_bytes);
@@ -71,7 +72,7 @@ impl Store for RedisStore {
                 add_delta_args(inv, apply)
             })
             .await?;
-        parse_applied(reply, &apply.delta)
+        parse_applied(reply, apply)
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {

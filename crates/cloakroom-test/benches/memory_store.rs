@@ -46,6 +46,7 @@ fn login(now_ms: u64) -> NewSession {
         access: Access {
             now_ms,
             idle_ms: IDLE_MS,
+            touch_ms: 0,
         },
         deadline_ms,
         origin: cloakroom_core::store::Origin::Login,
@@ -57,6 +58,7 @@ fn request(now_ms: u64, delta: Delta, load: bool) -> Apply {
         access: Access {
             now_ms,
             idle_ms: IDLE_MS,
+            touch_ms: 0,
         },
         delta,
         load,

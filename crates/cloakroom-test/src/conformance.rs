@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
 use cloakroom_core::store::{
-    Access, Applied, Apply, Created, Delta, Fields, META_CREATED, META_DEADLINE, NewSession, Store,
+    Access, Applied, Apply, Created, Delta, Fields, META_CREATED, META_DEADLINE, META_TOUCHED,
+    NewSession, Store,
 };
 use cloakroom_core::{ErrorKind, IndexEntry, SessionKey, SessionLimits, SessionToken, UserKey};
 
@@ -30,6 +31,7 @@ fn access(idle_ms: u64) -> Access {
     Access {
         now_ms: now_ms(),
         idle_ms,
+        touch_ms: 0,
     }
 }
 
@@ -43,11 +45,13 @@ pub fn new_session(fields: &[(&str, &str)], idle_ms: u64, lifetime_ms: u64) -> N
         .collect();
     all.insert(META_CREATED.to_owned(), now.to_string());
     all.insert(META_DEADLINE.to_owned(), deadline_ms.to_string());
+    all.insert(META_TOUCHED.to_owned(), now.to_string());
     NewSession {
         fields: all,
         access: Access {
             now_ms: now,
             idle_ms,
+            touch_ms: 0,
         },
         deadline_ms,
         origin: cloakroom_core::store::Origin::Login,
@@ -420,6 +424,133 @@ pub async fn access_slides_the_idle_timeout(store: &dyn Store) -> anyhow::Result
     Ok(())
 }
 
+// The session's last touch, as stored.
+fn touched(fields: &Fields) -> Option<u64> {
+    fields
+        .get(META_TOUCHED)
+        .and_then(|t| cloakroom_core::store::parse_millis(t))
+}
+
+// A step at `now_ms` with an idle timeout of `idle_ms` and a touch interval of `touch_ms`.
+async fn step_at(
+    store: &dyn Store,
+    key: &SessionKey,
+    (now_ms, idle_ms, touch_ms): (u64, u64, u64),
+    delta: Delta,
+) -> anyhow::Result<Option<Fields>> {
+    let apply = Apply {
+        access: Access {
+            now_ms,
+            idle_ms,
+            touch_ms,
+        },
+        delta,
+        load: true,
+    };
+    match store.apply(key, &apply).await? {
+        Applied::Missing => Ok(None),
+        Applied::Done { fields, .. } => Ok(Some(fields.context("no fields")?)),
+        _ => bail!("unknown outcome"),
+    }
+}
+
+/// A step touches the session (restarts its idle timeout) only once the touch interval has
+/// passed since the last touch; loads, writes and increments alike. The times are the steps'
+/// own (a manual clock): a store takes the time it is given.
+pub async fn a_touch_is_due_only_after_the_interval(store: &dyn Store) -> anyhow::Result<()> {
+    const IDLE: u64 = 600_000;
+    const TOUCH: u64 = 10_000;
+    let k = key()?;
+    let session = new_session(&[("n", "1")], IDLE, LONG);
+    let t0 = session.access.now_ms;
+    store.create(&k, &session).await?;
+    let at = |offset: u64| (t0 + offset, IDLE, TOUCH);
+    let fields = step_at(store, &k, at(TOUCH - 1), Delta::default())
+        .await?
+        .context("missing")?;
+    ensure!(touched(&fields) == Some(t0), "a load touched early");
+    let mut write = Delta::default();
+    write.set("a", "1")?;
+    let fields = step_at(store, &k, at(TOUCH - 1), write)
+        .await?
+        .context("missing")?;
+    ensure!(touched(&fields) == Some(t0), "a write touched early");
+    let mut count = Delta::default();
+    count.incr("n", 1)?;
+    let fields = step_at(store, &k, at(TOUCH - 1), count.clone())
+        .await?
+        .context("missing")?;
+    ensure!(touched(&fields) == Some(t0), "an increment touched early");
+    ensure!(fields.get("n").map(String::as_str) == Some("2"));
+    // Due: the increment is applied and the session touched in the same step.
+    let fields = step_at(store, &k, at(TOUCH), count)
+        .await?
+        .context("missing")?;
+    ensure!(
+        touched(&fields) == Some(t0 + TOUCH),
+        "a due step did not touch"
+    );
+    ensure!(fields.get("n").map(String::as_str) == Some("3"));
+    // An interval of zero touches on every step.
+    let fields = step_at(store, &k, (t0 + TOUCH + 1, IDLE, 0), Delta::default())
+        .await?
+        .context("missing")?;
+    ensure!(touched(&fields) == Some(t0 + TOUCH + 1));
+    Ok(())
+}
+
+/// The contract of the touch interval: a session ends between `idle − touch` and `idle` after
+/// its last access, exactly `idle` after its last touch, never later; and a step after that
+/// finds it gone for good.
+pub async fn a_session_ends_within_idle_of_its_last_touch(store: &dyn Store) -> anyhow::Result<()> {
+    const IDLE: u64 = 60_000;
+    const TOUCH: u64 = 10_000;
+    let (early, late) = (key()?, key()?);
+    let session = new_session(&[], IDLE, LONG);
+    let t0 = session.access.now_ms;
+    store.create(&early, &session).await?;
+    store.create(&late, &session).await?;
+    // The last access of each, just before a touch would be due: it does not touch.
+    let last = t0 + TOUCH - 1;
+    for k in [&early, &late] {
+        let fields = step_at(store, k, (last, IDLE, TOUCH), Delta::default())
+            .await?
+            .context("missing")?;
+        ensure!(touched(&fields) == Some(t0));
+    }
+    // Alive until idle after its last touch (idle - touch + 1 after its last access) ...
+    ensure!(
+        step_at(
+            store,
+            &early,
+            (t0 + IDLE - 1, IDLE, TOUCH),
+            Delta::default()
+        )
+        .await?
+        .is_some(),
+        "ended before idle after its last touch"
+    );
+    // ... and over at that moment: the session is gone, and no write brings it back.
+    ensure!(
+        step_at(store, &late, (t0 + IDLE, IDLE, TOUCH), Delta::default())
+            .await?
+            .is_none(),
+        "alive idle after its last touch"
+    );
+    let mut write = Delta::default();
+    write.set("a", "1")?;
+    ensure!(
+        step_at(store, &late, (t0 + 1, IDLE, TOUCH), write)
+            .await?
+            .is_none()
+    );
+    ensure!(
+        load(store, &late).await?.is_none(),
+        "a session over came back"
+    );
+    Ok(())
+}
+
 /// The absolute deadline ends a session however active it is, and a step dated after it
 /// removes the session for good.
 pub async fn absolute_deadline_ends_an_active_session(store: &dyn Store) -> anyhow::Result<()> {
@@ -429,6 +560,7 @@ pub async fn absolute_deadline_ends_an_active_session(store: &dyn Store) -> anyh
     let late = Access {
         now_ms: now_ms() + 1_000,
         idle_ms: LONG,
+        touch_ms: 0,
     };
     ensure!(load_with(store, &k, late).await?.is_none());
     ensure!(
@@ -499,8 +631,13 @@ pub async fn reserved_names_never_reach_the_store(store: &dyn Store) -> anyhow::
             "step {i}: {kind:?}"
         );
     }
+    // Loads touch the session; nothing else may change.
+    let untouched = |mut fields: Fields| {
+        fields.remove(META_TOUCHED);
+        fields
+    };
     ensure!(
-        load(store, &k).await?.context("missing")? == before,
+        untouched(load(store, &k).await?.context("missing")?) == untouched(before),
         "a refused step wrote"
     );
     Ok(())

@@ -156,6 +156,7 @@ async fn increment(store: &dyn Store, session: usize, key: &SessionKey, epoch: I
         access: Access {
             now_ms: now_ms(),
             idle_ms: 600_000,
+            touch_ms: 0,
         },
         delta,
         load: false,

@@ -96,6 +96,7 @@ pub async fn check_against_model(store: &dyn Store, steps: &[Step]) -> Result<()
     let access = |now_ms| Access {
         now_ms,
         idle_ms: IDLE_MS,
+        touch_ms: 0,
     };
     for (index, &step) in steps.iter().enumerate() {
         let fail = |what: String| Err(format!("step {index} ({step:?}): {what}"));

@@ -21,7 +21,7 @@ pub const SESSION_USER: (&str, &str) = ("cloakroom", "session-password");
 
 /// The ACL rules of [`SESSION_USER`].
 pub const SESSION_USER_RULES: &str = "~cloakroom:* resetchannels -@all +evalsha +eval \
-     +script|load +del +wait +exists +hget +hgetall +hset +hdel +hincrby +pexpire +pttl \
+     +script|load +del +wait +exists +hget +hmget +hgetall +hset +hdel +hincrby +pexpire +pttl \
      +zadd +zrem +zrange +zremrangebyscore +persist +cluster|slots +asking +readonly +ping +info";
 
 /// What kind of server to spawn.

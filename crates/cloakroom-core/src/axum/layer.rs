@@ -108,6 +108,11 @@ impl SessionLayerBuilder {
         self.map(|c| Ok(c.with_idle_timeout(timeout)))
     }
 
+    /// See [`SessionConfig::with_touch_interval`].
+    pub fn with_touch_interval(self, interval: Duration) -> Self {
+        self.map(|c| Ok(c.with_touch_interval(interval)))
+    }
+
     /// See [`SessionConfig::with_absolute_timeout`].
     pub fn with_absolute_timeout(self, timeout: Duration) -> Self {
         self.map(|c| Ok(c.with_absolute_timeout(timeout)))

@@ -13,8 +13,8 @@ use crate::delta::Delta;
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::SessionMetrics;
 use crate::store::{
-    Access, Applied, Apply, Fields, META_CREATED, META_DEADLINE, META_USER, NewSession, Origin,
-    RESERVED_PREFIX,
+    Access, Applied, Apply, Fields, META_CREATED, META_DEADLINE, META_TOUCHED, META_USER,
+    NewSession, Origin, RESERVED_PREFIX,
 };
 use crate::token::SessionToken;
 use crate::users::UserKey;
@@ -34,7 +34,7 @@ pub(super) enum Count {
     /// Nothing from the store: the request has no session, or created it here.
     Done(Option<i64>),
     /// A step on the existing session.
-    Send(ApplyStep),
+    Send(Box<ApplyStep>),
 }
 
 /// The creation of a session started in this request. The store step lists the session in its
@@ -83,7 +83,9 @@ impl State {
         };
         let mut delta = self.pending.clone();
         delta.incr(name, by)?;
-        Ok(Count::Send(self.pending_step(token, delta, access, load)))
+        Ok(Count::Send(Box::new(
+            self.pending_step(token, delta, access, load),
+        )))
     }
 
     /// Records the outcome of a step on the existing session (a load, an increment, the
@@ -187,6 +189,7 @@ impl State {
         let mut stored = fields.clone();
         stored.insert(META_CREATED.to_owned(), meta.created_ms.to_string());
         stored.insert(META_DEADLINE.to_owned(), meta.deadline_ms.to_string());
+        stored.insert(META_TOUCHED.to_owned(), access.now_ms.to_string());
         if let Some(user) = &meta.user {
             stored.insert(META_USER.to_owned(), user.as_str().to_owned());
         }

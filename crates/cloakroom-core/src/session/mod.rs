@@ -97,6 +97,7 @@ impl Session {
         Access {
             now_ms: self.now_ms(),
             idle_ms: duration_millis(self.shared.config.idle_timeout).max(1),
+            touch_ms: duration_millis(self.shared.config.touch_interval()),
         }
     }
 
@@ -339,7 +340,7 @@ impl Session {
         let _steps = self.inner.steps.lock().await;
         let step = match self.lock().count_step(name, by, self.access())? {
             Count::Done(value) => return Ok(value),
-            Count::Send(step) => step,
+            Count::Send(step) => *step,
         };
         self.run(step).await
     }

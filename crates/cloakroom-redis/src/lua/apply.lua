@@ -1,45 +1,58 @@
--- Apply a delta to an existing session, slide its TTL, optionally return all its fields.
+-- Apply a delta to an existing session, touch it when due, optionally return all its fields.
 -- KEYS[1]: the session key
--- ARGV[1]: now (Unix ms); ARGV[2]: idle timeout (ms); ARGV[3]: '1' to return all fields
--- ARGV[4], ARGV[5]: most user fields and most bytes of user names and values the step may
+-- ARGV[1]: now (Unix ms); ARGV[2]: idle timeout (ms); ARGV[3]: touch interval (ms);
+-- ARGV[4]: '1' to return all fields
+-- ARGV[5], ARGV[6]: most user fields and most bytes of user names and values the step may
 -- leave (user fields are those not starting with '__')
--- ARGV[6..]: the delta's writes, each 'S' name value | 'D' name (one per name), then its
+-- ARGV[7..]: the delta's writes, each 'S' name value | 'D' name (one per name), then its
 -- increments, each 'I' name by
 --
--- The reply, in one shape:
--- * false: the session is missing or past its deadline. Nothing is written; a missing session
---   is never created.
--- * one JSON text, [counters, fields]: the new value of each increment, in order, as decimal
---   strings ({} when there is none: cjson's empty table), and the flat field list BEFORE the
---   delta, ["name", "value", ...], or 0 when not asked. The caller applies the delta to the
---   fields with these counters (`Delta::replay`), so the delta's meaning is stated once, in
---   Rust. One string is cheaper for Redis to return, and for the client to parse, than a table
---   (nested arrays of 2n strings, or even of two items). Counters are strings because cjson
---   writes numbers with 14 significant digits.
+-- A session is alive while now is before its deadline (__deadline) and before its last touch
+-- (__touched) plus the idle timeout. A step that finds it alive touches it only when the touch
+-- interval has passed since the last touch: __touched becomes now and the TTL slides to the
+-- idle timeout, cut at the deadline. Otherwise nothing but the delta is written, so a read
+-- writes nothing at all.
+--
+-- The reply holds only what the caller asked for:
+-- * false: the session is missing or over. Nothing is written; a missing session is never
+--   created.
+-- * without fields asked: the increment's new value as an integer when the delta has exactly
+--   one; 1 when it has none; otherwise one JSON text [counters, 0].
+-- * with fields asked: one JSON text, the flat field list BEFORE the delta (with __touched as
+--   it is after the step), ["name", "value", ...], when the delta has no increment; otherwise
+--   [counters, fields]. Counters are the new value of each increment, in order, as decimal
+--   strings ({} when there is none: cjson's empty table), because cjson writes numbers with 14
+--   significant digits. The caller applies the delta to the fields with these counters
+--   (`Delta::replay`), so the delta's meaning is stated once, in Rust. One string is cheaper for
+--   Redis to return, and for the client to parse, than a table of 2n strings.
 -- Errors, after which the session is exactly as it was:
 -- * 'CORRUPT ...': the key holds a hash without a valid deadline (not a session of ours, or a
 --   damaged one). A key of another type fails with WRONGTYPE.
 -- * 'NOTINT ...', 'RANGE ...': an increment meets a value that is not a counter, or would leave
 --   +-(2^53 - 1); 'TOOLARGE ...': the step would take the session past a bound (and past what
 --   it held before). The rules are `Delta::apply`'s.
--- The code is inline, without local functions, because a closure is created anew on every call.
+-- The code is inline, without local functions on the fast paths, because a closure is created
+-- anew on every call.
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
 local idle = tonumber(ARGV[2])
+local touch = tonumber(ARGV[3])
+local load = ARGV[4] == '1'
 local MAX = 9007199254740991
-local max_fields = tonumber(ARGV[4])
-local max_bytes = tonumber(ARGV[5])
-local lone_incr = #ARGV == 8 and ARGV[6] == 'I'
-local incr_name = ARGV[7]
+local max_fields = tonumber(ARGV[5])
+local max_bytes = tonumber(ARGV[6])
+local lone_incr = #ARGV == 9 and ARGV[7] == 'I'
+local incr_name = ARGV[8]
 
--- Read the deadline, from the full hash when it is wanted anyway (one command, not two).
--- A key of another type makes the read fail with WRONGTYPE, which is passed on (the caller
--- reports corruption) like a missing or bad deadline below.
+-- Read the deadline and the last touch, from the full hash when it is wanted anyway (one
+-- command, not two), and whether the counter of a lone increment exists. A key of another type
+-- makes the read fail with WRONGTYPE, which is passed on (the caller reports corruption) like a
+-- missing or bad deadline below.
 local fields = 0
-local text
+local text, touched_text, touched_at
 local has_counter
 local unreadable
-if ARGV[3] == '1' then
+if load then
   fields = redis.pcall('HGETALL', key)
   if fields.err then
     unreadable = fields
@@ -50,23 +63,34 @@ if ARGV[3] == '1' then
       local name = fields[i]
       if name == '__deadline' then
         text = fields[i + 1]
+      elseif name == '__touched' then
+        touched_text = fields[i + 1]
+        touched_at = i + 1
       elseif name == incr_name then
         has_counter = true
       end
     end
   end
 else
-  text = redis.pcall('HGET', key, '__deadline')
-  if type(text) == 'table' then
-    unreadable = text
-  elseif not text and redis.call('EXISTS', key) == 0 then
-    return false
+  local read
+  if lone_incr then
+    read = redis.pcall('HMGET', key, '__deadline', '__touched', incr_name)
+  else
+    read = redis.pcall('HMGET', key, '__deadline', '__touched')
+  end
+  if read.err then
+    unreadable = read
+  else
+    text, touched_text, has_counter = read[1], read[2], read[3]
+    if not text and redis.call('EXISTS', key) == 0 then
+      return false
+    end
   end
 end
--- The deadline is read exactly as Rust's `parse_millis` reads it: a canonical decimal integer
+-- Times are read exactly as Rust's `parse_millis` reads them: a canonical decimal integer
 -- (digits only, no leading zero) of at most 2^53 - 1. tonumber alone would also take ' 1',
 -- '1e12', '0x10', '1.5' or 'nan'. A hash without a valid deadline is not a session of ours (or a
--- damaged one).
+-- damaged one); a bad last touch counts as none, and is replaced by this step's.
 local deadline
 if not unreadable and text and #text <= 16 and (text == '0' or string.match(text, '^[1-9]%d*$')) then
   deadline = tonumber(text)
@@ -79,15 +103,40 @@ if not deadline then
   if redis.pcall('PTTL', key) == -1 then redis.pcall('PEXPIRE', key, idle) end
   return unreadable or redis.error_reply('CORRUPT the session record has no valid deadline')
 end
-if deadline <= now then
+local touched
+if touched_text and #touched_text <= 16 and string.match(touched_text, '^[1-9]%d*$') then
+  touched = tonumber(touched_text)
+end
+if deadline <= now or (touched and touched + idle <= now) then
   redis.call('DEL', key)
   return false
 end
+local due = not touched or now - touched >= touch
+local ttl = deadline - now
+if idle < ttl then ttl = idle end
+if due and load then
+  -- The fields answered carry the touch made here.
+  if touched_at then
+    fields[touched_at] = ARGV[1]
+  else
+    fields[#fields + 1] = '__touched'
+    fields[#fields + 1] = ARGV[1]
+  end
+end
+
+-- A plain load: nothing to apply.
+if #ARGV == 6 then
+  if due then
+    redis.call('HSET', key, '__touched', ARGV[1])
+    redis.call('PEXPIRE', key, ttl)
+  end
+  if load then return cjson.encode(fields) end
+  return 1
+end
 
 -- An increment of a field that exists adds no field and a few bytes at most: the bounds need no
--- check. One that creates a field, or whose field was not read, takes the general path, which
--- checks them.
-if lone_incr and (fields == 0 or not has_counter) then
+-- check. One that creates a field takes the general path, which checks them.
+if lone_incr and not has_counter then
   lone_incr = false
 end
 
@@ -95,8 +144,8 @@ end
 -- that is not an integer without writing; a result outside +-(2^53 - 1) is undone at once
 -- (the script is atomic, so nobody sees it).
 if lone_incr then
-  local name, by = incr_name, tonumber(ARGV[8])
-  local result = redis.pcall('HINCRBY', key, name, ARGV[8])
+  local name, by = incr_name, tonumber(ARGV[9])
+  local result = redis.pcall('HINCRBY', key, name, ARGV[9])
   if type(result) == 'table' then
     local message = result.err or ''
     -- A value HINCRBY cannot read, or one so large that adding overflows 64 bits: either way
@@ -117,9 +166,12 @@ if lone_incr then
     redis.call('HINCRBY', key, name, -by)
     return redis.error_reply('RANGE session counter would leave +-(2^53 - 1)')
   end
-  local ttl = deadline - now
-  if idle < ttl then ttl = idle end
-  redis.call('PEXPIRE', key, ttl)
+  if due then
+    redis.call('HSET', key, '__touched', ARGV[1])
+    redis.call('PEXPIRE', key, ttl)
+  end
+  -- Within +-(2^53 - 1), so the integer reply is exact.
+  if not load then return result end
   -- %d, not tostring: tostring writes large numbers in exponent notation.
   return cjson.encode({ { string.format('%d', result) }, fields })
 end
@@ -141,7 +193,7 @@ local staged = {}
 -- against the bounds (removals and increments of existing counters add no field, and at most
 -- a few digits).
 local grows = false
-local i = 6
+local i = 7
 while i <= #ARGV do
   local op, name = ARGV[i], ARGV[i + 1]
   if op == 'S' then
@@ -212,7 +264,8 @@ end
 
 -- Second pass: write.
 local counters = {}
-i = 6
+local last
+i = 7
 while i <= #ARGV do
   local op, name = ARGV[i], ARGV[i + 1]
   if op == 'S' then
@@ -222,12 +275,20 @@ while i <= #ARGV do
     redis.call('HDEL', key, name)
     i = i + 2
   else
-    counters[#counters + 1] = string.format('%d', redis.call('HINCRBY', key, name, ARGV[i + 2]))
+    last = redis.call('HINCRBY', key, name, ARGV[i + 2])
+    counters[#counters + 1] = string.format('%d', last)
     i = i + 3
   end
 end
 
-local ttl = deadline - now
-if idle < ttl then ttl = idle end
-redis.call('PEXPIRE', key, ttl)
-return cjson.encode({ counters, fields })
+if due then
+  redis.call('HSET', key, '__touched', ARGV[1])
+  redis.call('PEXPIRE', key, ttl)
+end
+if load then
+  if #counters == 0 then return cjson.encode(fields) end
+  return cjson.encode({ counters, fields })
+end
+if #counters == 0 then return 1 end
+if #counters == 1 then return last end
+return cjson.encode({ counters, 0 })

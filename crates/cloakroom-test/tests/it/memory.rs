@@ -51,6 +51,7 @@ fn login_at(now_ms: u64) -> NewSession {
         access: Access {
             now_ms,
             idle_ms: 30 * 60_000,
+            touch_ms: 0,
         },
         deadline_ms,
         origin: cloakroom_core::store::Origin::Login,
@@ -63,6 +64,7 @@ async fn click_at(store: &MemoryStore, key: &SessionKey, now_ms: u64) -> anyhow:
         access: Access {
             now_ms,
             idle_ms: 30 * 60_000,
+            touch_ms: 0,
         },
         delta: Default::default(),
         load: true,

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, ensure};
 use cloakroom_core::adapter;
 use cloakroom_core::{
-    CookieState, ErrorKind, ManualClock, MemoryStore, SessionConfig, SessionLimits, SessionManager,
-    SessionToken, Store,
+    Clock, CookieState, ErrorKind, ManualClock, MemoryStore, SessionConfig, SessionLimits,
+    SessionManager, SessionToken, Store,
 };
 use cloakroom_test::requests::{login, request, returned_cookie};
 use cloakroom_test::{CountingStore, StoreFixture};
@@ -39,6 +39,7 @@ cloakroom_test::test_over_each_store!(
     attacks_and_broken_input_are_counted,
     limits_refuse_oversized_writes_and_write_nothing,
     concurrent_duplicate_logins_get_distinct_tokens,
+    a_request_touches_the_session_only_when_due,
 );
 
 async fn login_then_read_and_count(f: StoreFixture) -> anyhow::Result<()> {
@@ -787,6 +788,49 @@ async fn concurrent_duplicate_logins_get_distinct_tokens(f: StoreFixture) -> any
     ensure!(
         !request(&m, &planted).exists().await?,
         "the pre-login session survived"
+    );
+    Ok(())
+}
+
+// With the default touch interval (a thirtieth of the idle timeout, here 60 s of 30 minutes),
+// requests touch the session once a minute at most; the session ends 30 minutes after its last
+// touch, on the manual clock, whichever store holds it.
+async fn a_request_touches_the_session_only_when_due(f: StoreFixture) -> anyhow::Result<()> {
+    let clock = ManualClock::new(SystemTime::now());
+    let config = SessionConfig::new(SECRET)?.with_clock(Arc::new(clock.clone()));
+    ensure!(config.touch_interval() == Duration::from_secs(60));
+    let m = SessionManager::new(f.store.clone(), config)?;
+    let cookie = login(&m, "ann").await?;
+    let key = cloakroom_test::requests::token_of(&cookie)?.key();
+    let now = || {
+        let since_epoch = clock.now().duration_since(std::time::UNIX_EPOCH);
+        since_epoch.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    let touched = || async {
+        let fields = f.store.peek(&key, now()).await?.context("missing")?;
+        anyhow::Ok(fields.get("__touched").cloned())
+    };
+    let at_login = touched().await?.context("no touch at login")?;
+    ensure!(at_login == now().to_string());
+    clock.advance(Duration::from_secs(59));
+    ensure!(request(&m, &cookie).incr("visits", 1).await? == Some(1));
+    ensure!(
+        touched().await?.as_deref() == Some(at_login.as_str()),
+        "touched early"
+    );
+    clock.advance(Duration::from_secs(1));
+    ensure!(request(&m, &cookie).exists().await?);
+    let last_touch = now();
+    ensure!(touched().await?.as_deref() == Some(last_touch.to_string().as_str()));
+    // A request 59 s later does not touch: the session ends 30 minutes after the touch, which
+    // is 29 minutes and a second after its last request.
+    clock.advance(Duration::from_secs(59));
+    ensure!(request(&m, &cookie).exists().await?);
+    ensure!(touched().await?.as_deref() == Some(last_touch.to_string().as_str()));
+    clock.advance(Duration::from_secs(30 * 60 - 59));
+    ensure!(
+        !request(&m, &cookie).exists().await?,
+        "alive 30 minutes after its last touch"
     );
     Ok(())
 }

@@ -277,9 +277,13 @@ async fn a_planted_deadline_in_the_far_future() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_key_stripped_of_its_ttl() -> anyhow::Result<()> {
-    // PERSIST by mistake: the next access gives the key its expiry back.
+    // PERSIST by mistake: the next touch gives the key its expiry back. (A touch is due once the
+    // touch interval has passed since the last one; here the last was 61 s ago, past the default
+    // interval of a 30-minute idle timeout, 60 s.)
     let mut p = planted().await?;
     let _: () = p.conn.persist(&p.key)?;
+    let long_ago = cloakroom_test::conformance::now_ms() - 61_000;
+    let _: () = p.conn.hset(&p.key, "__touched", long_ago.to_string())?;
     ensure!(request(&p.m, &p.cookie).exists().await?);
     let ttl: i64 = p.conn.pttl(&p.key)?;
     ensure!(ttl > 0, "the key still has no TTL: {ttl}");
