@@ -22,13 +22,16 @@
 //! * `REDIS_TLS_INSECURE`: `1` turns TLS certificate checks off, with a warning. For tests
 //!   against throwaway certificates only.
 //! * `MAX_SESSIONS`: bound of the memory store (default 100000).
+//! * `NEAR_CACHE`: `on` keeps local copies of recently read sessions, kept correct by
+//!   invalidations from Redis, so a request that only reads its session (`GET /whoami`) costs
+//!   no round trip; `off` (the default). Redis only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cloakroom::redis::{ClusterMode, RedisStore, ReplicaAcks};
+use cloakroom::redis::{ClusterMode, NearCache, RedisStore, ReplicaAcks};
 use cloakroom::signing::CookieSigner;
 use cloakroom::{MemoryStore, SessionLayer, Store};
 
@@ -92,6 +95,11 @@ async fn run() -> anyhow::Result<()> {
     }
     let secure = flag("COOKIE_SECURE", true)?;
     let max_sessions: usize = parse_env("MAX_SESSIONS", MemoryStore::DEFAULT_MAX_SESSIONS)?;
+    let near_cache = match env("NEAR_CACHE").as_deref() {
+        None | Some("off") => false,
+        Some("on") => true,
+        Some(other) => bail!("NEAR_CACHE={other:?}: use on or off"),
+    };
 
     let secret: Vec<u8> = match env("SECRET_KEY") {
         Some(secret) => secret.into_bytes(),
@@ -172,6 +180,9 @@ async fn run() -> anyhow::Result<()> {
                     Duration::from_millis(100),
                 ));
             }
+            if near_cache {
+                builder = builder.with_near_cache(NearCache::new());
+            }
             if flag("REDIS_TLS_INSECURE", false)? {
                 builder = builder.danger_accept_invalid_certificates();
             }
@@ -184,13 +195,17 @@ async fn run() -> anyhow::Result<()> {
             } else {
                 "Redis"
             };
+            let cache = if near_cache { ", near-cache on" } else { "" };
             println!(
-                "cloakroom-demo: session store: {shape} at {}",
+                "cloakroom-demo: session store: {shape} at {}{cache}",
                 redacted(&url)
             );
             Arc::new(store)
         }
         None => {
+            if near_cache {
+                tracing::warn!("NEAR_CACHE=on applies to Redis only: the memory store is local");
+            }
             println!(
                 "cloakroom-demo: session store: embedded memory store (at most {max_sessions} sessions; set REDIS_URL to use Redis)"
             );

@@ -9,6 +9,8 @@ use redis::Value;
 
 use crate::acks::ReplicaAcks;
 use crate::connection::{self, ClusterMode};
+use crate::near_cache::NearCache;
+use crate::nodes::NodeClients;
 use crate::scripts::{ScriptSource, bounded};
 use crate::{DEFAULT_OPERATION_TIMEOUT, DEFAULT_PREFIX, RedisStore};
 
@@ -23,6 +25,7 @@ pub struct RedisStoreBuilder {
     accept_invalid_certificates: bool,
     cluster_mode: ClusterMode,
     replica_acks: Option<ReplicaAcks>,
+    near_cache: Option<NearCache>,
 }
 
 impl RedisStore {
@@ -57,6 +60,7 @@ impl RedisStore {
             accept_invalid_certificates: false,
             cluster_mode: ClusterMode::Auto,
             replica_acks: None,
+            near_cache: None,
         }
     }
 
@@ -80,6 +84,7 @@ impl std::fmt::Debug for RedisStoreBuilder {
             )
             .field("cluster_mode", &self.cluster_mode)
             .field("replica_acks", &self.replica_acks)
+            .field("near_cache", &self.near_cache)
             .finish_non_exhaustive()
     }
 }
@@ -123,6 +128,17 @@ impl RedisStoreBuilder {
     /// Makes writes wait for replicas: see [`ReplicaAcks`]. Off by default.
     pub fn with_replica_acks(mut self, acks: ReplicaAcks) -> Self {
         self.replica_acks = Some(acks);
+        self
+    }
+
+    /// Serves plain loads from local copies of recently loaded sessions, kept correct by
+    /// invalidations from Redis (`CLIENT TRACKING`): a request that only reads its session then
+    /// costs no round trip. Off by default. Writes, increments and due touches still go to
+    /// Redis; a change made elsewhere is seen within [`NearCache::with_lease`] at worst. Needs
+    /// RESP3 (Redis 6 or later, Valkey, ElastiCache) and, for an ACL user, `+hello`,
+    /// `+client|tracking` and `+ping`. docs/DESIGN.md, "The near-cache", has the contract.
+    pub fn with_near_cache(mut self, settings: NearCache) -> Self {
+        self.near_cache = Some(settings);
         self
     }
 
@@ -181,6 +197,22 @@ impl RedisStoreBuilder {
                  node of the cluster"
             );
         }
+        let near_cache = match self.near_cache {
+            None => None,
+            Some(cache) => {
+                let shared = crate::near_cache::Shared::new(cache);
+                crate::near_cache::start(crate::near_cache::Tracking {
+                    shared: shared.clone(),
+                    clients: NodeClients::new(&settings, connection.is_cluster())?,
+                    data: connection.clone(),
+                    prefix: self.prefix.clone(),
+                    lease: cache.lease,
+                    connect_timeout: self.connect_timeout,
+                })
+                .await?;
+                Some(shared)
+            }
+        };
         let store = RedisStore {
             connection,
             acks_connection,
@@ -191,6 +223,7 @@ impl RedisStoreBuilder {
             create: ScriptSource::new(include_str!("lua/create.lua")),
             apply: ScriptSource::new(include_str!("lua/apply.lua")),
             index: ScriptSource::new(include_str!("lua/index.lua")),
+            near_cache,
         };
         // Load the scripts now (on every primary, in cluster mode) so the first requests cost
         // one round trip, like the rest. This is also the start-up check that the server answers

@@ -350,7 +350,7 @@ fn config_error(message: &'static str) -> impl FnOnce(redis::RedisError) -> Erro
     move |e| Error::with_source(ErrorKind::Config, message, e)
 }
 
-fn connection_info(settings: &Settings<'_>) -> Result<ConnectionInfo> {
+pub(crate) fn connection_info(settings: &Settings<'_>) -> Result<ConnectionInfo> {
     let info = settings
         .url
         .into_connection_info()
@@ -398,7 +398,7 @@ fn connection_info(settings: &Settings<'_>) -> Result<ConnectionInfo> {
     }))
 }
 
-fn tls_certificates(
+pub(crate) fn tls_certificates(
     settings: &Settings<'_>,
     info: &ConnectionInfo,
 ) -> Result<Option<redis::TlsCertificates>> {
@@ -434,7 +434,7 @@ fn tls_certificates(
     }))
 }
 
-fn client(
+pub(crate) fn client(
     info: ConnectionInfo,
     certificates: Option<redis::TlsCertificates>,
 ) -> Result<redis::Client> {

@@ -19,13 +19,17 @@
 //! The modules follow the concerns: `builder` (settings, connecting, start-up checks),
 //! `connection` (standalone or cluster, redirections), `scripts` (one `EVALSHA` on one key),
 //! `acks` (writes that wait for replicas), `store` (the `Store` contract), `reply` (reading
-//! replies), `errors` (Redis errors as cloakroom's), `eviction` (the server's policy).
+//! replies), `errors` (Redis errors as cloakroom's), `eviction` (the server's policy),
+//! `near_cache` (local copies of sessions kept correct by key tracking) and `nodes` (connections
+//! of its own to each primary).
 
 mod acks;
 mod builder;
 mod connection;
 mod errors;
 mod eviction;
+mod near_cache;
+mod nodes;
 mod reply;
 mod scripts;
 mod store;
@@ -42,6 +46,7 @@ pub use crate::builder::RedisStoreBuilder;
 pub use crate::connection::ClusterMode;
 use crate::connection::Connection;
 pub use crate::eviction::EvictionPolicy;
+pub use crate::near_cache::{NearCache, NearCacheStats};
 use crate::scripts::{ScriptSource, bounded};
 
 pub(crate) const DEFAULT_PREFIX: &str = "cloakroom:";
@@ -60,6 +65,8 @@ pub struct RedisStore {
     create: ScriptSource,
     apply: ScriptSource,
     index: ScriptSource,
+    // Local copies of sessions, when the near-cache is on.
+    near_cache: Option<Arc<near_cache::Shared>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -69,6 +76,7 @@ impl std::fmt::Debug for RedisStore {
             .field("prefix", &self.prefix)
             .field("operation_timeout", &self.operation_timeout)
             .field("replica_acks", &self.replica_acks)
+            .field("near_cache", &self.near_cache.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -77,6 +85,12 @@ impl RedisStore {
     /// Whether the store talks to a cluster (detected at start-up, or as configured).
     pub fn is_cluster(&self) -> bool {
         self.connection.is_cluster()
+    }
+
+    /// The near-cache's hits, misses, invalidations and resets since start-up; `None` when it
+    /// is off ([`RedisStoreBuilder::with_near_cache`]).
+    pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
+        self.near_cache.as_ref().map(|cache| cache.stats())
     }
 
     /// How many writes fewer replicas confirmed than [`ReplicaAcks`] asked for, since start-up.

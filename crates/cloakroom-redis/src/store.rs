@@ -61,32 +61,43 @@ impl Store for RedisStore {
     }
 
     async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
-        // Reads (an empty delta) never wait for replicas, and may be sent again.
-        let (acks, resend) = if apply.delta.is_empty() {
-            (None, Resend::IfDropped)
-        } else {
-            (self.waits_on_every_write(), Resend::Never)
+        let Some(cache) = &self.near_cache else {
+            return self.apply_in_redis(key, apply).await;
         };
-        let reply = self
-            .run(&self.apply, key, acks, resend, |inv| {
-                add_delta_args(inv, apply)
-            })
-            .await?;
-        parse_applied(reply, apply)
+        let redis_key = self.redis_key(key);
+        if !(apply.load && apply.delta.is_empty()) {
+            // A write: the copy goes before it is sent and again once it has run, so that
+            // neither a copy nor a load in flight can hide it from this process.
+            cache.invalidate(&redis_key);
+            let outcome = self.apply_in_redis(key, apply).await;
+            cache.invalidate(&redis_key);
+            return outcome;
+        }
+        if let Some(fields) = cache.serve(&redis_key, &apply.access) {
+            return Ok(Applied::Done {
+                counters: Vec::new(),
+                fields: Some(fields),
+            });
+        }
+        let ticket = cache.begin_fill(&redis_key);
+        let outcome = self.apply_in_redis(key, apply).await;
+        let fields = match &outcome {
+            Ok(Applied::Done { fields, .. }) => fields.as_ref(),
+            _ => None,
+        };
+        cache.finish_fill(ticket, fields);
+        outcome
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.redis_key(key));
-        let deadline = tokio::time::Instant::now() + self.operation_timeout;
-        let (deleted, confirmed) = bounded(
-            self.operation_timeout,
-            "answer DEL",
-            self.send(cmd, self.replica_acks, deadline),
-        )
-        .await?;
-        self.settle(confirmed, self.replica_acks)?;
-        Ok(matches!(deleted, Value::Int(n) if n > 0))
+        let Some(cache) = &self.near_cache else {
+            return self.delete_in_redis(key).await;
+        };
+        let redis_key = self.redis_key(key);
+        cache.invalidate(&redis_key);
+        let outcome = self.delete_in_redis(key).await;
+        cache.invalidate(&redis_key);
+        outcome
     }
 
     async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>> {
@@ -170,5 +181,37 @@ impl Store for RedisStore {
         members.dedup_by(|later, kept| later.key == kept.key);
         members.sort_by_key(|entry| entry.deadline_ms);
         Ok(members)
+    }
+}
+
+// The steps as Redis runs them, below the near-cache.
+impl RedisStore {
+    async fn apply_in_redis(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
+        // Reads (an empty delta) never wait for replicas, and may be sent again.
+        let (acks, resend) = if apply.delta.is_empty() {
+            (None, Resend::IfDropped)
+        } else {
+            (self.waits_on_every_write(), Resend::Never)
+        };
+        let reply = self
+            .run(&self.apply, key, acks, resend, |inv| {
+                add_delta_args(inv, apply)
+            })
+            .await?;
+        parse_applied(reply, apply)
+    }
+
+    async fn delete_in_redis(&self, key: &SessionKey) -> Result<bool> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.redis_key(key));
+        let deadline = tokio::time::Instant::now() + self.operation_timeout;
+        let (deleted, confirmed) = bounded(
+            self.operation_timeout,
+            "answer DEL",
+            self.send(cmd, self.replica_acks, deadline),
+        )
+        .await?;
+        self.settle(confirmed, self.replica_acks)?;
+        Ok(matches!(deleted, Value::Int(n) if n > 0))
     }
 }

@@ -14,6 +14,7 @@ cloakroom_test::test_over_each_store!(
     session_responses_are_not_cacheable,
     login_rotates_the_token,
     two_thousand_concurrent_visits_lose_none,
+    whoami_reads_without_counting,
 );
 
 fn store(f: &StoreFixture) -> Arc<dyn Store> {
@@ -168,5 +169,43 @@ async fn two_thousand_concurrent_visits_lose_none(f: StoreFixture) -> anyhow::Re
     let lost = 2000 - (visits(&last.body).unwrap_or(0) - 1);
     println!("lost increments under 2000 concurrent requests: {lost}");
     ensure!(lost == 0, "{lost} increments lost");
+    Ok(())
+}
+
+// `GET /whoami`: who is logged in, escaped, without counting a visit; and not after logout.
+async fn whoami_reads_without_counting(f: StoreFixture) -> anyhow::Result<()> {
+    let app = app_over(store(&f))?;
+    let anon = get(&app, "/whoami", None).await?;
+    ensure!(anon.status == StatusCode::OK && anon.body.contains("You are not logged in"));
+    ensure!(anon.headers.get(header::SET_COOKIE).is_none());
+    let cookie = login(&app, "%3Cb%3E%26Ann").await?;
+    ensure!(visits(&get(&app, "/", Some(&cookie)).await?.body) == Some(1));
+    for _ in 0..3 {
+        let me = get(&app, "/whoami", Some(&cookie)).await?;
+        ensure!(me.status == StatusCode::OK);
+        ensure!(
+            me.body.contains("Logged in as &lt;b&gt;&amp;Ann."),
+            "{}",
+            me.body
+        );
+        ensure!(!me.body.contains("Visits"), "{}", me.body);
+        ensure!(me.headers.get(header::SET_COOKIE).is_none());
+        ensure!(
+            me.header(header::CACHE_CONTROL)
+                .is_some_and(|v| v.contains("no-store")),
+            "a per-user page must not be cached"
+        );
+    }
+    ensure!(
+        visits(&get(&app, "/", Some(&cookie)).await?.body) == Some(2),
+        "whoami counted a visit"
+    );
+    ensure!(post_form(&app, "/logout", Some(&cookie), "").await?.status == StatusCode::SEE_OTHER);
+    let after = get(&app, "/whoami", Some(&cookie)).await?;
+    ensure!(
+        after.body.contains("You are not logged in"),
+        "{}",
+        after.body
+    );
     Ok(())
 }

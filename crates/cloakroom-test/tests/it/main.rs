@@ -10,6 +10,7 @@ mod hostile;
 mod in_flight;
 mod index_races;
 mod memory;
+mod near_cache;
 mod redis;
 mod session;
 mod tls;

@@ -122,7 +122,10 @@ fn an_increment_for_a_session_replaced_meanwhile_leaves_the_new_one_alone() -> R
         fields: Fields::new(),
         meta: meta_of(&stored(&[]))?,
     };
-    assert_eq!(s.after_apply(*step, done(None, vec![5]), &metrics)?, Some(5));
+    assert_eq!(
+        s.after_apply(*step, done(None, vec![5]), &metrics)?,
+        Some(5)
+    );
     assert!(matches!(&s.phase, Phase::Started { token, fields, .. }
         if *token == fresh && fields.is_empty()));
     Ok(())
@@ -140,7 +143,10 @@ fn the_cache_follows_the_stores_counter() -> Result<()> {
         return fail("an existing session is counted by the store");
     };
     // Other requests counted meanwhile: the store says 9, not 5.
-    assert_eq!(s.after_apply(*step, done(None, vec![9]), &metrics)?, Some(9));
+    assert_eq!(
+        s.after_apply(*step, done(None, vec![9]), &metrics)?,
+        Some(9)
+    );
     let Phase::Live { fields, .. } = &s.phase else {
         return fail("the session is live");
     };
