@@ -79,13 +79,13 @@ impl Store for RedisStore {
                 fields: Some(fields),
             });
         }
-        let ticket = cache.begin_fill(&redis_key);
+        let fill = cache.begin_fill(&redis_key);
         let outcome = self.apply_in_redis(key, apply).await;
         let fields = match &outcome {
             Ok(Applied::Done { fields, .. }) => fields.as_ref(),
             _ => None,
         };
-        cache.finish_fill(ticket, fields);
+        fill.finish(fields);
         outcome
     }
 

@@ -104,14 +104,17 @@ if not deadline then
   return unreadable or redis.error_reply('CORRUPT the session record has no valid deadline')
 end
 local touched
-if touched_text and #touched_text <= 16 and string.match(touched_text, '^[1-9]%d*$') then
+if touched_text and #touched_text <= 16
+    and (touched_text == '0' or string.match(touched_text, '^[1-9]%d*$')) then
   touched = tonumber(touched_text)
+  if touched > MAX then touched = nil end
 end
 if deadline <= now or (touched and touched + idle <= now) then
   redis.call('DEL', key)
   return false
 end
-local due = not touched or now - touched >= touch
+-- A touch stamped by a clock ahead of this one counts as just made.
+local due = not touched or math.max(now - touched, 0) >= touch
 local ttl = deadline - now
 if idle < ttl then ttl = idle end
 if due and load then

@@ -11,6 +11,7 @@
 //! is served to its own request but never cached.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloakroom_core::store::{Access, Fields, META_DEADLINE, META_TOUCHED, parse_millis};
@@ -23,7 +24,10 @@ pub(crate) struct Ticket {
 }
 
 struct Copy {
-    fields: Fields,
+    // Shared, so that a hit clones the fields after the lock is released.
+    fields: Arc<Fields>,
+    // What the copy weighs against the byte budget.
+    bytes: usize,
     deadline_ms: u64,
     touched_ms: Option<u64>,
     // When it was last served or filled, by the copies' own counter: what eviction looks at.
@@ -44,6 +48,8 @@ pub struct NearCacheStats {
     pub resets: u64,
     /// Copies held now.
     pub copies: usize,
+    /// Bytes of names and values the copies hold now (with a per-field allowance).
+    pub bytes: usize,
 }
 
 pub(crate) struct Copies {
@@ -53,6 +59,9 @@ pub(crate) struct Copies {
     next_id: u64,
     clock: u64,
     capacity: usize,
+    // The most bytes of names and values all copies may hold, and what they hold now.
+    max_bytes: usize,
+    bytes: usize,
     lease: Duration,
     // The invalidation channel is known to have delivered every invalidation Redis produced
     // up to this moment (see `tracking`). `None`: not confirmed since it was last lost.
@@ -63,13 +72,15 @@ pub(crate) struct Copies {
 }
 
 impl Copies {
-    pub(crate) fn new(capacity: usize, lease: Duration) -> Self {
+    pub(crate) fn new(capacity: usize, max_bytes: usize, lease: Duration) -> Self {
         Self {
             copies: HashMap::new(),
             filling: HashMap::new(),
             next_id: 0,
             clock: 0,
             capacity: capacity.max(1),
+            max_bytes,
+            bytes: 0,
             lease,
             confirmed_until: None,
             losses: 0,
@@ -87,7 +98,12 @@ impl Copies {
     /// confirmed alive within the lease, the session is alive at `access` by its own deadline
     /// and last touch, and no touch is due (a due touch goes to Redis, so that a read-mostly
     /// session costs one write per touch interval).
-    pub(crate) fn serve(&mut self, key: &str, access: &Access, now: Instant) -> Option<Fields> {
+    pub(crate) fn serve(
+        &mut self,
+        key: &str,
+        access: &Access,
+        now: Instant,
+    ) -> Option<Arc<Fields>> {
         if !self.live(now) {
             self.stats.misses += 1;
             return None;
@@ -100,12 +116,12 @@ impl Copies {
                     None
                 } else {
                     copy.used = clock;
-                    Some(copy.fields.clone())
+                    Some(Arc::clone(&copy.fields))
                 }
             }
             // Over: Redis decides (and deletes it); the copy goes.
             Some(_) => {
-                self.copies.remove(key);
+                self.remove(key);
                 None
             }
             None => None,
@@ -138,14 +154,25 @@ impl Copies {
         let Some(deadline_ms) = fields.get(META_DEADLINE).and_then(|d| parse_millis(d)) else {
             return;
         };
-        if self.copies.len() >= self.capacity && !self.copies.contains_key(&ticket.key) {
+        // Names and values, and about what a map entry costs beside them.
+        let bytes: usize = fields.iter().map(|(n, v)| n.len() + v.len() + 64).sum();
+        // One large session must not push out many small ones: it is read from Redis instead.
+        if bytes > self.max_bytes / 16 {
+            return;
+        }
+        self.remove(&ticket.key);
+        while !self.copies.is_empty()
+            && (self.copies.len() >= self.capacity || self.bytes + bytes > self.max_bytes)
+        {
             self.evict_least_used();
         }
         self.clock += 1;
+        self.bytes += bytes;
         self.copies.insert(
             ticket.key,
             Copy {
-                fields: fields.clone(),
+                fields: Arc::new(fields.clone()),
+                bytes,
                 deadline_ms,
                 touched_ms: fields.get(META_TOUCHED).and_then(|t| parse_millis(t)),
                 used: self.clock,
@@ -153,10 +180,28 @@ impl Copies {
         );
     }
 
+    fn remove(&mut self, key: &str) -> bool {
+        match self.copies.remove(key) {
+            Some(copy) => {
+                self.bytes -= copy.bytes;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets the load `ticket` noted, whose reply will never be recorded (its request was
+    /// cancelled).
+    pub(crate) fn withdraw(&mut self, ticket: Ticket) {
+        if self.filling.get(&ticket.key) == Some(&ticket.id) {
+            self.filling.remove(&ticket.key);
+        }
+    }
+
     /// Drops the copy of `key` and withdraws any fill in flight: Redis said it changed, or this
     /// process is writing it.
     pub(crate) fn invalidate(&mut self, key: &str) {
-        let dropped = self.copies.remove(key).is_some();
+        let dropped = self.remove(key);
         self.filling.remove(key);
         if dropped {
             self.stats.invalidations += 1;
@@ -167,6 +212,7 @@ impl Copies {
     /// again until the channel is confirmed alive anew.
     pub(crate) fn reset(&mut self, lost: bool) {
         self.copies.clear();
+        self.bytes = 0;
         self.filling.clear();
         self.stats.resets += 1;
         if lost {
@@ -197,13 +243,25 @@ impl Copies {
         self.copies.len()
     }
 
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     // Drops the least recently used eighth of the copies: one pass for many inserts.
     fn evict_least_used(&mut self) {
         let mut used: Vec<u64> = self.copies.values().map(|c| c.used).collect();
         let cut = (used.len() / 8).max(1).min(used.len().saturating_sub(1));
         let (_, threshold, _) = used.select_nth_unstable(cut);
         let threshold = *threshold;
-        self.copies.retain(|_, copy| copy.used > threshold);
+        let mut freed = 0;
+        self.copies.retain(|_, copy| {
+            let keep = copy.used > threshold;
+            if !keep {
+                freed += copy.bytes;
+            }
+            keep
+        });
+        self.bytes -= freed;
     }
 }
 

@@ -43,6 +43,7 @@ pub(crate) use self::tracking::{Tracking, start};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NearCache {
     pub(crate) capacity: usize,
+    pub(crate) max_bytes: usize,
     pub(crate) lease: Duration,
 }
 
@@ -58,6 +59,7 @@ impl NearCache {
     pub fn new() -> Self {
         Self {
             capacity: Self::DEFAULT_CAPACITY,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
             lease: Self::DEFAULT_LEASE,
         }
     }
@@ -65,6 +67,14 @@ impl NearCache {
     /// The most sessions copied at once (at least 1); the least recently used go first.
     pub fn with_capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
+        self
+    }
+
+    /// The most bytes of field names and values all copies may hold (with an allowance of 64
+    /// bytes per field); the least recently used go first, and a session heavier than a
+    /// sixteenth of it is never copied.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
         self
     }
 
@@ -79,11 +89,39 @@ impl NearCache {
     /// Default capacity: ten thousand sessions.
     pub const DEFAULT_CAPACITY: usize = 10_000;
 
+    /// Default byte budget: 64 MiB.
+    pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
+
     /// Default lease: one second.
     pub const DEFAULT_LEASE: Duration = Duration::from_secs(1);
 
     /// Shortest lease accepted.
     pub const MIN_LEASE: Duration = Duration::from_millis(100);
+}
+
+/// A load in flight whose reply may fill a copy. Dropped without [`Fill::finish`] (the request
+/// was cancelled), it withdraws its note, so that notes never pile up.
+pub(crate) struct Fill<'a> {
+    shared: &'a Shared,
+    ticket: Option<Ticket>,
+}
+
+impl Fill<'_> {
+    /// Records the load's reply: the session's fields, or `None` when it was missing or the
+    /// load failed.
+    pub(crate) fn finish(mut self, fields: Option<&Fields>) {
+        if let Some(ticket) = self.ticket.take() {
+            self.shared.lock().finish_fill(ticket, fields);
+        }
+    }
+}
+
+impl Drop for Fill<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.shared.lock().withdraw(ticket);
+        }
+    }
 }
 
 /// The copies, shared by the store's clones, the push handlers and the liveness task.
@@ -94,7 +132,11 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(settings: NearCache) -> Arc<Self> {
         Arc::new(Self {
-            copies: Mutex::new(Copies::new(settings.capacity, settings.lease)),
+            copies: Mutex::new(Copies::new(
+                settings.capacity,
+                settings.max_bytes,
+                settings.lease,
+            )),
         })
     }
 
@@ -107,15 +149,17 @@ impl Shared {
 
     /// A copy of the session at `redis_key` for a plain load, when one may be served.
     pub(crate) fn serve(&self, redis_key: &str, access: &Access) -> Option<Fields> {
-        self.lock().serve(redis_key, access, Instant::now())
+        let copy = self.lock().serve(redis_key, access, Instant::now())?;
+        // Cloned once the lock is released: invalidations never wait on a large copy.
+        Some(Fields::clone(&copy))
     }
 
-    pub(crate) fn begin_fill(&self, redis_key: &str) -> Ticket {
-        self.lock().begin_fill(redis_key)
-    }
-
-    pub(crate) fn finish_fill(&self, ticket: Ticket, fields: Option<&Fields>) {
-        self.lock().finish_fill(ticket, fields);
+    /// Notes a plain load of `redis_key` about to be sent; its reply may fill the copy.
+    pub(crate) fn begin_fill(&self, redis_key: &str) -> Fill<'_> {
+        Fill {
+            shared: self,
+            ticket: Some(self.lock().begin_fill(redis_key)),
+        }
     }
 
     /// Before and after a write of this process to `redis_key`: its copy goes, and no load in
@@ -129,6 +173,7 @@ impl Shared {
         let copies = self.lock();
         NearCacheStats {
             copies: copies.len(),
+            bytes: copies.bytes(),
             ..copies.stats
         }
     }

@@ -24,7 +24,7 @@ fn at(now_ms: u64) -> Access {
 
 // Copies whose channel was confirmed alive at `now`.
 fn confirmed(now: Instant) -> Copies {
-    let mut copies = Copies::new(100, LEASE);
+    let mut copies = Copies::new(100, 1 << 20, LEASE);
     copies.confirm(now, 0);
     copies
 }
@@ -82,7 +82,7 @@ fn a_write_of_this_process_withdraws_a_fill_in_flight_and_drops_the_copy() {
 #[test]
 fn nothing_is_served_outside_the_lease_and_a_lost_channel_empties_the_copies() {
     let start = Instant::now();
-    let mut copies = Copies::new(100, LEASE);
+    let mut copies = Copies::new(100, 1 << 20, LEASE);
     fill(&mut copies, "k", &session(10_000, 5_000));
     // Never confirmed: nothing served.
     assert!(copies.serve("k", &at(5_001), start).is_none());
@@ -106,7 +106,7 @@ fn nothing_is_served_outside_the_lease_and_a_lost_channel_empties_the_copies() {
 #[test]
 fn the_copies_stay_within_their_capacity_keeping_the_recently_used() {
     let now = Instant::now();
-    let mut copies = Copies::new(16, LEASE);
+    let mut copies = Copies::new(16, 1 << 20, LEASE);
     copies.confirm(now, 0);
     fill(&mut copies, "hot", &session(10_000, 5_000));
     for i in 0..100 {
@@ -126,4 +126,44 @@ fn a_missing_session_or_a_record_without_deadline_fills_nothing() {
     bad.remove(META_DEADLINE);
     fill(&mut copies, "k2", &bad);
     assert_eq!(copies.len(), 0);
+}
+
+#[test]
+fn a_withdrawn_fill_leaves_no_note_and_fills_nothing() {
+    let now = Instant::now();
+    let mut copies = confirmed(now);
+    let cancelled = copies.begin_fill("k");
+    copies.withdraw(cancelled);
+    assert!(copies.filling.is_empty());
+    // A withdrawal does not cancel a later load of the same key.
+    let first = copies.begin_fill("k");
+    let second = copies.begin_fill("k");
+    copies.withdraw(first);
+    copies.finish_fill(second, Some(&session(10_000, 5_000)));
+    assert!(copies.serve("k", &at(5_001), now).is_some());
+}
+
+#[test]
+fn the_copies_stay_within_their_byte_budget_and_skip_a_session_too_large() {
+    let now = Instant::now();
+    let mut copies = Copies::new(1_000, 16 * 1024, LEASE);
+    copies.confirm(now, 0);
+    let mut large = session(10_000, 5_000);
+    large.insert("blob".to_owned(), "x".repeat(2_000));
+    fill(&mut copies, "large", &large);
+    assert_eq!(
+        copies.len(),
+        0,
+        "a session past a sixteenth of the budget was copied"
+    );
+    for i in 0..200 {
+        fill(&mut copies, &format!("k{i}"), &session(10_000, 5_000));
+        assert!(copies.bytes() <= 16 * 1024);
+    }
+    assert!(copies.len() > 10);
+    for key in ["k0", "k199"] {
+        copies.invalidate(key);
+    }
+    copies.reset(false);
+    assert_eq!(copies.bytes(), 0);
 }

@@ -389,3 +389,33 @@ async fn a_session_planted_past_the_limits(f: StoreFixture) -> anyhow::Result<()
     ensure!(user_field(&f, &cookie, "f0").await?.is_none());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_touch_of_zero_ends_the_session_as_the_memory_store_would() -> anyhow::Result<()> {
+    // `__touched` = 0 is a valid time, 1970: idle ended long ago. The script reads times as
+    // `parse_millis` does, so both stores agree the session is over.
+    let mut p = planted().await?;
+    let _: () = p.conn.hset(&p.key, "__touched", "0")?;
+    ensure!(!request(&p.m, &p.cookie).exists().await?, "alive after idle");
+    let exists: bool = p.conn.exists(&p.key)?;
+    ensure!(!exists, "the session over was not deleted");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_touch_in_the_future_counts_as_just_made() -> anyhow::Result<()> {
+    // A touch stamped by a clock ahead of this one (or planted): the session lives, and no
+    // touch is due until the interval has passed since it. Past 2^53 - 1 it is no time at all:
+    // the next request touches.
+    let mut p = planted().await?;
+    let ahead = (cloakroom_test::conformance::now_ms() + 3_600_000).to_string();
+    let _: () = p.conn.hset(&p.key, "__touched", &ahead)?;
+    ensure!(request(&p.m, &p.cookie).exists().await?);
+    let touched: String = p.conn.hget(&p.key, "__touched")?;
+    ensure!(touched == ahead, "touched again: {touched}");
+    let _: () = p.conn.hset(&p.key, "__touched", "9999999999999999")?;
+    ensure!(request(&p.m, &p.cookie).exists().await?);
+    let touched: String = p.conn.hget(&p.key, "__touched")?;
+    ensure!(touched != "9999999999999999", "a touch past 2^53 - 1 was read as a time");
+    Ok(())
+}
