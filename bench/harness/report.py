@@ -3,6 +3,7 @@
 import platform
 import re
 import subprocess
+from pathlib import Path
 
 from .peers import PEERS
 from .settings import BENCH
@@ -98,7 +99,8 @@ def header(s, apps, meta, chart_file):
     )
     if any(PEERS[a].is_demo for a in apps):
         rev = f" ({s.cloakroom_rev})" if s.cloakroom_rev else ""
-        L.append(f"- cloakroom: `{s.cloakroom_bin}`{rev}")
+        # Only the file name: a report is shared, the machine's paths are not its business.
+        L.append(f"- cloakroom: `{Path(s.cloakroom_bin).name}`{rev}")
     L.append(f"\n![Requests per second of each peer and route, best round]({chart_file})\n")
     return L
 

@@ -396,7 +396,10 @@ async fn a_last_touch_of_zero_ends_the_session_as_the_memory_store_would() -> an
     // `parse_millis` does, so both stores agree the session is over.
     let mut p = planted().await?;
     let _: () = p.conn.hset(&p.key, "__touched", "0")?;
-    ensure!(!request(&p.m, &p.cookie).exists().await?, "alive after idle");
+    ensure!(
+        !request(&p.m, &p.cookie).exists().await?,
+        "alive after idle"
+    );
     let exists: bool = p.conn.exists(&p.key)?;
     ensure!(!exists, "the session over was not deleted");
     Ok(())
@@ -416,6 +419,9 @@ async fn a_last_touch_in_the_future_counts_as_just_made() -> anyhow::Result<()> 
     let _: () = p.conn.hset(&p.key, "__touched", "9999999999999999")?;
     ensure!(request(&p.m, &p.cookie).exists().await?);
     let touched: String = p.conn.hget(&p.key, "__touched")?;
-    ensure!(touched != "9999999999999999", "a touch past 2^53 - 1 was read as a time");
+    ensure!(
+        touched != "9999999999999999",
+        "a touch past 2^53 - 1 was read as a time"
+    );
     Ok(())
 }
