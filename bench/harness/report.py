@@ -142,8 +142,10 @@ def cost(s, apps, results):
     L.append(
         "Over the wrk run of the best round (plus the settle time), divided by the requests "
         "wrk completed. Round trips: commands sent, with a pipeline counted once (E) and a "
-        "script call counted once. Sent: INFO commandstats, less the commands Lua scripts ran "
-        "inside Redis. Read events: Redis's `total_reads_processed`, below the round trips "
+        "script call counted once. Sent: for an app without scripts, INFO commandstats; for "
+        "one with scripts, its script calls from INFO commandstats plus the other commands it "
+        "sent per request in a MONITOR sample before wrk (commands sent on a timer left out). "
+        "Read events: Redis's `total_reads_processed`, below the round trips "
         "when a client writes several requests' commands at once. Executed: every command "
         "Redis ran, scripts' inner commands included.\n"
     )

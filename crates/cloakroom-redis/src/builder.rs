@@ -136,7 +136,7 @@ impl RedisStoreBuilder {
     /// costs no round trip. Off by default. Writes, increments and due touches still go to
     /// Redis; a change made elsewhere is seen within [`NearCache::with_lease`] at worst. Needs
     /// RESP3 (Redis 6 or later, Valkey, ElastiCache) and, for an ACL user, `+hello`,
-    /// `+client|tracking` and `+role`. docs/DESIGN.md, "The near-cache", has the contract.
+    /// `+client|tracking`, `+role` and, on a cluster, `+cluster|nodes`. docs/DESIGN.md, "The near-cache", has the contract.
     pub fn with_near_cache(mut self, settings: NearCache) -> Self {
         self.near_cache = Some(settings);
         self

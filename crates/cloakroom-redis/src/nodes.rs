@@ -26,8 +26,8 @@ impl NodeClients {
         })
     }
 
-    /// The primaries' addresses, sorted: the URL's own for a standalone server, the owners of
-    /// the slots (`CLUSTER SLOTS`) for a cluster.
+    /// The primaries' addresses, sorted: the URL's own for a standalone server, every primary
+    /// the cluster knows and does not consider failed (`CLUSTER NODES`) for a cluster.
     pub(crate) async fn primaries(&self, data: &Connection) -> Result<Vec<(String, u16)>> {
         let (host, port) = match self.info.addr() {
             ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
@@ -43,34 +43,57 @@ impl NodeClients {
         if !self.cluster {
             return Ok(vec![(host, port)]);
         }
-        let mut slots = redis::cmd("CLUSTER");
-        slots.arg("SLOTS");
-        let reply: Value = data.query(&slots).await.map_err(map_error)?;
-        let mut primaries = Vec::new();
-        let Value::Array(ranges) = reply else {
-            return Err(corrupt("CLUSTER SLOTS answered an unexpected shape"));
+        // `CLUSTER NODES`, not `CLUSTER SLOTS`: a primary that owns no slot yet (the target of
+        // a first migration) takes writes for the keys moving to it, and must be tracked too.
+        let mut nodes = redis::cmd("CLUSTER");
+        nodes.arg("NODES");
+        let reply: Value = data.query(&nodes).await.map_err(|e| {
+            if e.code() == Some("NOPERM") {
+                Error::with_source(
+                    ErrorKind::Config,
+                    "the Redis user may not list the cluster's nodes for the near-cache; grant \
+                     +cluster|nodes",
+                    e,
+                )
+            } else {
+                map_error(e)
+            }
+        })?;
+        let text = match reply {
+            Value::BulkString(bytes) => String::from_utf8(bytes)
+                .map_err(|_| corrupt("CLUSTER NODES answered an unexpected shape"))?,
+            Value::VerbatimString { text, .. } => text,
+            _ => return Err(corrupt("CLUSTER NODES answered an unexpected shape")),
         };
-        for range in ranges {
-            let primary = match range {
-                Value::Array(parts) => parts.into_iter().nth(2),
-                _ => None,
+        let mut primaries = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let mut parts = line.split(' ');
+            let (Some(_id), Some(address), Some(flags)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(corrupt("CLUSTER NODES answered an unexpected shape"));
             };
-            let Some(Value::Array(node)) = primary else {
-                return Err(corrupt("CLUSTER SLOTS answered an unexpected shape"));
+            let usable = flags.split(',').any(|f| f == "master")
+                && !flags
+                    .split(',')
+                    .any(|f| matches!(f, "fail" | "fail?" | "handshake" | "noaddr"));
+            if !usable {
+                continue;
+            }
+            // `ip:port@cport`, or `ip:port@cport,hostname`.
+            let endpoint = address.split('@').next().unwrap_or_default();
+            let Some((node_host, node_port)) = endpoint.rsplit_once(':') else {
+                return Err(corrupt("CLUSTER NODES answered an unexpected shape"));
             };
-            let mut node = node.into_iter();
-            let (node_host, node_port) = match (node.next(), node.next()) {
-                (Some(Value::BulkString(h)), Some(Value::Int(p))) => (h, p),
-                _ => return Err(corrupt("CLUSTER SLOTS answered an unexpected shape")),
+            let node_port: u16 = node_port
+                .parse()
+                .map_err(|_| corrupt("CLUSTER NODES answered an unexpected shape"))?;
+            // A node that does not know its address is reached where the URL pointed.
+            let node_host = if node_host.is_empty() {
+                host.clone()
+            } else {
+                node_host.to_owned()
             };
-            let node_host = match String::from_utf8(node_host) {
-                // A node that does not know its address is reached where the URL pointed.
-                Ok(h) if h.is_empty() || h == "?" => host.clone(),
-                Ok(h) => h,
-                Err(_) => return Err(corrupt("CLUSTER SLOTS answered an unexpected shape")),
-            };
-            let node_port = u16::try_from(node_port)
-                .map_err(|_| corrupt("CLUSTER SLOTS answered an unexpected shape"))?;
             primaries.push((node_host, node_port));
         }
         primaries.sort();

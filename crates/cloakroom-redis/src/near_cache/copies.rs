@@ -247,11 +247,15 @@ impl Copies {
         self.bytes
     }
 
-    // Drops the least recently used eighth of the copies: one pass for many inserts.
+    // Drops the least recently used eighth of the copies (at least one): one pass for many
+    // inserts. `used` values are distinct, so exactly that many go.
     fn evict_least_used(&mut self) {
         let mut used: Vec<u64> = self.copies.values().map(|c| c.used).collect();
-        let cut = (used.len() / 8).max(1).min(used.len().saturating_sub(1));
-        let (_, threshold, _) = used.select_nth_unstable(cut);
+        if used.is_empty() {
+            return;
+        }
+        let cut = (used.len() / 8).max(1);
+        let (_, threshold, _) = used.select_nth_unstable(cut - 1);
         let threshold = *threshold;
         let mut freed = 0;
         self.copies.retain(|_, copy| {

@@ -71,10 +71,10 @@ impl NearCache {
     }
 
     /// The most bytes of field names and values all copies may hold (with an allowance of 64
-    /// bytes per field); the least recently used go first, and a session heavier than a
-    /// sixteenth of it is never copied.
+    /// bytes per field; at least [`NearCache::MIN_MAX_BYTES`]); the least recently used go
+    /// first, and a session heavier than a sixteenth of it is never copied.
     pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
-        self.max_bytes = max_bytes;
+        self.max_bytes = max_bytes.max(Self::MIN_MAX_BYTES);
         self
     }
 
@@ -91,6 +91,9 @@ impl NearCache {
 
     /// Default byte budget: 64 MiB.
     pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
+
+    /// Smallest byte budget accepted: 64 KiB, so that a session of a few kilobytes is copied.
+    pub const MIN_MAX_BYTES: usize = 64 << 10;
 
     /// Default lease: one second.
     pub const DEFAULT_LEASE: Duration = Duration::from_secs(1);

@@ -83,6 +83,8 @@ async fn keep_alive(weak: Weak<Shared>, channel: Channel, mut nodes: Vec<Node>) 
     let interval = channel.lease / 4;
     // The start of the previous round that succeeded, with the losses counted when it started.
     let mut previous: Option<(std::time::Instant, u64)> = None;
+    // Whether the channel is down, so that its loss and its return are logged once each.
+    let mut down = false;
     loop {
         tokio::time::sleep(interval).await;
         let Some(shared) = weak.upgrade() else { return };
@@ -90,6 +92,9 @@ async fn keep_alive(weak: Weak<Shared>, channel: Channel, mut nodes: Vec<Node>) 
         let losses = shared.lock().losses();
         match check(&shared, &channel, &mut nodes).await {
             Ok(true) => {
+                if std::mem::take(&mut down) {
+                    tracing::info!("the near-cache's invalidation channel is back");
+                }
                 if let Some((at, earlier_losses)) = previous
                     && earlier_losses == losses
                 {
@@ -103,10 +108,13 @@ async fn keep_alive(weak: Weak<Shared>, channel: Channel, mut nodes: Vec<Node>) 
                 shared.lock().reset(true);
                 nodes.clear();
                 previous = None;
-                tracing::warn!(
-                    error = %e,
-                    "the near-cache's invalidation channel is down; reads go to Redis until it is back"
-                );
+                if !std::mem::replace(&mut down, true) {
+                    tracing::warn!(
+                        error = %e,
+                        "the near-cache's invalidation channel is down; reads go to Redis until \
+                         it is back"
+                    );
+                }
             }
         }
     }
@@ -115,7 +123,19 @@ async fn keep_alive(weak: Weak<Shared>, channel: Channel, mut nodes: Vec<Node>) 
 // One round: the primaries are the ones connected to (else reconnect, and answer false), and
 // each answers a PING within half a lease.
 async fn check(shared: &Arc<Shared>, channel: &Channel, nodes: &mut Vec<Node>) -> Result<bool> {
-    let wanted = channel.clients.primaries(&channel.data).await?;
+    let listing = channel.clients.primaries(&channel.data);
+    let wanted = tokio::time::timeout(channel.lease / 2, listing)
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Unavailable,
+                "the primaries were not listed within half a lease",
+            )
+        })??;
+    // Nothing tracked confirms nothing.
+    if wanted.is_empty() {
+        return Err(no_primary());
+    }
     let mut connected: Vec<(String, u16)> = nodes.iter().map(|n| n.address.clone()).collect();
     connected.sort();
     if connected != wanted {
@@ -171,10 +191,7 @@ async fn connect_all(tracking: &Tracking, nodes: &mut Vec<Node>) -> Result<()> {
     let deadline = Instant::now() + tracking.connect_timeout;
     let primaries = tracking.clients.primaries(&tracking.data).await?;
     if primaries.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Unavailable,
-            "the cluster lists no primary to track",
-        ));
+        return Err(no_primary());
     }
     for address in primaries {
         let weak = Arc::downgrade(&tracking.shared);
@@ -217,6 +234,13 @@ async fn connect_all(tracking: &Tracking, nodes: &mut Vec<Node>) -> Result<()> {
     Ok(())
 }
 
+fn no_primary() -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        "the cluster lists no primary to track",
+    )
+}
+
 fn timed_out() -> Error {
     Error::new(
         ErrorKind::Unavailable,
@@ -229,7 +253,7 @@ fn track_error(e: redis::RedisError) -> Error {
         return Error::with_source(
             ErrorKind::Config,
             "the Redis user may not track keys for the near-cache; grant +hello, \
-             +client|tracking and +role",
+             +client|tracking, +role and, on a cluster, +cluster|nodes",
             e,
         );
     }
