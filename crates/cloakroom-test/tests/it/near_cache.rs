@@ -159,6 +159,22 @@ async fn a_logout_on_one_instance_is_refused_by_another_on_a_cluster() -> anyhow
     Ok(())
 }
 
+// Sets the field `a` to `value`, without loading.
+async fn write_field(store: &RedisStore, key: &SessionKey, value: &str) -> anyhow::Result<()> {
+    let mut write = Delta::default();
+    write.set("a", value)?;
+    let apply = Apply {
+        access: reading(),
+        delta: write,
+        load: false,
+    };
+    ensure!(matches!(
+        store.apply(key, &apply).await?,
+        Applied::Done { .. }
+    ));
+    Ok(())
+}
+
 /// A write made on another instance replaces B's copy as fast; and B's own writes are read back
 /// at once, never hidden by its copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,14 +186,7 @@ async fn writes_from_anywhere_reach_the_readers() -> anyhow::Result<()> {
     for round in 0..200 {
         // B writes, then reads its own write back.
         let value = format!("\"b{round}\"");
-        let mut write = Delta::default();
-        write.set("a", value.clone())?;
-        let apply = Apply {
-            access: reading(),
-            delta: write,
-            load: false,
-        };
-        ensure!(matches!(b.apply(&key, &apply).await?, Applied::Done { .. }));
+        write_field(&b, &key, &value).await?;
         let fields = load(&b, &key).await?.context("missing")?;
         ensure!(
             fields.get("a") == Some(&value),
@@ -185,14 +194,7 @@ async fn writes_from_anywhere_reach_the_readers() -> anyhow::Result<()> {
         );
         // A writes; B sees it within the lease.
         let value = format!("\"a{round}\"");
-        let mut write = Delta::default();
-        write.set("a", value.clone())?;
-        let apply = Apply {
-            access: reading(),
-            delta: write,
-            load: false,
-        };
-        a.apply(&key, &apply).await?;
+        write_field(&a, &key, &value).await?;
         let written = Instant::now();
         loop {
             let fields = load(&b, &key).await?.context("missing")?;
