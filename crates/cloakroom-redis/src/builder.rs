@@ -201,15 +201,14 @@ impl RedisStoreBuilder {
             None => None,
             Some(cache) => {
                 let shared = crate::near_cache::Shared::new(cache);
-                crate::near_cache::start(crate::near_cache::Tracking {
-                    shared: shared.clone(),
+                let tracking = crate::near_cache::Tracking {
                     clients: NodeClients::new(&settings, connection.is_cluster())?,
                     data: connection.clone(),
                     prefix: self.prefix.clone(),
                     lease: cache.lease,
                     connect_timeout: self.connect_timeout,
-                })
-                .await?;
+                };
+                crate::near_cache::start(&shared, tracking).await?;
                 Some(shared)
             }
         };

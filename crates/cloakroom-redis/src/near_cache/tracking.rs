@@ -29,7 +29,6 @@ use crate::nodes::NodeClients;
 
 /// What the liveness task needs to find the primaries and open connections to them.
 pub(crate) struct Tracking {
-    pub(crate) shared: Arc<Shared>,
     pub(crate) clients: NodeClients,
     pub(crate) data: Connection,
     pub(crate) prefix: String,
@@ -39,39 +38,12 @@ pub(crate) struct Tracking {
 
 /// Opens the channel once (so that a server that cannot track keys fails at start-up, with the
 /// reason) and starts the task that keeps it alive. The task ends when the store is dropped.
-pub(crate) async fn start(tracking: Tracking) -> Result<()> {
+pub(crate) async fn start(shared: &Arc<Shared>, tracking: Tracking) -> Result<()> {
     let mut nodes = Vec::new();
-    connect_all(&tracking, &mut nodes).await?;
-    let weak = Arc::downgrade(&tracking.shared);
-    let Tracking {
-        clients,
-        data,
-        prefix,
-        lease,
-        connect_timeout,
-        ..
-    } = tracking;
-    tokio::spawn(keep_alive(
-        weak,
-        Channel {
-            clients,
-            data,
-            prefix,
-            lease,
-            connect_timeout,
-        },
-        nodes,
-    ));
+    connect_all(shared, &tracking, &mut nodes).await?;
+    // Only a weak reference: the task must not keep the copies alive once the store is gone.
+    tokio::spawn(keep_alive(Arc::downgrade(shared), tracking, nodes));
     Ok(())
-}
-
-// `Tracking` without the strong reference to the copies.
-struct Channel {
-    clients: NodeClients,
-    data: Connection,
-    prefix: String,
-    lease: Duration,
-    connect_timeout: Duration,
 }
 
 struct Node {
@@ -79,8 +51,8 @@ struct Node {
     connection: MultiplexedConnection,
 }
 
-async fn keep_alive(weak: Weak<Shared>, channel: Channel, mut nodes: Vec<Node>) {
-    let interval = channel.lease / 4;
+async fn keep_alive(weak: Weak<Shared>, tracking: Tracking, mut nodes: Vec<Node>) {
+    let interval = tracking.lease / 4;
     // The start of the previous round that succeeded, with the losses counted when it started.
     let mut previous: Option<(std::time::Instant, u64)> = None;
     // Whether the channel is down, so that its loss and its return are logged once each.
@@ -90,7 +62,7 @@ async fn keep_alive(weak: Weak<Shared>, channel: Channel, mut nodes: Vec<Node>) 
         let Some(shared) = weak.upgrade() else { return };
         let started = std::time::Instant::now();
         let losses = shared.lock().losses();
-        match check(&shared, &channel, &mut nodes).await {
+        match check(&shared, &tracking, &mut nodes).await {
             Ok(true) => {
                 if std::mem::take(&mut down) {
                     tracing::info!("the near-cache's invalidation channel is back");
@@ -122,9 +94,9 @@ async fn keep_alive(weak: Weak<Shared>, channel: Channel, mut nodes: Vec<Node>) 
 
 // One round: the primaries are the ones connected to (else reconnect, and answer false), and
 // each answers a PING within half a lease.
-async fn check(shared: &Arc<Shared>, channel: &Channel, nodes: &mut Vec<Node>) -> Result<bool> {
-    let listing = channel.clients.primaries(&channel.data);
-    let wanted = tokio::time::timeout(channel.lease / 2, listing)
+async fn check(shared: &Arc<Shared>, tracking: &Tracking, nodes: &mut Vec<Node>) -> Result<bool> {
+    let listing = tracking.clients.primaries(&tracking.data);
+    let wanted = tokio::time::timeout(tracking.lease / 2, listing)
         .await
         .map_err(|_| {
             Error::new(
@@ -141,15 +113,7 @@ async fn check(shared: &Arc<Shared>, channel: &Channel, nodes: &mut Vec<Node>) -
     if connected != wanted {
         shared.lock().reset(true);
         nodes.clear();
-        let tracking = Tracking {
-            shared: shared.clone(),
-            clients: channel.clients.clone(),
-            data: channel.data.clone(),
-            prefix: channel.prefix.clone(),
-            lease: channel.lease,
-            connect_timeout: channel.connect_timeout,
-        };
-        connect_all(&tracking, nodes).await?;
+        connect_all(shared, tracking, nodes).await?;
         return Ok(false);
     }
     // `ROLE` rather than `PING`: as cheap, and it also says whether the node still takes the
@@ -160,7 +124,7 @@ async fn check(shared: &Arc<Shared>, channel: &Channel, nodes: &mut Vec<Node>) -
         async move {
             let command = redis::cmd("ROLE");
             let role = command.query_async::<Value>(&mut connection);
-            match tokio::time::timeout(channel.lease / 2, role).await {
+            match tokio::time::timeout(tracking.lease / 2, role).await {
                 Ok(Ok(Value::Array(parts))) if is_primary(parts.first()) => Ok(()),
                 Ok(Ok(_)) => Err(Error::new(
                     ErrorKind::Unavailable,
@@ -187,14 +151,18 @@ fn is_primary(role: Option<&Value>) -> bool {
 // Connects to every primary and turns broadcast tracking on. Copies are dropped once the last
 // connection tracks: a load sent before that could have read a value whose invalidation no
 // connection was there to hear.
-async fn connect_all(tracking: &Tracking, nodes: &mut Vec<Node>) -> Result<()> {
+async fn connect_all(
+    shared: &Arc<Shared>,
+    tracking: &Tracking,
+    nodes: &mut Vec<Node>,
+) -> Result<()> {
     let deadline = Instant::now() + tracking.connect_timeout;
     let primaries = tracking.clients.primaries(&tracking.data).await?;
     if primaries.is_empty() {
         return Err(no_primary());
     }
     for address in primaries {
-        let weak = Arc::downgrade(&tracking.shared);
+        let weak = Arc::downgrade(shared);
         let handler = move |push: PushInfo| -> std::result::Result<(), redis::aio::SendError> {
             let Some(shared) = weak.upgrade() else {
                 return Err(redis::aio::SendError);
@@ -230,7 +198,7 @@ async fn connect_all(tracking: &Tracking, nodes: &mut Vec<Node>) -> Result<()> {
         });
     }
     nodes.sort_by(|a, b| a.address.cmp(&b.address));
-    tracking.shared.lock().reset(false);
+    shared.lock().reset(false);
     Ok(())
 }
 
