@@ -1,73 +1,11 @@
-//! `cloakroom-demo`: the tutorial app. Configuration from the environment:
-//!
-//! * `REDIS_URL`: absent, the embedded memory store; present, Redis (`redis://` or `rediss://`,
-//!   with `user:password@` for ACL auth). For a cluster, any one node or ElastiCache's
-//!   configuration endpoint: cluster mode is detected.
-//! * `REDIS_CLUSTER`: `auto` (default), `yes` or `no`, to override the detection.
-//! * `REDIS_TIMEOUT_MS`: the bound on connecting and on each Redis operation (default 1000).
-//! * `SECRET_KEY`: the cookie signing key, at least 32 bytes; absent, a random key (sessions
-//!   then end when the process does) and a warning.
-//! * `SECRET_KEY_PREVIOUS` and `SECRET_KEY_PREVIOUS_UNTIL`: after a key rotation, the old key
-//!   and the Unix time (seconds) until which cookies it signed are still accepted.
-//! * `SECRET_KEY_NEXT`: the key that will sign next, accepted but not yet signing: the first
-//!   phase of a rotation across several instances.
-//! * `SESSION_TTL`: idle timeout in seconds (default 1800).
-//! * `BIND`: address to listen on (default `127.0.0.1:3000`).
-//! * `COOKIE_SECURE`: `0` to send the cookie without `Secure` when serving plain http on an
-//!   address other than localhost (browsers accept `Secure` cookies from http://localhost).
-//! * `REDIS_CA_FILE`: a PEM file of the CA that signed the Redis server's certificate, for a
-//!   `rediss://` server with a private CA (verification stays on).
-//! * `REDIS_REPLICA_ACKS`: a number of replicas; logouts (and the old id at login) then wait up
-//!   to 100 ms for that many replicas to confirm the delete, and an unconfirmed one is logged.
-//! * `REDIS_TLS_INSECURE`: `1` turns TLS certificate checks off, with a warning. For tests
-//!   against throwaway certificates only.
-//! * `MAX_SESSIONS`: bound of the memory store (default 100000).
-//! * `NEAR_CACHE`: `on` keeps local copies of recently read sessions, kept correct by
-//!   invalidations from Redis, so a request that only reads its session (`GET /whoami`) costs
-//!   no round trip; `off` (the default). Redis only.
+//! `cloakroom-demo`: the tutorial app on axum. Its configuration comes from the environment:
+//! see [`cloakroom_demo::settings`] (and the README's table).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use anyhow::Context;
+use cloakroom::SessionLayer;
+use cloakroom_demo::settings::Settings;
 
-use anyhow::{Context, bail};
-use cloakroom::redis::{ClusterMode, NearCache, RedisStore, ReplicaAcks};
-use cloakroom::signing::CookieSigner;
-use cloakroom::{MemoryStore, SessionLayer, Store};
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn parse_env<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match env(name) {
-        None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid value")),
-    }
-}
-
-/// A yes/no setting: `1`, `true`, `yes` or `0`, `false`, `no`; anything else is an error rather
-/// than a silent default.
-fn flag(name: &str, default: bool) -> anyhow::Result<bool> {
-    match env(name).as_deref() {
-        None => Ok(default),
-        Some("1" | "true" | "yes") => Ok(true),
-        Some("0" | "false" | "no") => Ok(false),
-        Some(other) => bail!("{name}={other:?}: use 1, true, yes, 0, false or no"),
-    }
-}
-
-/// The URL without its password, for printing.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
+const PROGRAM: &str = "cloakroom-demo";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -75,165 +13,20 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // The whole chain of causes on one line, without a backtrace.
-            eprintln!("cloakroom-demo: {e:#}");
+            eprintln!("{PROGRAM}: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-
-    let bind: SocketAddr = parse_env("BIND", SocketAddr::from(([127, 0, 0, 1], 3000)))?;
-    let ttl_secs: u64 = parse_env("SESSION_TTL", 1800)?;
-    if ttl_secs == 0 {
-        bail!("SESSION_TTL must be at least 1 second");
-    }
-    let secure = flag("COOKIE_SECURE", true)?;
-    let max_sessions: usize = parse_env("MAX_SESSIONS", MemoryStore::DEFAULT_MAX_SESSIONS)?;
-    let near_cache = match env("NEAR_CACHE").as_deref() {
-        None | Some("off") => false,
-        Some("on") => true,
-        Some(other) => bail!("NEAR_CACHE={other:?}: use on or off"),
-    };
-
-    let secret: Vec<u8> = match env("SECRET_KEY") {
-        Some(secret) => secret.into_bytes(),
-        None => {
-            tracing::warn!(
-                "SECRET_KEY is not set: using a random key; sessions will not survive a restart"
-            );
-            CookieSigner::random_secret()?.to_vec()
-        }
-    };
-    // Each key is checked here, so that a mistake names its variable.
-    for (variable, key) in [
-        ("SECRET_KEY", Some(secret.clone())),
-        (
-            "SECRET_KEY_PREVIOUS",
-            env("SECRET_KEY_PREVIOUS").map(String::into_bytes),
-        ),
-        (
-            "SECRET_KEY_NEXT",
-            env("SECRET_KEY_NEXT").map(String::into_bytes),
-        ),
-    ] {
-        if let Some(key) = key {
-            CookieSigner::new(&key).with_context(|| {
-                format!("{variable} is not usable (generate one with `openssl rand -base64 32`)")
-            })?;
-        }
-    }
-    let previous = match (env("SECRET_KEY_PREVIOUS"), env("SECRET_KEY_PREVIOUS_UNTIL")) {
-        (None, None) => None,
-        (Some(previous), Some(_)) => {
-            let until: u64 = parse_env("SECRET_KEY_PREVIOUS_UNTIL", 0)?;
-            let Some(retire_at) = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(until))
-            else {
-                bail!("SECRET_KEY_PREVIOUS_UNTIL={until} is not a time this system can represent");
-            };
-            Some((previous, retire_at))
-        }
-        _ => bail!(
-            "SECRET_KEY_PREVIOUS and SECRET_KEY_PREVIOUS_UNTIL go together: the old key, and the \
-             Unix time (seconds) until which its cookies are accepted (the rotation time plus \
-             the absolute session lifetime logs nobody out)"
-        ),
-    };
-    if secure && !bind.ip().is_loopback() {
-        tracing::warn!(
-            "cookies are Secure: browsers send them only over https (or to localhost); \
-             serve through TLS or set COOKIE_SECURE=0 for plain-http development"
-        );
-    }
-
-    let store: Arc<dyn Store> = match env("REDIS_URL") {
-        Some(url) => {
-            let mut builder = RedisStore::builder(url.as_str());
-            if let Some(path) = env("REDIS_CA_FILE") {
-                let pem = std::fs::read(&path)
-                    .with_context(|| format!("cannot read REDIS_CA_FILE {path}"))?;
-                builder = builder.with_root_certificate_pem(pem);
-            }
-            let timeout_ms: u64 = parse_env("REDIS_TIMEOUT_MS", 1000)?;
-            if timeout_ms == 0 {
-                bail!("REDIS_TIMEOUT_MS must be at least 1");
-            }
-            let timeout = Duration::from_millis(timeout_ms);
-            builder = builder
-                .with_operation_timeout(timeout)
-                .with_connect_timeout(timeout);
-            builder = builder.with_cluster_mode(match env("REDIS_CLUSTER").as_deref() {
-                None | Some("auto") => ClusterMode::Auto,
-                Some("1" | "true" | "yes") => ClusterMode::Cluster,
-                Some("0" | "false" | "no") => ClusterMode::Standalone,
-                Some(other) => bail!("REDIS_CLUSTER={other:?}: use auto, yes or no"),
-            });
-            let replicas: u32 = parse_env("REDIS_REPLICA_ACKS", 0)?;
-            if replicas > 0 {
-                builder = builder.with_replica_acks(ReplicaAcks::on_deletes(
-                    replicas,
-                    Duration::from_millis(100),
-                ));
-            }
-            if near_cache {
-                builder = builder.with_near_cache(NearCache::new());
-            }
-            if flag("REDIS_TLS_INSECURE", false)? {
-                builder = builder.danger_accept_invalid_certificates();
-            }
-            let store = builder
-                .connect()
-                .await
-                .with_context(|| format!("cannot use Redis at {}", redacted(&url)))?;
-            let shape = if store.is_cluster() {
-                "Redis Cluster"
-            } else {
-                "Redis"
-            };
-            let cache = if near_cache { ", near-cache on" } else { "" };
-            println!(
-                "cloakroom-demo: session store: {shape} at {}{cache}",
-                redacted(&url)
-            );
-            Arc::new(store)
-        }
-        None => {
-            if near_cache {
-                tracing::warn!("NEAR_CACHE=on applies to Redis only: the memory store is local");
-            }
-            println!(
-                "cloakroom-demo: session store: embedded memory store (at most {max_sessions} sessions; set REDIS_URL to use Redis)"
-            );
-            Arc::new(
-                MemoryStore::builder()
-                    .with_max_sessions(max_sessions)
-                    .build(),
-            )
-        }
-    };
-    let mut settings = SessionLayer::builder(store, secret)
-        .with_idle_timeout(Duration::from_secs(ttl_secs))
-        .with_secure(secure);
-    if let Some((previous, retire_at)) = previous {
-        settings = settings.with_previous_secret(previous, retire_at);
-    }
-    if let Some(next) = env("SECRET_KEY_NEXT") {
-        settings = settings.with_next_secret(next);
-    }
-    let layer = settings
-        .build()
-        .context("the session settings are not usable")?;
-    let app = cloakroom_demo::app(layer);
-
+    cloakroom_demo::settings::init_logging();
+    let Settings { bind, manager } = Settings::from_env(PROGRAM).await?;
+    let app = cloakroom_demo::axum_app::app(SessionLayer::from_manager(manager));
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
-    println!("cloakroom-demo: listening on http://{bind}/");
+    println!("{PROGRAM}: listening on http://{bind}/");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

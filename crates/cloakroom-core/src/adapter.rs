@@ -15,8 +15,10 @@
 //!    says there is something to write, so that a client going away cannot cancel a logout's
 //!    delete.
 //!
-//! A failed [`finish`] is an [`Error`](crate::Error): the response becomes the error's (503 for
-//! a store failure, 413 for a limit, 500 for misuse), with a generic body.
+//! [`Finished::cache_marks`] says how to mark the response for caches. A failed [`finish`] (or a
+//! session call whose error the handler returns) is an [`Error`]: the response becomes the
+//! one [`error_reply`] describes (503 for a store failure, 413 for a limit, 500 for misuse), with
+//! a generic body.
 //!
 //! [`Finished`] is non-exhaustive and [`SetCookie`] has private fields, so what the core decides
 //! about a response can grow (a token for a client that sends it in a header, a cookie that
@@ -26,7 +28,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::config::{SameSite, SessionConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::session::{Session, SessionManager};
 
 /// A request's session, made from its `Cookie` header values as bytes (a header may hold other
@@ -104,6 +106,89 @@ pub struct Finished {
     /// Whether the handler used the session: the response then depends on the cookie and must
     /// not be cached by shared caches.
     pub accessed: bool,
+}
+
+impl Finished {
+    /// How to mark the response for caches. `sets_cookie` is whether the response carries any
+    /// `Set-Cookie` (this session's, or one the handler set); `cache_control` is the
+    /// `Cache-Control` value the handler gave, if any.
+    ///
+    /// A response that sets a cookie is never stored by anyone (a cache that kept it would hand
+    /// the cookie, and the session, to the next visitor). A response that used the session
+    /// depends on who asked: no shared cache may keep it, and none may hand it to another cookie;
+    /// a handler's own `private` or `no-store` policy is kept.
+    pub fn cache_marks(&self, sets_cookie: bool, cache_control: Option<&[u8]>) -> CacheMarks {
+        const NO_STORE: Option<&str> = Some("no-store");
+        if sets_cookie {
+            return CacheMarks {
+                cache_control: NO_STORE,
+                vary_cookie: true,
+            };
+        }
+        if !self.accessed {
+            return CacheMarks {
+                cache_control: None,
+                vary_cookie: false,
+            };
+        }
+        let private_already = cache_control.is_some_and(|v| {
+            let v = v.to_ascii_lowercase();
+            let has = |word: &[u8]| v.windows(word.len()).any(|w| w == word);
+            (has(b"private") || has(b"no-store")) && !has(b"public")
+        });
+        CacheMarks {
+            cache_control: if private_already { None } else { NO_STORE },
+            vary_cookie: true,
+        }
+    }
+}
+
+/// How a response must be marked for caches: see [`Finished::cache_marks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheMarks {
+    /// A `Cache-Control` value to put in place of the handler's, if any.
+    pub cache_control: Option<&'static str>,
+    /// Whether to append `Vary: Cookie`.
+    pub vary_cookie: bool,
+}
+
+/// The response to a request whose session work failed: a status, a short generic body, and
+/// whether to add `Retry-After: 1` (on a 503). The error itself goes to the log here, never to
+/// the client. The response is also marked `Cache-Control: no-store`.
+pub fn error_reply(error: &Error) -> ErrorReply {
+    let status = error.http_status();
+    let body = match status {
+        503 => {
+            tracing::warn!(error = ?error, "session store unavailable");
+            "Service temporarily unavailable, please retry shortly.\n"
+        }
+        413 => {
+            tracing::error!(error = ?error, "session error");
+            "Request too large.\n"
+        }
+        _ => {
+            tracing::error!(error = ?error, "session error");
+            "Internal server error.\n"
+        }
+    };
+    ErrorReply {
+        status,
+        body,
+        retry_after: status == 503,
+    }
+}
+
+/// See [`error_reply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ErrorReply {
+    /// The HTTP status code: 503, 413 or 500.
+    pub status: u16,
+    /// The body, the same for every error of a status.
+    pub body: &'static str,
+    /// Whether to add `Retry-After: 1`.
+    pub retry_after: bool,
 }
 
 /// The session cookie a response sets, or clears, with the configured attributes: always

@@ -127,6 +127,22 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The HTTP status a failed request is answered with: 503 for anything wrong with the store
+    /// (unreachable, erroring, holding unreadable data, refusing our credentials after a
+    /// reconnect), 413 for data past the configured limits (most often a client's form field
+    /// stored in the session), 500 for a mistake in the handler's own use of the session.
+    pub(crate) fn http_status(&self) -> u16 {
+        if self.is_storage() || self.kind == ErrorKind::Config {
+            503
+        } else if self.kind == ErrorKind::TooLarge {
+            413
+        } else {
+            500
+        }
+    }
+}
+
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");

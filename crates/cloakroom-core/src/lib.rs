@@ -14,12 +14,18 @@
 //! [`adapter`] is what a framework integration needs: the request's session from its cookies,
 //! and the end of the request.
 //!
+//! The `actix` feature adds the `actix` module: `SessionMiddleware` for actix-web, which makes
+//! [`Session`] an actix-web extractor and [`Error`] a `ResponseError`.
+//!
 //! The `axum` feature adds `SessionLayer`, the tower layer that gives each request its
 //! [`Session`], makes [`Session`] an axum extractor and [`Error`] an axum response.
 
+#[cfg(feature = "actix")]
+pub mod actix;
 pub mod adapter;
 #[cfg(feature = "axum")]
 mod axum;
+mod builder;
 mod clock;
 mod config;
 pub mod cookies;
@@ -35,6 +41,7 @@ mod users;
 
 #[cfg(feature = "axum")]
 pub use crate::axum::{MissingSessionLayer, SessionLayer, SessionLayerBuilder, SessionService};
+pub use crate::builder::SessionBuilder;
 pub use crate::clock::{Clock, LATEST_MILLIS, ManualClock, SystemClock};
 pub use crate::config::{SameSite, SessionConfig, SessionLimits};
 pub use crate::error::{Error, ErrorKind, Result};

@@ -49,6 +49,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `axum` | yes | [`SessionLayer`], the [`Session`] extractor, [`Error`] as a response |
+//! | `actix` | no | [`actix::SessionMiddleware`] for actix-web, the [`Session`] extractor, [`Error`] as a `ResponseError` |
 //! | `redis` | no | [`redis::RedisStore`] for Redis, Valkey and ElastiCache |
 //!
 //! # Guarantees
@@ -70,7 +71,14 @@ pub use cloakroom_core::{
 #[cfg(feature = "axum")]
 pub use cloakroom_core::{MissingSessionLayer, SessionLayer, SessionLayerBuilder, SessionService};
 
-pub use cloakroom_core::{adapter, cookies, store};
+pub use cloakroom_core::{SessionBuilder, adapter, cookies, store};
+
+/// The actix-web integration (feature `actix`): [`SessionMiddleware`](actix::SessionMiddleware)
+/// gives each request its [`Session`], which handlers take as an extractor.
+#[cfg(feature = "actix")]
+pub mod actix {
+    pub use cloakroom_core::actix::*;
+}
 
 /// Time: the clock sessions are timed by, and a manual one for tests.
 pub mod clock {

@@ -5,8 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use std::time::{Duration, SystemTime};
-
 use axum_core::body::Body;
 use axum_core::response::IntoResponse;
 use http::header::{CACHE_CONTROL, COOKIE, HeaderValue, SET_COOKIE, VARY};
@@ -15,8 +13,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::adapter::{self, Finished};
-use crate::clock::Clock;
-use crate::config::{SameSite, SessionConfig, SessionLimits};
+use crate::builder::SessionBuilder;
+use crate::config::SessionConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::session::SessionManager;
 use crate::store::Store;
@@ -38,8 +36,8 @@ pub struct SessionLayer {
 impl SessionLayer {
     /// Starts a layer over `store` (taken by value; an `Arc` of a store is a store too) whose
     /// cookies are signed with `secret` (a `&str`, a `String` or bytes, at least
-    /// [`CookieSigner::MIN_SECRET_LEN`](crate::CookieSigner::MIN_SECRET_LEN) bytes). Options are chained; the first mistake is
-    /// reported once, by [`SessionLayerBuilder::build`].
+    /// [`CookieSigner::MIN_SECRET_LEN`](crate::CookieSigner::MIN_SECRET_LEN) bytes). Options are
+    /// chained; the first mistake is reported once, by [`SessionBuilder::build`].
     ///
     /// # Examples
     ///
@@ -58,10 +56,7 @@ impl SessionLayer {
     /// # }
     /// ```
     pub fn builder(store: impl Store, secret: impl AsRef<[u8]>) -> SessionLayerBuilder {
-        SessionLayerBuilder {
-            store: Arc::new(store),
-            config: SessionConfig::new(secret),
-        }
+        SessionBuilder::new(store, secret)
     }
 
     /// A layer over `store` with `config`; fails on contradictory configuration (for example
@@ -87,91 +82,12 @@ impl SessionLayer {
     }
 }
 
-/// Builds a [`SessionLayer`]: see [`SessionLayer::builder`]. Each option is a
-/// [`SessionConfig`] setting of the same name.
-#[derive(Debug)]
-#[must_use = "a builder does nothing until `.build()`"]
-pub struct SessionLayerBuilder {
-    store: Arc<dyn Store>,
-    // The first mistake (a short secret, a bad key) is kept for `build` to report.
-    config: Result<SessionConfig>,
-}
+/// Builds a [`SessionLayer`]: see [`SessionLayer::builder`].
+pub type SessionLayerBuilder = SessionBuilder<SessionLayer>;
 
-impl SessionLayerBuilder {
-    fn map(mut self, change: impl FnOnce(SessionConfig) -> Result<SessionConfig>) -> Self {
-        self.config = self.config.and_then(change);
-        self
-    }
-
-    /// See [`SessionConfig::with_idle_timeout`].
-    pub fn with_idle_timeout(self, timeout: Duration) -> Self {
-        self.map(|c| Ok(c.with_idle_timeout(timeout)))
-    }
-
-    /// See [`SessionConfig::with_touch_interval`].
-    pub fn with_touch_interval(self, interval: Duration) -> Self {
-        self.map(|c| Ok(c.with_touch_interval(interval)))
-    }
-
-    /// See [`SessionConfig::with_absolute_timeout`].
-    pub fn with_absolute_timeout(self, timeout: Duration) -> Self {
-        self.map(|c| Ok(c.with_absolute_timeout(timeout)))
-    }
-
-    /// See [`SessionConfig::with_secure`].
-    pub fn with_secure(self, secure: bool) -> Self {
-        self.map(|c| Ok(c.with_secure(secure)))
-    }
-
-    /// See [`SessionConfig::with_same_site`].
-    pub fn with_same_site(self, same_site: SameSite) -> Self {
-        self.map(|c| Ok(c.with_same_site(same_site)))
-    }
-
-    /// See [`SessionConfig::with_cookie_name`].
-    pub fn with_cookie_name(self, name: impl Into<String>) -> Self {
-        self.map(|c| Ok(c.with_cookie_name(name)))
-    }
-
-    /// See [`SessionConfig::with_path`].
-    pub fn with_path(self, path: impl Into<String>) -> Self {
-        self.map(|c| Ok(c.with_path(path)))
-    }
-
-    /// See [`SessionConfig::with_domain`].
-    pub fn with_domain(self, domain: impl Into<String>) -> Self {
-        self.map(|c| Ok(c.with_domain(domain)))
-    }
-
-    /// See [`SessionConfig::with_limits`].
-    pub fn with_limits(self, limits: SessionLimits) -> Self {
-        self.map(|c| Ok(c.with_limits(limits)))
-    }
-
-    /// See [`SessionConfig::with_previous_secret`].
-    pub fn with_previous_secret(self, secret: impl AsRef<[u8]>, retire_at: SystemTime) -> Self {
-        self.map(|c| c.with_previous_secret(secret, retire_at))
-    }
-
-    /// See [`SessionConfig::with_next_secret`].
-    pub fn with_next_secret(self, secret: impl AsRef<[u8]>) -> Self {
-        self.map(|c| c.with_next_secret(secret))
-    }
-
-    /// See [`SessionConfig::with_clock`].
-    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
-        self.map(|c| Ok(c.with_clock(clock)))
-    }
-
-    /// The layer.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::Config`] for a secret shorter than
-    /// [`CookieSigner::MIN_SECRET_LEN`](crate::CookieSigner::MIN_SECRET_LEN), too many previous or next keys, or a
-    /// contradictory cookie setting (for example `SameSite=None` without `Secure`).
-    pub fn build(self) -> Result<SessionLayer> {
-        SessionLayer::new(self.store, self.config?)
+impl From<SessionManager> for SessionLayer {
+    fn from(manager: SessionManager) -> Self {
+        Self { manager }
     }
 }
 
@@ -259,67 +175,15 @@ fn finish(finished: Result<Finished>, mut response: Response<Body>) -> Response<
             Err(e) => return e.into_response(),
         }
     }
-    if headers.contains_key(SET_COOKIE) {
-        // A cache that kept this response would hand the cookie, and the session, to the next
-        // visitor: whatever the handler said, nobody stores it.
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.append(VARY, HeaderValue::from_static("Cookie"));
-    } else if finished.accessed {
-        // The response depends on who asked: no shared cache may keep it, and no cache may hand
-        // it to another cookie. A handler's own `private` or `no-store` policy is kept.
-        let keep = headers
-            .get(CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                let v = v.to_ascii_lowercase();
-                (v.contains("private") || v.contains("no-store")) && !v.contains("public")
-            });
-        if !keep {
-            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        }
+    let marks = finished.cache_marks(
+        headers.contains_key(SET_COOKIE),
+        headers.get(CACHE_CONTROL).map(HeaderValue::as_bytes),
+    );
+    if let Some(value) = marks.cache_control {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static(value));
+    }
+    if marks.vary_cookie {
         headers.append(VARY, HeaderValue::from_static("Cookie"));
     }
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::MemoryStore;
-
-    const SECRET: &str = "layer-builder-secret-0123456789abcdef012345";
-
-    #[test]
-    fn the_builder_takes_options_and_reports_mistakes_once() -> Result<()> {
-        // A shared store, and the secret as a `String`.
-        let shared = Arc::new(MemoryStore::new());
-        let secret = String::from(SECRET);
-        let layer = SessionLayer::builder(shared.clone(), secret)
-            .with_idle_timeout(Duration::from_secs(60))
-            .with_cookie_name("id")
-            .build()?;
-        assert_eq!(
-            layer.manager().config().idle_timeout(),
-            Duration::from_secs(60)
-        );
-        assert_eq!(layer.manager().config().cookie_name(), "id");
-        let kind = |built: Result<SessionLayer>| built.map(|_| ()).map_err(|e| e.kind());
-        // A short secret, reported by `build` even after more options.
-        let short = SessionLayer::builder(MemoryStore::new(), b"short".as_slice())
-            .with_secure(false)
-            .build();
-        assert_eq!(kind(short), Err(ErrorKind::Config));
-        // A contradiction between options.
-        let contradiction = SessionLayer::builder(MemoryStore::new(), SECRET)
-            .with_secure(false)
-            .with_same_site(SameSite::None)
-            .build();
-        assert_eq!(kind(contradiction), Err(ErrorKind::Config));
-        // A bad next key.
-        let bad_next = SessionLayer::builder(MemoryStore::new(), SECRET)
-            .with_next_secret("short")
-            .build();
-        assert_eq!(kind(bad_next), Err(ErrorKind::Config));
-        Ok(())
-    }
 }

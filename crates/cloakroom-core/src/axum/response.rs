@@ -4,7 +4,8 @@ use axum_core::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, HeaderValue, RETRY_AFTER};
 
-use crate::error::{Error, ErrorKind};
+use crate::adapter;
+use crate::error::Error;
 
 impl Error {
     /// The status an HTTP layer answers this error with: 503 for anything wrong with the store
@@ -12,35 +13,20 @@ impl Error {
     /// reconnect), 413 for data past the configured limits (most often a client's form field
     /// stored in the session), 500 for a mistake in the handler's own use of the session.
     pub fn status(&self) -> StatusCode {
-        if self.is_storage() || self.kind() == ErrorKind::Config {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else if self.kind() == ErrorKind::TooLarge {
-            StatusCode::PAYLOAD_TOO_LARGE
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
-/// A short generic body chosen by status, `Cache-Control: no-store`, and `Retry-After: 1` on a
-/// 503. The error itself goes to the log, never to the client.
+/// The response [`adapter::error_reply`] describes: a short generic body chosen by status,
+/// `Cache-Control: no-store`, and `Retry-After: 1` on a 503. The error itself goes to the log,
+/// never to the client.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let body = if status == StatusCode::SERVICE_UNAVAILABLE {
-            tracing::warn!(error = ?self, "session store unavailable");
-            "Service temporarily unavailable, please retry shortly.\n"
-        } else if status == StatusCode::PAYLOAD_TOO_LARGE {
-            tracing::error!(error = ?self, "session error");
-            "Request too large.\n"
-        } else {
-            tracing::error!(error = ?self, "session error");
-            "Internal server error.\n"
-        };
-        let mut response = (status, body).into_response();
+        let reply = adapter::error_reply(&self);
+        let mut response = (self.status(), reply.body).into_response();
         let headers = response.headers_mut();
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if reply.retry_after {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
@@ -50,6 +36,7 @@ impl IntoResponse for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn each_kind_of_error_gets_its_status() -> Result<(), Box<dyn std::error::Error>> {

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::builder::SessionBuilder;
 use crate::clock::unix_millis;
 use crate::config::SessionConfig;
 use crate::delta::Delta;
@@ -46,6 +47,13 @@ pub enum CookieState {
 }
 
 impl SessionManager {
+    /// Starts a manager over `store` whose cookies are signed with `secret`; options are
+    /// chained and the first mistake is reported by
+    /// [`SessionBuilder::build`](crate::SessionBuilder::build).
+    pub fn builder(store: impl Store, secret: impl AsRef<[u8]>) -> SessionBuilder<Self> {
+        SessionBuilder::new(store, secret)
+    }
+
     /// A manager over `store`, after checking `config` for contradictions.
     pub fn new(store: Arc<dyn Store>, config: SessionConfig) -> Result<Self> {
         config.validate()?;

@@ -1,0 +1,98 @@
+//! The demo on actix-web: the routes of [`pages`](crate::pages), wrapped in cloakroom's
+//! `SessionMiddleware`.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{App, HttpRequest, HttpResponse, web};
+use cloakroom::actix::SessionMiddleware;
+use cloakroom::{Error, Session};
+
+use crate::MAX_BODY_BYTES;
+use crate::csrf::Csrf;
+use crate::pages::{self, LoginForm, Reply};
+
+/// The app's routes, wrapped in `sessions`. Tests drive this app directly.
+pub fn app(
+    sessions: SessionMiddleware,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let csrf = Csrf::new(sessions.manager().config().is_secure());
+    App::new()
+        .app_data(web::Data::new(csrf))
+        .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+        .wrap(sessions)
+        .route("/", web::get().to(index))
+        .route("/whoami", web::get().to(whoami))
+        .route("/login", web::get().to(login_form))
+        .route("/login", web::post().to(login))
+        .route("/logout", web::get().to(logout))
+        .route("/logout", web::post().to(logout))
+}
+
+fn respond(reply: Reply) -> HttpResponse {
+    match reply {
+        Reply::Redirect(to) => HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, to))
+            .finish(),
+        Reply::Page(page) => {
+            let status =
+                StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = HttpResponse::build(status);
+            response.content_type("text/html; charset=utf-8");
+            if let Some(cookie) = page.set_cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
+                response.append_header((header::SET_COOKIE, cookie));
+            }
+            if page.no_store {
+                response.insert_header((header::CACHE_CONTROL, "no-store"));
+            }
+            response.body(page.html)
+        }
+    }
+}
+
+async fn index(session: Session) -> Result<HttpResponse, Error> {
+    pages::index(&session).await.map(respond)
+}
+
+async fn whoami(session: Session) -> Result<HttpResponse, Error> {
+    pages::whoami(&session).await.map(respond)
+}
+
+async fn login_form(csrf: web::Data<Csrf>) -> Result<HttpResponse, Error> {
+    pages::login_form(**csrf).map(respond)
+}
+
+async fn login(
+    session: Session,
+    csrf: web::Data<Csrf>,
+    request: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, Error> {
+    let form = body
+        .map_err(|e| e.as_response_error().status_code().as_u16())
+        .and_then(|body| {
+            let content_type = request
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .map(HeaderValue::as_bytes);
+            LoginForm::parse(content_type, &body)
+        });
+    let cookies = request
+        .headers()
+        .get_all(header::COOKIE)
+        .map(HeaderValue::as_bytes);
+    pages::login(&session, **csrf, cookies, form).map(respond)
+}
+
+async fn logout(session: Session) -> HttpResponse {
+    respond(pages::logout(&session))
+}

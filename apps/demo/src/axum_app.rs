@@ -1,0 +1,82 @@
+//! The demo on axum: the routes of [`pages`](crate::pages), wrapped in cloakroom's
+//! `SessionLayer`.
+
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use cloakroom::{Error, Session, SessionLayer};
+
+use crate::MAX_BODY_BYTES;
+use crate::csrf::Csrf;
+use crate::pages::{self, LoginForm, Reply};
+
+/// The app's routes, wrapped in `layer`. Tests drive this router directly.
+pub fn app(layer: SessionLayer) -> Router {
+    let csrf = Csrf::new(layer.manager().config().is_secure());
+    Router::new()
+        .route("/", get(index))
+        .route("/whoami", get(whoami))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", get(logout).post(logout))
+        .layer(layer)
+        .layer(Extension(csrf))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+fn respond(reply: Reply) -> Response {
+    match reply {
+        Reply::Redirect(to) => Redirect::to(to).into_response(),
+        Reply::Page(page) => {
+            let mut response = Html(page.html).into_response();
+            *response.status_mut() =
+                StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let headers = response.headers_mut();
+            if let Some(cookie) = page.set_cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
+                headers.append(header::SET_COOKIE, cookie);
+            }
+            if page.no_store {
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            response
+        }
+    }
+}
+
+async fn index(session: Session) -> Result<Response, Error> {
+    pages::index(&session).await.map(respond)
+}
+
+async fn whoami(session: Session) -> Result<Response, Error> {
+    pages::whoami(&session).await.map(respond)
+}
+
+async fn login_form(Extension(csrf): Extension<Csrf>) -> Result<Response, Error> {
+    pages::login_form(csrf).map(respond)
+}
+
+async fn login(
+    session: Session,
+    Extension(csrf): Extension<Csrf>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let form = body
+        .map_err(|rejection| rejection.status().as_u16())
+        .and_then(|body| {
+            let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+            LoginForm::parse(content_type, &body)
+        });
+    let cookies = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes);
+    pages::login(&session, csrf, cookies, form).map(respond)
+}
+
+async fn logout(session: Session) -> Response {
+    respond(pages::logout(&session))
+}

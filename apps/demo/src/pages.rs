@@ -1,0 +1,201 @@
+//! The demo's pages and what each route answers, without a web framework: the axum and the
+//! actix-web apps turn a [`Reply`] into their own response type, so both serve exactly the same
+//! texts, forms and headers.
+
+use cloakroom::{Error, ErrorKind, Session, SessionToken};
+
+use crate::csrf::Csrf;
+use crate::username::{MAX_USERNAME_CHARS, validate_username};
+
+/// What a route answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// An HTML page.
+    Page(Page),
+    /// A `303 See Other` to a path of this app.
+    Redirect(&'static str),
+}
+
+/// An HTML page, with the headers a page of this app may need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The whole document.
+    pub html: String,
+    /// A `Set-Cookie` value to send: the login form's CSRF cookie.
+    pub set_cookie: Option<String>,
+    /// Whether to send `Cache-Control: no-store` (a page carrying a one-time token).
+    pub no_store: bool,
+}
+
+/// The login form's fields, as the browser posts them.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct LoginForm {
+    username: Option<String>,
+    csrf: Option<String>,
+}
+
+impl LoginForm {
+    /// Reads a posted body. A body that is not `application/x-www-form-urlencoded` is a 415 and
+    /// one that does not decode as the form is a 400, both answered with the form again.
+    pub fn parse(content_type: Option<&[u8]>, body: &[u8]) -> Result<Self, u16> {
+        let is_form = content_type
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !is_form {
+            return Err(415);
+        }
+        serde_urlencoded::from_bytes(body).map_err(|_| 400)
+    }
+}
+
+/// Escapes text for HTML content and quoted attributes (`&`, `<`, `>`, `"`, `'`).
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    html_escape::encode_quoted_attribute(text)
+}
+
+const HEAD: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<title>cloakroom demo</title></head>\n<body>\n";
+const FOOT: &str = "</body></html>\n";
+
+fn page(body: &str) -> Reply {
+    Reply::Page(Page {
+        status: 200,
+        html: format!("{HEAD}{body}{FOOT}"),
+        set_cookie: None,
+        no_store: false,
+    })
+}
+
+fn index_page(username: &str, visits: i64) -> Reply {
+    // Logout is a POST from the page: a cross-site link cannot log the user out (the session
+    // cookie is SameSite=Lax, so a cross-site POST does not carry it).
+    page(&format!(
+        "<p>Logged in as {}.<br>\nVisits: {visits}</p>\n\
+         <form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\n",
+        escape(username)
+    ))
+}
+
+fn anonymous_page() -> Reply {
+    page("<p>You are not logged in</p>\n<p><a href=\"/login\">Log in</a></p>\n")
+}
+
+// The login form with a fresh CSRF token, in the page and in its cookie.
+fn login_page(csrf: Csrf, status: u16, message: Option<&str>) -> Result<Reply, Error> {
+    let token = SessionToken::generate()?.to_text();
+    let alert = message
+        .map(|m| format!("<p role=\"alert\">{}</p>\n", escape(m)))
+        .unwrap_or_default();
+    Ok(Reply::Page(Page {
+        status,
+        html: format!(
+            "{HEAD}{alert}<form method=\"post\" action=\"/login\">\n\
+             <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\n\
+             <p><input type=\"text\" name=\"username\" maxlength=\"{MAX_USERNAME_CHARS}\" required autofocus>\n\
+             <p><input type=\"submit\" value=\"Login\">\n</form>\n{FOOT}"
+        ),
+        set_cookie: Some(csrf.set_cookie(&token)),
+        no_store: true,
+    }))
+}
+
+/// `GET /`: the visit count and the username, or the anonymous page.
+pub async fn index(session: &Session) -> Result<Reply, Error> {
+    // Increment first: one round trip increments, slides the TTL and loads the session, so the
+    // username read below needs no second trip.
+    let visits = match session.incr("visits", 1).await {
+        Ok(Some(visits)) => visits,
+        Ok(None) => return Ok(anonymous_page()),
+        // Something other than this app wrote the counter: start it again rather than fail
+        // every visit until the session ends (nothing was written by the failed increment).
+        Err(e) if matches!(e.kind(), ErrorKind::NotAnInteger | ErrorKind::OutOfRange) => {
+            tracing::warn!("the visits field is not a counter that can grow; it starts again at 1");
+            session.insert("visits", 1)?;
+            1
+        }
+        Err(e) => return Err(e),
+    };
+    match session.get::<String>("username").await {
+        Ok(Some(username)) => Ok(index_page(&username, visits)),
+        Ok(None) => Ok(anonymous_page()),
+        // A username this app did not write: shown as logged out, and logging in again
+        // replaces the session.
+        Err(e) if e.kind() == ErrorKind::Decode => {
+            tracing::warn!("the username field is not text; the page is shown as logged out");
+            Ok(anonymous_page())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `GET /whoami`: the check most requests of a real app make, is this user logged in and who is
+/// it. A read, without counting a visit; with the near-cache on, a hit costs no round trip.
+pub async fn whoami(session: &Session) -> Result<Reply, Error> {
+    match session.get::<String>("username").await {
+        Ok(Some(username)) => Ok(page(&format!(
+            "<p>Logged in as {}.</p>\n",
+            escape(&username)
+        ))),
+        Ok(None) => Ok(anonymous_page()),
+        // As on the index page: a username this app did not write reads as logged out.
+        Err(e) if e.kind() == ErrorKind::Decode => Ok(anonymous_page()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `GET /login`: the form.
+pub fn login_form(csrf: Csrf) -> Result<Reply, Error> {
+    login_page(csrf, 200, None)
+}
+
+/// `POST /login`: checks the form's CSRF token against its cookie (found among
+/// `cookie_headers`) and the username, then starts a fresh session. `form` is the posted form,
+/// or the status for a body that could not be read as one.
+pub fn login<'a>(
+    session: &Session,
+    csrf: Csrf,
+    cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+    form: Result<LoginForm, u16>,
+) -> Result<Reply, Error> {
+    let form = match form {
+        Ok(form) => form,
+        Err(status) => {
+            let status = if (400..500).contains(&status) {
+                status
+            } else {
+                400
+            };
+            return login_page(csrf, status, Some("The form could not be read."));
+        }
+    };
+    // The form's token must match the cookie's: only a page of this site could read the one
+    // and be sent the other.
+    if !csrf.matches(cookie_headers, form.csrf.as_deref()) {
+        return login_page(
+            csrf,
+            403,
+            Some("This login form has expired or came from another site. Please try again."),
+        );
+    }
+    let username = match validate_username(form.username.as_deref().unwrap_or("")) {
+        Ok(name) => name,
+        Err(message) => return login_page(csrf, 400, Some(message)),
+    };
+    // A fresh session with a fresh token: any session this browser had is deleted, so a token
+    // planted before login is worthless after it.
+    session.start()?;
+    session.insert("username", username)?;
+    Ok(Reply::Redirect("/"))
+}
+
+/// `GET` or `POST /logout`: ends the session, here and in the store.
+pub fn logout(session: &Session) -> Reply {
+    session.destroy();
+    Reply::Redirect("/")
+}
