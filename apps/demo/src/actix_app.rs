@@ -1,4 +1,4 @@
-//! The demo on actix-web: the routes of [`pages`](crate::pages), wrapped in cloakroom's
+//! The demo on actix-web: the routes of [`pages`], wrapped in cloakroom's
 //! `SessionMiddleware`.
 
 use actix_web::body::MessageBody;

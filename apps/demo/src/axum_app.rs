@@ -1,4 +1,4 @@
-//! The demo on axum: the routes of [`pages`](crate::pages), wrapped in cloakroom's
+//! The demo on axum: the routes of [`pages`], wrapped in cloakroom's
 //! `SessionLayer`.
 
 use axum::body::Bytes;

@@ -5,14 +5,21 @@ use std::sync::Arc;
 use anyhow::ensure;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use cloakroom::{MemoryStore, SessionConfig, SessionLayer};
+use cloakroom::{MemoryStore, SessionConfig};
 use cloakroom_test::CountingStore;
 
 use crate::support::{
-    app_over, csrf_for_login, get, login, post_form, post_login, send, sets_session_cookie,
+    Demo, app_over, app_with, csrf_for_login, get, login, post_form, post_login, send,
+    sets_session_cookie,
 };
 
-#[tokio::test]
+crate::support::over_each_app!(
+    plain;
+    forged_and_malformed_cookies_never_reach_the_store_nor_give_a_5xx,
+    bad_login_forms_get_a_4xx_with_a_message,
+    a_login_without_a_matching_csrf_token_is_refused,
+);
+
 async fn forged_and_malformed_cookies_never_reach_the_store_nor_give_a_5xx() -> anyhow::Result<()> {
     let counting = CountingStore::new(Arc::new(MemoryStore::new()));
     let counts = counting.counts();
@@ -23,11 +30,11 @@ async fn forged_and_malformed_cookies_never_reach_the_store_nor_give_a_5xx() -> 
         .map(|x| x.1.to_owned())
         .unwrap_or_default();
     let other = {
-        let layer = SessionLayer::new(
+        let app = app_with(
             Arc::new(MemoryStore::new()),
             SessionConfig::new(b"some-other-secret-some-other-secret-!!")?,
         )?;
-        login(&cloakroom_demo::app(layer), "eve").await?
+        login(&app, "eve").await?
     };
     let cases = [
         "__Host-cloakroom=".to_owned(),
@@ -74,7 +81,6 @@ async fn forged_and_malformed_cookies_never_reach_the_store_nor_give_a_5xx() -> 
     Ok(())
 }
 
-#[tokio::test]
 async fn bad_login_forms_get_a_4xx_with_a_message() -> anyhow::Result<()> {
     let counting = CountingStore::new(Arc::new(MemoryStore::new()));
     let counts = counting.counts();
@@ -160,11 +166,32 @@ async fn a_route_without_the_layer_is_a_500_not_an_empty_session() -> anyhow::Re
     async fn handler(_session: cloakroom::Session) -> &'static str {
         "unreachable"
     }
-    let app = axum::Router::new().route("/", axum::routing::get(handler));
+    let app = Demo::Axum(axum::Router::new().route("/", axum::routing::get(handler)));
     let reply = get(&app, "/", None).await?;
     ensure!(reply.status == StatusCode::INTERNAL_SERVER_ERROR);
     ensure!(!reply.body.contains("unreachable"));
     Ok(())
+}
+
+// The same mistake on actix-web: a handler that takes a `Session` on an app without the
+// middleware gets a 500 and a log line, not an empty session.
+#[test]
+fn an_actix_route_without_the_middleware_is_a_500_not_an_empty_session() -> anyhow::Result<()> {
+    async fn handler(_session: cloakroom::Session) -> &'static str {
+        "unreachable"
+    }
+    actix_web::rt::System::new().block_on(async {
+        let app = actix_web::test::init_service(
+            actix_web::App::new().route("/", actix_web::web::get().to(handler)),
+        )
+        .await;
+        let request = actix_web::test::TestRequest::get().uri("/").to_request();
+        let response = actix_web::test::call_service(&app, request).await;
+        ensure!(response.status().as_u16() == 500, "{}", response.status());
+        let body = actix_web::test::read_body(response).await;
+        ensure!(!body.windows(11).any(|w| w == b"unreachable"));
+        Ok(())
+    })
 }
 
 // The token with its last character changed (to one a token may end with, so only the value is
@@ -174,7 +201,6 @@ fn one_off(token: &str) -> String {
     format!("{head}{}", if last == "A" { "E" } else { "A" })
 }
 
-#[tokio::test]
 async fn a_login_without_a_matching_csrf_token_is_refused() -> anyhow::Result<()> {
     let counting = CountingStore::new(Arc::new(MemoryStore::new()));
     let counts = counting.counts();

@@ -1,112 +1,34 @@
-//! The `cloakroom-demo` binary, started as a user would start it, with `REDIS_URL` naming one
-//! node of a running three-primary cluster: it detects cluster mode, serves the tutorial flow
-//! over real HTTP, and the sessions it creates spread over every primary.
-
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+//! The demo binaries, started as a user would start them, with `REDIS_URL` naming one node of a
+//! running three-primary cluster: each detects cluster mode, serves the tutorial flow over real
+//! HTTP, and the sessions it creates spread over every primary.
 
 use anyhow::{Context, ensure};
 use cloakroom_test::RedisCluster;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{SECRET, visits};
+use crate::process::{Binary, http, start};
+use crate::support::visits;
 
-/// The demo process, killed when dropped.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the binary and waits for its "listening" line; returns it with its address.
-fn start_demo(redis_url: &str) -> anyhow::Result<(Demo, String, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
-        .env("REDIS_URL", redis_url)
-        // Behaviour, not speed, is tested here: a loaded machine must not fail the start-up.
-        .env("REDIS_TIMEOUT_MS", "10000")
-        .env("SECRET_KEY", std::str::from_utf8(SECRET)?)
-        .env("BIND", &address)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting cloakroom-demo")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let demo = Demo(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let mut banner = String::new();
-    for line in lines.by_ref() {
-        let line = line?;
-        banner.push_str(&line);
-        banner.push('\n');
-        if line.contains("listening on") {
-            return Ok((demo, address, banner));
-        }
-    }
-    anyhow::bail!("cloakroom-demo exited before listening: {banner}")
-}
-
-/// One HTTP/1.1 request over a fresh connection: the status, the `Set-Cookie` pair if any,
-/// and the body.
-async fn http(
-    address: &str,
-    request_line: &str,
-    cookie: Option<&str>,
-    body: &str,
-) -> anyhow::Result<(u16, Option<String>, String)> {
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    let mut request =
-        format!("{request_line} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    if let Some(cookie) = cookie {
-        request.push_str(&format!("Cookie: {cookie}\r\n"));
-    }
-    if !body.is_empty() {
-        request.push_str(&format!(
-            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        stream.read_to_string(&mut response),
-    )
-    .await??;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("no end of headers")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .context("no status")?
-        .parse()?;
-    let cookie = head
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("set-cookie: ")
-                .or(l.strip_prefix("Set-Cookie: "))
-        })
-        .and_then(|v| v.split(';').next())
-        .map(str::to_owned);
-    Ok((status, cookie, body.to_owned()))
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_binary_works_on_one_cluster_node_url() -> anyhow::Result<()> {
+    works_on_one_cluster_node_url(Binary::Axum).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_binary_works_on_one_cluster_node_url() -> anyhow::Result<()> {
+async fn the_actix_binary_works_on_one_cluster_node_url() -> anyhow::Result<()> {
+    works_on_one_cluster_node_url(Binary::Actix).await
+}
+
+async fn works_on_one_cluster_node_url(binary: Binary) -> anyhow::Result<()> {
     let cluster = RedisCluster::spawn()?;
-    let (_demo, address, banner) = start_demo(&cluster.url())?;
+    let url = cluster.url();
+    let (_demo, address, banner) = start(
+        binary,
+        &[
+            ("REDIS_URL", url.as_str()),
+            // Behaviour, not speed, is tested here: a loaded machine must not fail the start-up.
+            ("REDIS_TIMEOUT_MS", "10000"),
+        ],
+    )?;
     ensure!(
         banner.contains("Redis Cluster"),
         "cluster mode not detected: {banner}"

@@ -11,7 +11,9 @@ use cloakroom_test::RedisServer;
 use cloakroom_test::requests::token_of;
 use redis::Commands;
 
-use crate::support::{app_over, get, login, post_form, visits};
+use crate::support::{Demo, app_over, get, login, post_form, visits};
+
+crate::support::over_each_app!(plain; no_corrupt_record_gives_a_5xx_or_locks_the_user_out);
 
 /// One way to corrupt the record at `key`.
 type Corruption = fn(&mut redis::Connection, &str) -> redis::RedisResult<()>;
@@ -54,7 +56,6 @@ const CORRUPTIONS: &[(&str, Corruption)] = &[
     }),
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_corrupt_record_gives_a_5xx_or_locks_the_user_out() -> anyhow::Result<()> {
     let server = RedisServer::spawn()?;
     let store = Arc::new(RedisStore::connect(server.url()).await?);
@@ -85,7 +86,7 @@ async fn no_corrupt_record_gives_a_5xx_or_locks_the_user_out() -> anyhow::Result
 /// Logs ann in, corrupts her record, and checks that she gets pages, can log out (deleting the
 /// record) and can log in again.
 async fn survive(
-    app: &axum::Router,
+    app: &Demo,
     store: &RedisStore,
     conn: &mut redis::Connection,
     corrupt: Corruption,

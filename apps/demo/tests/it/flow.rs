@@ -9,7 +9,8 @@ use cloakroom_test::StoreFixture;
 
 use crate::support::{app_over, get, login, post_form, post_login, visits};
 
-cloakroom_test::test_over_each_store!(
+crate::support::over_each_app!(
+    test_over_each_store;
     the_tutorial_flow_end_to_end,
     session_responses_are_not_cacheable,
     login_rotates_the_token,

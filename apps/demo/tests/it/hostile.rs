@@ -8,16 +8,16 @@
 use std::sync::Arc;
 
 use anyhow::ensure;
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use cloakroom_test::{CallCounts, CountingStore, StoreFixture};
 
 use crate::support::{
-    Reply, app_over, get, login, post_form, post_login, send, sets_session_cookie, visits,
+    Demo, Reply, app_over, get, login, post_form, post_login, send, sets_session_cookie, visits,
 };
 
-cloakroom_test::test_over_memory_and_redis!(
+crate::support::over_each_app!(
+    test_over_memory_and_redis;
     a_username_with_markup,
     a_username_breaking_out_of_an_attribute,
     a_username_with_crlf_and_a_header,
@@ -35,14 +35,14 @@ cloakroom_test::test_over_memory_and_redis!(
     a_forged_cookie_sent_to_logout,
 );
 
-fn counted_app(f: &StoreFixture) -> anyhow::Result<(Router, Arc<CallCounts>)> {
+fn counted_app(f: &StoreFixture) -> anyhow::Result<(Demo, Arc<CallCounts>)> {
     let counting = CountingStore::new(f.store.clone());
     let counts = counting.counts();
     Ok((app_over(Arc::new(counting))?, counts))
 }
 
 /// Logs in with `encoded` as the form-encoded username and returns the index page.
-async fn index_after_login(app: &Router, encoded: &str) -> anyhow::Result<Reply> {
+async fn index_after_login(app: &Demo, encoded: &str) -> anyhow::Result<Reply> {
     let cookie = login(app, encoded).await?;
     get(app, "/", Some(&cookie)).await
 }
@@ -60,7 +60,7 @@ async fn refused_login(f: StoreFixture, encoded: &str, message: &str) -> anyhow:
 
 /// The request is anonymous and nothing reached the store.
 async fn anonymous_without_store_access(
-    app: &Router,
+    app: &Demo,
     counts: &CallCounts,
     request: Request<Body>,
 ) -> anyhow::Result<()> {

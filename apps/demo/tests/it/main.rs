@@ -4,9 +4,11 @@
 mod support;
 
 mod bad_input;
+mod binaries;
 mod cluster;
 mod corrupt_records;
 mod flow;
 mod hostile;
+mod process;
 mod redis_down;
 mod round_trips;

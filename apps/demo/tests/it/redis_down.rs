@@ -10,7 +10,8 @@ use cloakroom_test::RedisServer;
 
 use crate::support::{app_over, get, login, post_login};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::support::over_each_app!(plain; redis_down_gives_a_fast_503_and_the_app_recovers, a_frozen_redis_gives_a_503_within_about_a_second);
+
 async fn redis_down_gives_a_fast_503_and_the_app_recovers() -> anyhow::Result<()> {
     let mut server = RedisServer::spawn()?;
     let store = RedisStore::connect(server.url()).await?;
@@ -70,7 +71,6 @@ async fn redis_down_gives_a_fast_503_and_the_app_recovers() -> anyhow::Result<()
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_redis_gives_a_503_within_about_a_second() -> anyhow::Result<()> {
     let server = RedisServer::spawn()?;
     let store = RedisStore::connect(server.url()).await?;

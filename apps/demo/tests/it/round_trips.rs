@@ -8,7 +8,8 @@ use cloakroom_test::{CountingProxy, RedisServer};
 
 use crate::support::{app_over, get, login, visits};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+crate::support::over_each_app!(plain; a_logged_in_index_costs_exactly_one_round_trip);
+
 async fn a_logged_in_index_costs_exactly_one_round_trip() -> anyhow::Result<()> {
     let server = RedisServer::spawn()?;
     let proxy = CountingProxy::start(server.port()).await?;
