@@ -2,10 +2,23 @@
 //! actix-web apps turn a [`Reply`] into their own response type, so both serve exactly the same
 //! texts, forms and headers.
 
-use cloakroom::{Error, ErrorKind, Session, SessionToken};
+use std::time::Duration;
+
+use cloakroom::{Error, ErrorKind, Lifetime, Session, SessionConfig, SessionToken};
 
 use crate::csrf::Csrf;
 use crate::username::{MAX_USERNAME_CHARS, validate_username};
+
+/// How long "Remember me" keeps a user logged in, active or not.
+pub const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// The session settings the pages need, on top of `config`: "Remember me" may give a session
+/// [`REMEMBER_FOR`].
+pub fn session_config(config: SessionConfig) -> SessionConfig {
+    let idle = config.idle_timeout().max(REMEMBER_FOR);
+    let absolute = config.absolute_timeout().max(REMEMBER_FOR);
+    config.with_max_lifetime(idle, absolute)
+}
 
 /// What a route answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +47,8 @@ pub struct Page {
 pub struct LoginForm {
     username: Option<String>,
     csrf: Option<String>,
+    // The "Remember me" checkbox: present when checked.
+    remember: Option<String>,
 }
 
 impl LoginForm {
@@ -98,6 +113,7 @@ fn login_page(csrf: Csrf, status: u16, message: Option<&str>) -> Result<Reply, E
             "{HEAD}{alert}<form method=\"post\" action=\"/login\">\n\
              <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\n\
              <p><input type=\"text\" name=\"username\" maxlength=\"{MAX_USERNAME_CHARS}\" required autofocus>\n\
+             <p><label><input type=\"checkbox\" name=\"remember\" value=\"1\"> Remember me</label>\n\
              <p><input type=\"submit\" value=\"Login\">\n</form>\n{FOOT}"
         ),
         set_cookie: Some(csrf.set_cookie(&token)),
@@ -190,6 +206,13 @@ pub fn login<'a>(
     // A fresh session with a fresh token: any session this browser had is deleted, so a token
     // planted before login is worthless after it.
     session.start()?;
+    // Remembered: a cookie and a session that last 30 days, active or not. Otherwise, as
+    // Flask's default session: a cookie that ends with the browser, and the idle timeout.
+    session.set_lifetime(if form.remember.is_some() {
+        Lifetime::new(REMEMBER_FOR, REMEMBER_FOR)
+    } else {
+        Lifetime::configured().ending_with_browser()
+    })?;
     session.insert("username", username)?;
     Ok(Reply::Redirect("/"))
 }

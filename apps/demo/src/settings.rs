@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use cloakroom::redis::{ClusterMode, NearCache, RedisStore, ReplicaAcks};
 use cloakroom::signing::CookieSigner;
-use cloakroom::{MemoryStore, SessionManager, Store};
+use cloakroom::{MemoryStore, SessionConfig, SessionManager, Store};
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
@@ -195,17 +195,22 @@ impl Settings {
                 )
             }
         };
-        let mut settings = SessionManager::builder(store, secret)
-            .with_idle_timeout(Duration::from_secs(ttl_secs))
+        let idle = Duration::from_secs(ttl_secs);
+        let mut config = SessionConfig::new(secret)
+            .context("SECRET_KEY is not usable")?
+            .with_idle_timeout(idle)
             .with_secure(secure);
         if let Some((previous, retire_at)) = previous {
-            settings = settings.with_previous_secret(previous, retire_at);
+            config = config
+                .with_previous_secret(previous, retire_at)
+                .context("SECRET_KEY_PREVIOUS is not usable")?;
         }
         if let Some(next) = env("SECRET_KEY_NEXT") {
-            settings = settings.with_next_secret(next);
+            config = config
+                .with_next_secret(next)
+                .context("SECRET_KEY_NEXT is not usable")?;
         }
-        let manager = settings
-            .build()
+        let manager = SessionManager::new(store, crate::pages::session_config(config))
             .context("the session settings are not usable")?;
         Ok(Self { bind, manager })
     }

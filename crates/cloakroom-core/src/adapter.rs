@@ -193,7 +193,9 @@ pub struct ErrorReply {
 
 /// The session cookie a response sets, or clears, with the configured attributes: always
 /// `HttpOnly`, `Secure` unless configured off, the configured `SameSite`, `Path` and `Domain`,
-/// and a `Max-Age` of the absolute lifetime (0, and an `Expires` in the past, to clear it).
+/// and a `Max-Age` of the session's remaining lifetime, or none for a cookie that ends with the
+/// browser ([`Lifetime::ending_with_browser`](crate::Lifetime::ending_with_browser)); to clear
+/// it, an empty value, `Max-Age=0` and an `Expires` in the past.
 ///
 /// Its [`Display`](fmt::Display) form is the `Set-Cookie` header value. It holds only ASCII
 /// without control characters: the name and the attributes are checked when the
@@ -203,14 +205,24 @@ pub struct ErrorReply {
 pub struct SetCookie {
     name: String,
     value: String,
-    max_age: Duration,
+    max_age: Option<Duration>,
     header: String,
 }
 
 impl SetCookie {
-    pub(crate) fn of(config: &SessionConfig, value: Option<&str>) -> Self {
+    // The session cookie carrying `value`, kept `max_age` (`None`: until the browser closes).
+    pub(crate) fn issued(config: &SessionConfig, value: &str, max_age: Option<Duration>) -> Self {
+        Self::build(config, value, max_age)
+    }
+
+    // The cookie that clears the session cookie.
+    pub(crate) fn removal(config: &SessionConfig) -> Self {
+        Self::build(config, "", Some(Duration::ZERO))
+    }
+
+    fn build(config: &SessionConfig, value: &str, max_age: Option<Duration>) -> Self {
         let name = config.cookie_name().to_owned();
-        let mut cookie = cookie::Cookie::build((name.clone(), value.unwrap_or("").to_owned()))
+        let mut cookie = cookie::Cookie::build((name.clone(), value.to_owned()))
             .http_only(true)
             .secure(config.secure)
             .path(config.path.clone())
@@ -222,19 +234,18 @@ impl SetCookie {
         if let Some(domain) = &config.domain {
             cookie = cookie.domain(domain.clone());
         }
-        let max_age = if value.is_some() {
-            config.absolute_timeout
-        } else {
-            Duration::ZERO
-        };
-        let seconds = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
-        cookie = cookie.max_age(cookie::time::Duration::seconds(seconds));
-        if value.is_none() {
+        if let Some(max_age) = max_age {
+            // Whole seconds, rounded up: a cookie must not end before its session.
+            let seconds = max_age.as_millis().div_ceil(1000);
+            let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+            cookie = cookie.max_age(cookie::time::Duration::seconds(seconds));
+        }
+        if value.is_empty() {
             cookie = cookie.expires(cookie::time::OffsetDateTime::UNIX_EPOCH);
         }
         Self {
             name,
-            value: value.unwrap_or("").to_owned(),
+            value: value.to_owned(),
             max_age,
             header: cookie.build().to_string(),
         }
@@ -250,8 +261,9 @@ impl SetCookie {
         &self.value
     }
 
-    /// How long the browser keeps the cookie; zero when it is cleared.
-    pub fn max_age(&self) -> Duration {
+    /// How long the browser keeps the cookie: zero when it is cleared, `None` when it ends with
+    /// the browser.
+    pub fn max_age(&self) -> Option<Duration> {
         self.max_age
     }
 

@@ -107,6 +107,11 @@ impl<T: From<SessionManager>> SessionBuilder<T> {
         self.map(|c| Ok(c.with_domain(domain)))
     }
 
+    /// See [`SessionConfig::with_max_lifetime`].
+    pub fn with_max_lifetime(self, idle: Duration, absolute: Duration) -> Self {
+        self.map(|c| Ok(c.with_max_lifetime(idle, absolute)))
+    }
+
     /// See [`SessionConfig::with_limits`].
     pub fn with_limits(self, limits: SessionLimits) -> Self {
         self.map(|c| Ok(c.with_limits(limits)))

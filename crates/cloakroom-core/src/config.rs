@@ -178,6 +178,10 @@ pub struct SessionConfig {
     // `None`: the default, derived from the idle timeout.
     pub(crate) touch_interval: Option<Duration>,
     pub(crate) absolute_timeout: Duration,
+    // The longest timeouts a handler may give one session (`Session::set_lifetime`); `None`:
+    // the configured ones.
+    pub(crate) max_idle_timeout: Option<Duration>,
+    pub(crate) max_absolute_timeout: Option<Duration>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limits: SessionLimits,
 }
@@ -196,6 +200,8 @@ impl SessionConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             touch_interval: None,
             absolute_timeout: DEFAULT_ABSOLUTE_TIMEOUT,
+            max_idle_timeout: None,
+            max_absolute_timeout: None,
             clock: Arc::new(SystemClock),
             limits: SessionLimits::default(),
         })
@@ -301,6 +307,26 @@ impl SessionConfig {
         self
     }
 
+    /// The longest idle timeout and absolute lifetime a handler may give one session with
+    /// [`Session::set_lifetime`](crate::Session::set_lifetime), for "remember me" (default: the
+    /// configured timeouts, so a handler can only shorten them). At least the configured
+    /// timeouts.
+    pub fn with_max_lifetime(mut self, idle: Duration, absolute: Duration) -> Self {
+        self.max_idle_timeout = Some(idle);
+        self.max_absolute_timeout = Some(absolute);
+        self
+    }
+
+    /// The longest idle timeout a handler may give one session.
+    pub fn max_idle_timeout(&self) -> Duration {
+        self.max_idle_timeout.unwrap_or(self.idle_timeout)
+    }
+
+    /// The longest absolute lifetime a handler may give one session.
+    pub fn max_absolute_timeout(&self) -> Duration {
+        self.max_absolute_timeout.unwrap_or(self.absolute_timeout)
+    }
+
     /// What a session may hold (default [`SessionLimits::default`]).
     pub fn with_limits(mut self, limits: SessionLimits) -> Self {
         self.limits = limits;
@@ -394,6 +420,16 @@ impl SessionConfig {
         }
         if self.idle_timeout > MAX_TIMEOUT || self.absolute_timeout > MAX_TIMEOUT {
             return fail("timeouts must be at most ten years");
+        }
+        if self.max_idle_timeout() < self.idle_timeout
+            || self.max_absolute_timeout() < self.absolute_timeout
+            || self.max_idle_timeout() > MAX_TIMEOUT
+            || self.max_absolute_timeout() > MAX_TIMEOUT
+        {
+            return fail(
+                "the longest lifetime a session may be given must be at least the configured \
+                 timeouts and at most ten years",
+            );
         }
         if self.touch_interval() > self.idle_timeout / 2 {
             return fail("the touch interval must be at most half the idle timeout");

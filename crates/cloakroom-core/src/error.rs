@@ -32,6 +32,9 @@ pub enum ErrorKind {
     Config,
     /// The operating system's random number generator failed.
     Random,
+    /// A lifetime asked of a session is past the configured maxima, or too short for the touch
+    /// interval ([`Session::set_lifetime`](crate::Session::set_lifetime)).
+    InvalidLifetime,
     /// A field name, a value, or the session as a whole would exceed a configured limit
     /// ([`SessionLimits`](crate::SessionLimits)); nothing was written. An HTTP layer answers 413.
     TooLarge,
@@ -122,6 +125,7 @@ impl Error {
                 | ErrorKind::NotAnInteger
                 | ErrorKind::OutOfRange
                 | ErrorKind::NoSession
+                | ErrorKind::InvalidLifetime
                 | ErrorKind::TooLarge
         )
     }

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use crate::clock::{Clock, SystemClock, unix_millis};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{
-    Access, Applied, Apply, Created, Fields, META_TOUCHED, META_USER, NewSession, Origin, Store,
-    parse_millis,
+    Access, Applied, Apply, Created, Fields, META_IDLE, META_TOUCHED, META_USER, NewSession,
+    Origin, Store, parse_millis,
 };
 use crate::token::SessionKey;
 use crate::users::{INDEX_GRACE, IndexEntry, UserKey};
@@ -383,7 +383,10 @@ fn expires_at(access: &Access, deadline_ms: u64) -> Option<u64> {
 #[async_trait]
 impl Store for MemoryStore {
     async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
-        let Some(expires_at_ms) = expires_at(&session.access, session.deadline_ms) else {
+        let access = session
+            .access
+            .for_session(session.fields.get(META_IDLE).map(String::as_str));
+        let Some(expires_at_ms) = expires_at(&access, session.deadline_ms) else {
             return Err(Error::new(
                 ErrorKind::Config,
                 "a new session must have a deadline in the future",
@@ -425,7 +428,10 @@ impl Store for MemoryStore {
         let Some(entry) = state.sessions.get_mut(key) else {
             return Ok(Applied::Missing);
         };
-        let access = &apply.access;
+        // Timed by the session's own idle timeout, if it was given one.
+        let access = &apply
+            .access
+            .for_session(entry.fields.get(META_IDLE).map(String::as_str));
         if entry.expires_at_ms <= now || !access.finds_alive(entry.deadline_ms, entry.touched_ms) {
             state.remove(key);
             return Ok(Applied::Missing);

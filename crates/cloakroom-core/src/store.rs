@@ -28,6 +28,15 @@ pub const META_DEADLINE: &str = "__deadline";
 /// milliseconds. The session is over once the idle timeout has passed since then.
 pub const META_TOUCHED: &str = "__touched";
 
+/// Reserved field: the session's own idle timeout, milliseconds, when it was given one
+/// ([`Session::set_lifetime`](crate::Session::set_lifetime)); without it, the configured one
+/// ([`Access::idle_ms`]). Stores time the session by it ([`Access::for_session`]).
+pub const META_IDLE: &str = "__idle";
+
+/// Reserved field: `browser` when the session's cookie ends with the browser (it has no
+/// `Max-Age`); without it, the cookie lasts the session's lifetime.
+pub const META_COOKIE: &str = "__cookie";
+
 /// Reserved field: the [`UserKey`] of the user the session belongs to, when one was bound at
 /// login.
 pub const META_USER: &str = "__user";
@@ -46,13 +55,24 @@ pub const MAX_COUNTER: i64 = (1 << 53) - 1;
 pub struct Access {
     /// The current time, Unix milliseconds.
     pub now_ms: u64,
-    /// The idle timeout, milliseconds.
+    /// The idle timeout, milliseconds: the configured one, which a session's own
+    /// ([`META_IDLE`]) replaces (see [`Access::for_session`]).
     pub idle_ms: u64,
     /// The touch interval, milliseconds: 0 touches on every access.
     pub touch_ms: u64,
 }
 
 impl Access {
+    /// This access as it applies to a session whose stored [`META_IDLE`] reads `own_idle`
+    /// (`None`: absent): timed by the session's own idle timeout when it has a valid one (a
+    /// canonical time, [`parse_millis`], of at least 1), else by the configured one.
+    pub fn for_session(&self, own_idle: Option<&str>) -> Access {
+        match own_idle.and_then(parse_millis).filter(|&idle| idle > 0) {
+            Some(idle_ms) => Access { idle_ms, ..*self },
+            None => *self,
+        }
+    }
+
     /// Whether a session last touched at `touched_ms` (`None`: never, as a session written by
     /// an earlier version) is touched by this access.
     pub fn touch_due(&self, touched_ms: Option<u64>) -> bool {

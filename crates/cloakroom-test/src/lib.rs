@@ -165,6 +165,7 @@ macro_rules! store_conformance {
             access_slides_the_idle_timeout,
             a_touch_is_due_only_after_the_interval,
             a_session_ends_within_idle_of_its_last_touch,
+            a_session_is_timed_by_its_own_idle_timeout,
             absolute_deadline_ends_an_active_session,
             expired_session_is_not_resurrected_by_a_write,
             create_with_past_deadline_is_refused,

@@ -16,6 +16,7 @@ crate::support::over_each_app!(
     login_rotates_the_token,
     two_thousand_concurrent_visits_lose_none,
     whoami_reads_without_counting,
+    remember_me_chooses_the_cookie_and_the_lifetime,
 );
 
 fn store(f: &StoreFixture) -> Arc<dyn Store> {
@@ -208,5 +209,43 @@ async fn whoami_reads_without_counting(f: StoreFixture) -> anyhow::Result<()> {
         "{}",
         after.body
     );
+    Ok(())
+}
+
+// The login form's "Remember me": checked, a cookie kept 30 days; unchecked, a cookie that ends
+// with the browser (as Flask's default session). Either way the session works the same.
+async fn remember_me_chooses_the_cookie_and_the_lifetime(f: StoreFixture) -> anyhow::Result<()> {
+    let app = app_over(store(&f))?;
+    let form = get(&app, "/login", None).await?;
+    ensure!(
+        form.body.contains("type=\"checkbox\" name=\"remember\""),
+        "{}",
+        form.body
+    );
+    let session_cookie = |reply: &crate::support::Reply| {
+        reply
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("__Host-cloakroom="))
+            .map(str::to_owned)
+    };
+    let remembered = post_login(&app, None, "username=ann&remember=1").await?;
+    let header = session_cookie(&remembered).unwrap_or_default();
+    ensure!(header.contains("Max-Age=2592000"), "{header}");
+    let until_closed = post_login(&app, None, "username=bob").await?;
+    let header = session_cookie(&until_closed).unwrap_or_default();
+    ensure!(
+        header.starts_with("__Host-cloakroom=")
+            && !header.contains("Max-Age")
+            && !header.contains("Expires"),
+        "{header}"
+    );
+    for reply in [remembered, until_closed] {
+        let cookie = reply.cookie().unwrap_or_default();
+        let page = get(&app, "/", Some(&cookie)).await?;
+        ensure!(visits(&page.body) == Some(1), "{}", page.body);
+    }
     Ok(())
 }

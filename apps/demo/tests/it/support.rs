@@ -92,7 +92,7 @@ pub(crate) fn app_over(store: Arc<dyn Store>) -> anyhow::Result<Demo> {
 
 /// The demo over `store` with `config`, on the current test's framework.
 pub(crate) fn app_with(store: Arc<dyn Store>, config: SessionConfig) -> anyhow::Result<Demo> {
-    let manager = SessionManager::new(store, config)?;
+    let manager = SessionManager::new(store, cloakroom_demo::pages::session_config(config))?;
     Ok(match Framework::current()? {
         Framework::Axum => Demo::Axum(cloakroom_demo::axum_app::app(SessionLayer::from_manager(
             manager,

@@ -9,17 +9,19 @@
 //! ([`State::forget_sent`]); an outcome for a session the request no longer holds is not recorded
 //! over the new one ([`State::holds`]).
 
+use std::time::Duration;
+
 use crate::delta::Delta;
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::SessionMetrics;
 use crate::store::{
-    Access, Applied, Apply, Fields, META_CREATED, META_DEADLINE, META_TOUCHED, META_USER,
-    NewSession, Origin, RESERVED_PREFIX,
+    Access, Applied, Apply, Fields, META_COOKIE, META_CREATED, META_DEADLINE, META_IDLE,
+    META_TOUCHED, META_USER, NewSession, Origin, RESERVED_PREFIX,
 };
 use crate::token::SessionToken;
 use crate::users::UserKey;
 
-use super::state::{Phase, State, meta_of};
+use super::state::{COOKIE_ENDS_WITH_BROWSER, IssuedCookie, Phase, State, meta_of};
 
 /// A step on the existing session: a load, an increment, or the buffered writes.
 pub(super) struct ApplyStep {
@@ -44,6 +46,8 @@ pub(super) struct CreateStep {
     pub(super) token: SessionToken,
     pub(super) session: NewSession,
     pub(super) user: Option<UserKey>,
+    // How long the browser may keep the cookie (`None`: until it closes).
+    cookie_max_age: Option<Duration>,
     // The user fields as they were when the step left.
     sent: Fields,
 }
@@ -180,6 +184,11 @@ impl State {
         else {
             return None;
         };
+        // Timed by the session's own idle timeout, if it was given one.
+        let access = Access {
+            idle_ms: meta.idle_ms.unwrap_or(access.idle_ms),
+            ..access
+        };
         if access.ttl_ms(meta.deadline_ms) <= 0 {
             // The absolute lifetime ran out while the request ran (a rotation near the end of a
             // session): the session is over, not an error.
@@ -193,6 +202,15 @@ impl State {
         if let Some(user) = &meta.user {
             stored.insert(META_USER.to_owned(), user.as_str().to_owned());
         }
+        if let Some(idle_ms) = meta.idle_ms {
+            stored.insert(META_IDLE.to_owned(), idle_ms.to_string());
+        }
+        if meta.browser_cookie {
+            stored.insert(META_COOKIE.to_owned(), COOKIE_ENDS_WITH_BROWSER.to_owned());
+        }
+        // The cookie lasts as long as the session can: to its deadline.
+        let cookie_max_age = (!meta.browser_cookie)
+            .then(|| Duration::from_millis(meta.deadline_ms.saturating_sub(access.now_ms)));
         let origin = if self.rotated_from.is_some() {
             Origin::Rotation
         } else {
@@ -207,6 +225,7 @@ impl State {
                 origin,
             },
             user: meta.user.clone(),
+            cookie_max_age,
             sent: fields.clone(),
         })
     }
@@ -224,7 +243,10 @@ impl State {
         };
         match changed_meanwhile {
             Some(changes) => {
-                self.set_cookie = Some(created.clone());
+                self.set_cookie = Some(IssuedCookie {
+                    token: created.clone(),
+                    max_age: step.cookie_max_age,
+                });
                 self.clear_cookie = false;
                 self.phase = Phase::Live {
                     token: created,

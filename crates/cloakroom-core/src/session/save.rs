@@ -173,10 +173,14 @@ impl Session {
         self.write_changes().await?;
         let state = self.lock();
         let config = &self.shared.config;
-        let set_cookie = if let Some(token) = &state.set_cookie {
-            Some(SetCookie::of(config, Some(&config.signer.sign(token))))
+        let set_cookie = if let Some(issued) = &state.set_cookie {
+            Some(SetCookie::issued(
+                config,
+                &config.signer.sign(&issued.token),
+                issued.max_age,
+            ))
         } else if state.clear_cookie {
-            Some(SetCookie::of(config, None))
+            Some(SetCookie::removal(config))
         } else {
             None
         };

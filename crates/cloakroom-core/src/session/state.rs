@@ -4,7 +4,9 @@
 use super::CookieState;
 use crate::delta::Delta;
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::{Fields, META_CREATED, META_DEADLINE, META_USER, parse_millis};
+use crate::store::{
+    Fields, META_COOKIE, META_CREATED, META_DEADLINE, META_IDLE, META_USER, parse_millis,
+};
 use crate::token::SessionToken;
 use crate::users::UserKey;
 
@@ -15,7 +17,7 @@ pub(super) struct State {
     pub(super) pending: Delta,
     // Sessions to delete at the end of the request (after any new one is created).
     pub(super) to_delete: Vec<SessionToken>,
-    pub(super) set_cookie: Option<SessionToken>,
+    pub(super) set_cookie: Option<IssuedCookie>,
     pub(super) clear_cookie: bool,
     pub(super) accessed: bool,
     // The session whose data a `cycle_id` copied: if it turns out to have been deleted meanwhile
@@ -23,10 +25,22 @@ pub(super) struct State {
     pub(super) rotated_from: Option<SessionToken>,
 }
 
+/// A session cookie the response must set: the session's token, and how long the browser may
+/// keep it (`None`: until it closes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct IssuedCookie {
+    pub(super) token: SessionToken,
+    pub(super) max_age: Option<std::time::Duration>,
+}
+
 #[derive(Clone)]
 pub(super) struct Meta {
     pub(super) created_ms: u64,
     pub(super) deadline_ms: u64,
+    // The session's own idle timeout (`Session::set_lifetime`); `None`: the configured one.
+    pub(super) idle_ms: Option<u64>,
+    // Whether the session's cookie ends with the browser.
+    pub(super) browser_cookie: bool,
     // The user the session belongs to, if one was bound: the session is listed in that user's
     // index.
     pub(super) user: Option<UserKey>,
@@ -95,6 +109,9 @@ impl State {
     }
 }
 
+/// The value of [`META_COOKIE`] for a cookie that ends with the browser.
+pub(super) const COOKIE_ENDS_WITH_BROWSER: &str = "browser";
+
 pub(super) fn no_session() -> Error {
     Error::new(
         ErrorKind::NoSession,
@@ -117,6 +134,14 @@ pub(super) fn meta_of(fields: &Fields) -> Result<Meta> {
     Ok(Meta {
         created_ms: read(META_CREATED)?,
         deadline_ms: read(META_DEADLINE)?,
+        // An unreadable own idle timeout counts as none, as the stores read it.
+        idle_ms: fields
+            .get(META_IDLE)
+            .and_then(|v| parse_millis(v))
+            .filter(|&idle| idle > 0),
+        browser_cookie: fields
+            .get(META_COOKIE)
+            .is_some_and(|v| v == COOKIE_ENDS_WITH_BROWSER),
         user: fields
             .get(META_USER)
             .and_then(|text| UserKey::from_stored(text)),

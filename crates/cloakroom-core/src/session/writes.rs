@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::clock::duration_millis;
 use crate::delta::Delta;
 use crate::error::{Error, ErrorKind, Result};
+use crate::lifetime::Lifetime;
 use crate::store::Fields;
 use crate::token::SessionToken;
 use crate::users::UserKey;
@@ -155,6 +156,8 @@ impl Session {
         let meta = Meta {
             created_ms: now,
             deadline_ms: now.saturating_add(duration_millis(self.shared.config.absolute_timeout)),
+            idle_ms: None,
+            browser_cookie: false,
             user: None,
         };
         let mut state = self.lock();
@@ -208,6 +211,80 @@ impl Session {
             _ => Err(Error::new(
                 ErrorKind::NoSession,
                 "a user is bound to a session started in this request: call start() first",
+            )),
+        }
+    }
+
+    /// Gives the session started in this request its own lifetime: an idle timeout and an
+    /// absolute lifetime (counted from now) within the configured maxima
+    /// ([`SessionConfig::with_max_lifetime`](crate::SessionConfig::with_max_lifetime)), and a
+    /// cookie that lasts that long or ends with the browser. Call it at login, after
+    /// [`Session::start`]. The lifetime is stored with the session: every instance and every
+    /// store times it alike, and [`Session::cycle_id`] keeps it.
+    ///
+    /// To change the lifetime of a session that already exists (a "keep me signed in" setting
+    /// changed later), give it a new id first with [`Session::cycle_id`]: a change of
+    /// lifetime, like a change of privilege, deserves a fresh token.
+    ///
+    /// Fails with [`ErrorKind::NoSession`] when no session was started (or given a new id) in
+    /// this request, and with [`ErrorKind::InvalidLifetime`] for a timeout past the maxima, or
+    /// an idle timeout shorter than twice the touch interval (the session could end between
+    /// two touches).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// # use cloakroom_core::{Lifetime, MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// let thirty_days = Duration::from_secs(30 * 86_400);
+    /// let config = SessionConfig::new("an example secret of at least 32 bytes")?
+    ///     .with_max_lifetime(thirty_days, thirty_days);
+    /// let manager = SessionManager::new(Arc::new(MemoryStore::new()), config)?;
+    /// # let session = adapter::session_from_cookie_headers(&manager, []);
+    /// // A login handler, "remember me" checked.
+    /// session.start()?;
+    /// session.set_lifetime(Lifetime::new(thirty_days, thirty_days))?;
+    /// let cookie = adapter::finish(&session).await?.set_cookie.expect("a login sets the cookie");
+    /// assert_eq!(cookie.max_age(), Some(thirty_days));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_lifetime(&self, lifetime: Lifetime) -> Result<()> {
+        let config = &self.shared.config;
+        let idle = lifetime.idle.unwrap_or(config.idle_timeout);
+        let absolute = lifetime.absolute.unwrap_or(config.absolute_timeout);
+        let invalid = |message: String| Err(Error::new(ErrorKind::InvalidLifetime, message));
+        if idle > config.max_idle_timeout() || absolute > config.max_absolute_timeout() {
+            return invalid(format!(
+                "a session may be given at most {:?} idle and {:?} in all \
+                 (SessionConfig::with_max_lifetime)",
+                config.max_idle_timeout(),
+                config.max_absolute_timeout()
+            ));
+        }
+        if absolute.is_zero() || idle < config.touch_interval() * 2 || idle.is_zero() {
+            return invalid(format!(
+                "a session's idle timeout must be at least twice the touch interval ({:?})",
+                config.touch_interval()
+            ));
+        }
+        let now = self.now_ms();
+        let mut state = self.lock();
+        state.accessed = true;
+        match &mut state.phase {
+            Phase::Started { meta, .. } => {
+                meta.deadline_ms = now.saturating_add(duration_millis(absolute));
+                meta.idle_ms = lifetime.idle.map(|idle| duration_millis(idle).max(1));
+                meta.browser_cookie = lifetime.browser_cookie;
+                Ok(())
+            }
+            _ => Err(Error::new(
+                ErrorKind::NoSession,
+                "a lifetime is given to a session started in this request: call start() (or \
+                 cycle_id()) first",
             )),
         }
     }

@@ -1,6 +1,7 @@
 -- Apply a delta to an existing session, touch it when due, optionally return all its fields.
 -- KEYS[1]: the session key
--- ARGV[1]: now (Unix ms); ARGV[2]: idle timeout (ms); ARGV[3]: touch interval (ms);
+-- ARGV[1]: now (Unix ms); ARGV[2]: the configured idle timeout (ms), which the session's own
+-- (__idle) replaces; ARGV[3]: touch interval (ms);
 -- ARGV[4]: '1' to return all fields
 -- ARGV[5], ARGV[6]: most user fields and most bytes of user names and values the step may
 -- leave (user fields are those not starting with '__')
@@ -49,7 +50,7 @@ local incr_name = ARGV[8]
 -- makes the read fail with WRONGTYPE, which is passed on (the caller reports corruption) like a
 -- missing or bad deadline below.
 local fields = 0
-local text, touched_text, touched_at
+local text, touched_text, touched_at, idle_text
 local has_counter
 local unreadable
 if load then
@@ -66,6 +67,8 @@ if load then
       elseif name == '__touched' then
         touched_text = fields[i + 1]
         touched_at = i + 1
+      elseif name == '__idle' then
+        idle_text = fields[i + 1]
       elseif name == incr_name then
         has_counter = true
       end
@@ -74,14 +77,14 @@ if load then
 else
   local read
   if lone_incr then
-    read = redis.pcall('HMGET', key, '__deadline', '__touched', incr_name)
+    read = redis.pcall('HMGET', key, '__deadline', '__touched', '__idle', incr_name)
   else
-    read = redis.pcall('HMGET', key, '__deadline', '__touched')
+    read = redis.pcall('HMGET', key, '__deadline', '__touched', '__idle')
   end
   if read.err then
     unreadable = read
   else
-    text, touched_text, has_counter = read[1], read[2], read[3]
+    text, touched_text, idle_text, has_counter = read[1], read[2], read[3], read[4]
     if not text and redis.call('EXISTS', key) == 0 then
       return false
     end
@@ -108,6 +111,11 @@ if touched_text and #touched_text <= 16
     and (touched_text == '0' or string.match(touched_text, '^[1-9]%d*$')) then
   touched = tonumber(touched_text)
   if touched > MAX then touched = nil end
+end
+-- The session's own idle timeout, read by the same rule; a bad one counts as none.
+if idle_text and #idle_text <= 16 and string.match(idle_text, '^[1-9]%d*$') then
+  local own = tonumber(idle_text)
+  if own <= MAX then idle = own end
 end
 if deadline <= now or (touched and touched + idle <= now) then
   redis.call('DEL', key)

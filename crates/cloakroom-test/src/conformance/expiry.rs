@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use cloakroom_core::SessionKey;
-use cloakroom_core::store::{Access, Applied, Apply, Delta, Fields, META_TOUCHED, Store};
+use cloakroom_core::store::{
+    Access, Applied, Apply, Delta, Fields, META_IDLE, META_TOUCHED, Store,
+};
 
 use super::{LONG, access, incr, key, load, load_with, new_session, now_ms, run, set};
 
@@ -183,6 +185,63 @@ pub async fn a_session_ends_within_idle_of_its_last_touch(store: &dyn Store) -> 
         load(store, &late).await?.is_none(),
         "a session over came back"
     );
+    Ok(())
+}
+
+/// A session with an idle timeout of its own ([`META_IDLE`]) is timed by it, not by the one the
+/// step carries: longer ("remember me") and shorter alike, whoever sends the step. A value
+/// that is not a valid time counts as none.
+pub async fn a_session_is_timed_by_its_own_idle_timeout(store: &dyn Store) -> anyhow::Result<()> {
+    const CONFIGURED: u64 = 60_000;
+    const LONGER: u64 = 600_000;
+    const SHORTER: u64 = 20_000;
+    let mut keys = Vec::new();
+    for own in [
+        Some(LONGER.to_string()),
+        Some(SHORTER.to_string()),
+        Some("1e9".to_owned()),
+    ] {
+        let k = key()?;
+        let mut session = new_session(&[], CONFIGURED, 10 * LONGER);
+        if let Some(own) = own {
+            session.fields.insert(META_IDLE.to_owned(), own);
+        }
+        store.create(&k, &session).await?;
+        keys.push((k, session.access.now_ms));
+    }
+    let alive_at = |k: &SessionKey, at: u64| {
+        let k = k.clone();
+        async move {
+            anyhow::Ok(
+                step_at(store, &k, (at, CONFIGURED, 0), Delta::default())
+                    .await?
+                    .is_some(),
+            )
+        }
+    };
+    let [(longer, t_longer), (shorter, t_shorter), (bad, t_bad)] = &keys[..] else {
+        bail!("three sessions")
+    };
+    // The longer one outlives the configured timeout the step names ...
+    ensure!(
+        alive_at(longer, t_longer + CONFIGURED + 1).await?,
+        "a session's own longer idle timeout was not kept"
+    );
+    // ... and is timed from that touch by its own timeout, to the millisecond.
+    let touched = t_longer + CONFIGURED + 1;
+    ensure!(alive_at(longer, touched + LONGER - 1).await?);
+    ensure!(
+        !alive_at(longer, touched + LONGER - 1 + LONGER).await?,
+        "alive past its own idle timeout"
+    );
+    // The shorter one ends before the configured timeout.
+    ensure!(
+        !alive_at(shorter, t_shorter + SHORTER).await?,
+        "a session's own shorter idle timeout was not kept"
+    );
+    // A bad value counts as none: the configured timeout applies.
+    ensure!(alive_at(bad, t_bad + CONFIGURED - 1).await?);
+    ensure!(!alive_at(bad, t_bad + CONFIGURED - 1 + CONFIGURED).await?);
     Ok(())
 }
 

@@ -9,6 +9,7 @@ mod held;
 mod hostile;
 mod in_flight;
 mod index_races;
+mod lifetime;
 mod memory;
 mod near_cache;
 mod redis;
