@@ -10,6 +10,7 @@ use cloakroom::actix::SessionMiddleware;
 use cloakroom::{Error, Session};
 
 use crate::MAX_BODY_BYTES;
+use crate::api;
 use crate::csrf::Csrf;
 use crate::pages::{self, LoginForm, Reply};
 
@@ -36,6 +37,9 @@ pub fn app(
         .route("/login", web::post().to(login))
         .route("/logout", web::get().to(logout))
         .route("/logout", web::post().to(logout))
+        .route("/api/login", web::post().to(api_login))
+        .route("/api/me", web::get().to(api_me))
+        .route("/api/logout", web::post().to(api_logout))
 }
 
 fn respond(reply: Reply) -> HttpResponse {
@@ -43,6 +47,16 @@ fn respond(reply: Reply) -> HttpResponse {
         Reply::Redirect(to) => HttpResponse::SeeOther()
             .insert_header((header::LOCATION, to))
             .finish(),
+        Reply::NoContent => HttpResponse::NoContent().finish(),
+        Reply::Json { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = HttpResponse::build(status);
+            response.content_type("application/json");
+            if status == StatusCode::UNAUTHORIZED {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            response.body(body)
+        }
         Reply::Page(page) => {
             let status =
                 StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -95,4 +109,30 @@ async fn login(
 
 async fn logout(session: Session) -> HttpResponse {
     respond(pages::logout(&session))
+}
+
+async fn api_login(
+    session: Session,
+    request: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, Error> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(HeaderValue::as_bytes);
+    let body = body.map_err(|e| e.as_response_error().status_code().as_u16());
+    api::login(
+        &session,
+        content_type,
+        body.as_deref().map_err(|&status| status),
+    )
+    .map(respond)
+}
+
+async fn api_me(session: Session) -> Result<HttpResponse, Error> {
+    api::me(&session).await.map(respond)
+}
+
+async fn api_logout(session: Session) -> HttpResponse {
+    respond(api::logout(&session))
 }

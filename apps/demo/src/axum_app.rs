@@ -6,11 +6,12 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Router};
 use cloakroom::{Error, Session, SessionLayer};
 
 use crate::MAX_BODY_BYTES;
+use crate::api;
 use crate::csrf::Csrf;
 use crate::pages::{self, LoginForm, Reply};
 
@@ -22,6 +23,9 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/whoami", get(whoami))
         .route("/login", get(login_form).post(login))
         .route("/logout", get(logout).post(logout))
+        .route("/api/login", post(api_login))
+        .route("/api/me", get(api_me))
+        .route("/api/logout", post(api_logout))
         .layer(layer)
         .layer(Extension(csrf))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -30,6 +34,25 @@ pub fn app(layer: SessionLayer) -> Router {
 fn respond(reply: Reply) -> Response {
     match reply {
         Reply::Redirect(to) => Redirect::to(to).into_response(),
+        Reply::NoContent => StatusCode::NO_CONTENT.into_response(),
+        Reply::Json { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = (
+                status,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            response
+        }
         Reply::Page(page) => {
             let mut response = Html(page.html).into_response();
             *response.status_mut() =
@@ -79,4 +102,27 @@ async fn login(
 
 async fn logout(session: Session) -> Response {
     respond(pages::logout(&session))
+}
+
+async fn api_login(
+    session: Session,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+    let body = body.map_err(|rejection| rejection.status().as_u16());
+    api::login(
+        &session,
+        content_type,
+        body.as_deref().map_err(|&status| status),
+    )
+    .map(respond)
+}
+
+async fn api_me(session: Session) -> Result<Response, Error> {
+    api::me(&session).await.map(respond)
+}
+
+async fn api_logout(session: Session) -> Response {
+    respond(api::logout(&session))
 }

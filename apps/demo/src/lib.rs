@@ -6,11 +6,15 @@
 //! deletes the session server-side (by `POST` from the page; `GET /logout` still works as in the
 //! tutorial), and bad input gets a 4xx with a message instead of an error page.
 //!
-//! What each route answers is written once, in [`pages`], without a web framework;
+//! `/api/login`, `/api/me` and `/api/logout` ([`api`]) serve clients that carry their session in
+//! `Authorization: Bearer` instead of a cookie.
+//!
+//! What each route answers is written once, in [`pages`] and [`api`], without a web framework;
 //! [`axum_app`] and [`actix_app`] only translate requests and replies, so the two apps serve
 //! the same texts, forms and headers. [`settings`] reads the environment for both binaries.
 
 pub mod actix_app;
+pub mod api;
 pub mod axum_app;
 pub mod csrf;
 pub mod pages;

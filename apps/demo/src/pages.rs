@@ -13,11 +13,14 @@ use crate::username::{MAX_USERNAME_CHARS, validate_username};
 pub const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// The session settings the pages need, on top of `config`: "Remember me" may give a session
-/// [`REMEMBER_FOR`].
+/// [`REMEMBER_FOR`], and API clients carry sessions in `Authorization: Bearer`.
 pub fn session_config(config: SessionConfig) -> SessionConfig {
     let idle = config.idle_timeout().max(REMEMBER_FOR);
     let absolute = config.absolute_timeout().max(REMEMBER_FOR);
-    config.with_max_lifetime(idle, absolute)
+    config
+        .with_max_lifetime(idle, absolute)
+        // API clients (`/api/...`) carry their session in `Authorization: Bearer`.
+        .with_header_sessions("authorization")
 }
 
 /// What a route answers.
@@ -27,6 +30,16 @@ pub enum Reply {
     Page(Page),
     /// A `303 See Other` to a path of this app.
     Redirect(&'static str),
+    /// A JSON document (`application/json`), for the API; a 401 also carries
+    /// `WWW-Authenticate: Bearer`.
+    Json {
+        /// The HTTP status code.
+        status: u16,
+        /// The document.
+        body: String,
+    },
+    /// A `204 No Content`.
+    NoContent,
 }
 
 /// An HTML page, with the headers a page of this app may need.

@@ -55,7 +55,39 @@ pub fn session_from_cookie_headers<'a>(
     manager: &SessionManager,
     cookie_headers: impl IntoIterator<Item = &'a [u8]>,
 ) -> Session {
-    manager.session_from_cookie_headers(cookie_headers)
+    manager.session_from_headers(cookie_headers, [])
+}
+
+/// A request's session, made from its `Cookie` header values and, when the configuration lets
+/// sessions travel in a header ([`SessionConfig::session_header`]), the values of that header,
+/// all as bytes. A request that carries the session header is a header session: its cookies
+/// are not read, and no response to it sets or clears a cookie. Costs no store access, as
+/// [`session_from_cookie_headers`].
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+///
+/// let config = SessionConfig::new("an example secret of at least 32 bytes")?
+///     .with_header_sessions("authorization");
+/// let manager = SessionManager::new(Arc::new(MemoryStore::new()), config)?;
+/// let session = adapter::session_from_headers(
+///     &manager,
+///     [],
+///     [b"Bearer forged".as_slice()],
+/// );
+/// assert_eq!(session.cookie_state(), cloakroom_core::CookieState::Invalid);
+/// # Ok::<(), cloakroom_core::Error>(())
+/// ```
+pub fn session_from_headers<'a>(
+    manager: &SessionManager,
+    cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+    session_headers: impl IntoIterator<Item = &'a [u8]>,
+) -> Session {
+    manager.session_from_headers(cookie_headers, session_headers)
 }
 
 /// True when finishing the request will write to the store: a session to create, sessions to
@@ -106,6 +138,9 @@ pub struct Finished {
     /// Whether the handler used the session: the response then depends on the cookie and must
     /// not be cached by shared caches.
     pub accessed: bool,
+    // What a response that used the session varies on: `Cookie`, and the session header when
+    // sessions may travel in one.
+    pub(crate) vary: std::sync::Arc<str>,
 }
 
 impl Finished {
@@ -117,18 +152,18 @@ impl Finished {
     /// the cookie, and the session, to the next visitor). A response that used the session
     /// depends on who asked: no shared cache may keep it, and none may hand it to another cookie;
     /// a handler's own `private` or `no-store` policy is kept.
-    pub fn cache_marks(&self, sets_cookie: bool, cache_control: Option<&[u8]>) -> CacheMarks {
+    pub fn cache_marks(&self, sets_cookie: bool, cache_control: Option<&[u8]>) -> CacheMarks<'_> {
         const NO_STORE: Option<&str> = Some("no-store");
         if sets_cookie {
             return CacheMarks {
                 cache_control: NO_STORE,
-                vary_cookie: true,
+                vary: Some(&self.vary),
             };
         }
         if !self.accessed {
             return CacheMarks {
                 cache_control: None,
-                vary_cookie: false,
+                vary: None,
             };
         }
         let private_already = cache_control.is_some_and(|v| {
@@ -138,7 +173,7 @@ impl Finished {
         });
         CacheMarks {
             cache_control: if private_already { None } else { NO_STORE },
-            vary_cookie: true,
+            vary: Some(&self.vary),
         }
     }
 }
@@ -146,11 +181,12 @@ impl Finished {
 /// How a response must be marked for caches: see [`Finished::cache_marks`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct CacheMarks {
+pub struct CacheMarks<'a> {
     /// A `Cache-Control` value to put in place of the handler's, if any.
     pub cache_control: Option<&'static str>,
-    /// Whether to append `Vary: Cookie`.
-    pub vary_cookie: bool,
+    /// A `Vary` value to append, if any: `Cookie`, and the session header when sessions may
+    /// travel in one (`Cookie, authorization`).
+    pub vary: Option<&'a str>,
 }
 
 /// The response to a request whose session work failed: a status, a short generic body, and

@@ -107,6 +107,11 @@ impl<T: From<SessionManager>> SessionBuilder<T> {
         self.map(|c| Ok(c.with_domain(domain)))
     }
 
+    /// See [`SessionConfig::with_header_sessions`].
+    pub fn with_header_sessions(self, header: impl Into<String>) -> Self {
+        self.map(|c| Ok(c.with_header_sessions(header)))
+    }
+
     /// See [`SessionConfig::with_max_lifetime`].
     pub fn with_max_lifetime(self, idle: Duration, absolute: Duration) -> Self {
         self.map(|c| Ok(c.with_max_lifetime(idle, absolute)))

@@ -180,6 +180,9 @@ pub struct SessionConfig {
     pub(crate) absolute_timeout: Duration,
     // The longest timeouts a handler may give one session (`Session::set_lifetime`); `None`:
     // the configured ones.
+    // The request header that may carry a session instead of the cookie (lower case); `None`:
+    // cookies only.
+    pub(crate) session_header: Option<String>,
     pub(crate) max_idle_timeout: Option<Duration>,
     pub(crate) max_absolute_timeout: Option<Duration>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -200,6 +203,7 @@ impl SessionConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             touch_interval: None,
             absolute_timeout: DEFAULT_ABSOLUTE_TIMEOUT,
+            session_header: None,
             max_idle_timeout: None,
             max_absolute_timeout: None,
             clock: Arc::new(SystemClock),
@@ -344,6 +348,28 @@ impl SessionConfig {
         self
     }
 
+    /// Lets clients carry a session in a request header instead of the cookie: API and mobile
+    /// clients, beside browsers on cookies (default: cookies only). With `authorization`, the
+    /// header is `Authorization: Bearer <value>`; with any other name, the header's value is
+    /// the session's value itself. The value is what
+    /// [`Session::issue_header_token`](crate::Session::issue_header_token) hands the handler:
+    /// signed, checked before any store access, hashed for the store, as a cookie's is.
+    ///
+    /// A request that carries the header is a header session, whatever cookies it also has; no
+    /// response to it sets or clears a cookie. Header sessions need no CSRF token: a browser
+    /// never adds this header to a request on its own, so a page of another site cannot make it
+    /// send one, whereas it does attach cookies.
+    pub fn with_header_sessions(mut self, header: impl Into<String>) -> Self {
+        self.session_header = Some(header.into().to_ascii_lowercase());
+        self
+    }
+
+    /// The request header that may carry a session, lower case; `None` when sessions travel in
+    /// cookies only.
+    pub fn session_header(&self) -> Option<&str> {
+        self.session_header.as_deref()
+    }
+
     /// The cookie name in use.
     pub fn cookie_name(&self) -> &str {
         match &self.cookie_name {
@@ -382,6 +408,15 @@ impl SessionConfig {
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
         {
             return fail("the cookie name must be a non-empty HTTP token");
+        }
+        if let Some(header) = &self.session_header
+            && (header.is_empty()
+                || !header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+                || header == "cookie")
+        {
+            return fail("the session header must be an HTTP header name other than Cookie");
         }
         if self.same_site == SameSite::None && !self.secure {
             return fail("SameSite=None requires a Secure cookie; browsers drop it otherwise");

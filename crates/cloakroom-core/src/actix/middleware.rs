@@ -128,9 +128,17 @@ where
 
     fn call(&self, request: ServiceRequest) -> Self::Future {
         // As bytes: another cookie in the same header may not be ASCII, and must not hide ours.
-        let session = adapter::session_from_cookie_headers(
+        let headers = request.headers();
+        let session_headers = self
+            .manager
+            .config()
+            .session_header()
+            .into_iter()
+            .flat_map(|name| headers.get_all(name).map(HeaderValue::as_bytes));
+        let session = adapter::session_from_headers(
             &self.manager,
-            request.headers().get_all(COOKIE).map(HeaderValue::as_bytes),
+            headers.get_all(COOKIE).map(HeaderValue::as_bytes),
+            session_headers,
         );
         request.extensions_mut().insert(session.clone());
         let service = Rc::clone(&self.service);
@@ -198,8 +206,8 @@ fn finish<B>(
     if let Some(value) = marks.cache_control {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static(value));
     }
-    if marks.vary_cookie {
-        headers.append(VARY, HeaderValue::from_static("Cookie"));
+    if let Some(vary) = marks.vary.and_then(|v| HeaderValue::from_str(v).ok()) {
+        headers.append(VARY, vary);
     }
     response.map_into_left_body()
 }

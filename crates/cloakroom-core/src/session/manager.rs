@@ -15,7 +15,7 @@ use crate::store::{RESERVED_PREFIX, Store};
 use crate::token::SessionKey;
 use crate::users::{UserKey, UserSession};
 
-use super::state::{Phase, State, meta_of};
+use super::state::{Phase, State, Transport, meta_of};
 use super::{Session, Shared};
 
 /// Makes [`Session`] handles from request cookies; one per application, cheap to clone.
@@ -59,6 +59,10 @@ impl SessionManager {
         config.validate()?;
         Ok(Self {
             shared: Arc::new(Shared {
+                vary: match config.session_header() {
+                    Some(header) => format!("Cookie, {header}").into(),
+                    None => "Cookie".into(),
+                },
                 store,
                 config,
                 metrics: SessionMetrics::default(),
@@ -239,34 +243,43 @@ impl SessionManager {
         Ok(ended > 0)
     }
 
-    // A handle for a request carrying these `Cookie` header values, as bytes
-    // (`adapter::session_from_cookie_headers`).
-    pub(crate) fn session_from_cookie_headers<'a>(
+    // A handle for a request carrying these `Cookie` header values and these values of the
+    // configured session header, as bytes (`adapter::session_from_headers`). A request that
+    // carries the session header is a header session: its cookies are not read.
+    pub(crate) fn session_from_headers<'a>(
         &self,
         cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+        session_headers: impl IntoIterator<Item = &'a [u8]>,
     ) -> Session {
-        let name = self.shared.config.cookie_name();
-        let mut found: Option<&[u8]> = None;
-        let mut count = 0usize;
-        let mut oversized = false;
-        for value in crate::cookies::values_named(cookie_headers, name) {
-            count += 1;
-            found = Some(value);
-            oversized |= value.len() > SIGNED_VALUE_LEN;
-        }
-        // Two cookies of our name make the request ambiguous (a subdomain may have planted one):
-        // trust neither.
-        let token = match (count, found) {
+        let config = &self.shared.config;
+        let (transport, values) = match config.session_header() {
+            Some(header) => {
+                let values: Vec<&[u8]> = session_headers
+                    .into_iter()
+                    .filter_map(|value| header_value(header, value))
+                    .collect();
+                if values.is_empty() {
+                    (Transport::Cookie, None)
+                } else {
+                    (Transport::Header, Some(values))
+                }
+            }
+            None => (Transport::Cookie, None),
+        };
+        let values = values.unwrap_or_else(|| {
+            crate::cookies::values_named(cookie_headers, config.cookie_name()).collect()
+        });
+        let oversized = values.iter().any(|value| value.len() > SIGNED_VALUE_LEN);
+        // Two values make the request ambiguous (a subdomain may have planted a cookie): trust
+        // neither.
+        let token = match values[..] {
             // A value that is not text cannot be one we signed.
-            (1, Some(value)) => std::str::from_utf8(value).ok().and_then(|value| {
-                self.shared
-                    .config
-                    .signer
-                    .verify(value, unix_millis(self.shared.config.clock.now()))
-            }),
+            [value] => std::str::from_utf8(value)
+                .ok()
+                .and_then(|value| config.signer.verify(value, unix_millis(config.clock.now()))),
             _ => None,
         };
-        let cookie = match (count, &token) {
+        let cookie = match (values.len(), &token) {
             (0, _) => CookieState::Absent,
             (_, None) => CookieState::Invalid,
             (_, Some(_)) => CookieState::Valid,
@@ -283,16 +296,32 @@ impl SessionManager {
             self.shared.clone(),
             State {
                 cookie,
+                transport,
                 phase,
-                pending: Delta::new(self.shared.config.limits),
+                pending: Delta::new(config.limits),
                 to_delete: Vec::new(),
                 set_cookie: None,
-                clear_cookie: cookie == CookieState::Invalid,
+                clear_cookie: cookie == CookieState::Invalid && transport == Transport::Cookie,
                 accessed: false,
                 rotated_from: None,
             },
         )
     }
+}
+
+// The session's value in one value of the session header `header`, if it carries one: for
+// `authorization`, the credentials of the `Bearer` scheme (another scheme is not ours, and is
+// left to the application); for any other header, the whole value.
+fn header_value<'a>(header: &str, value: &'a [u8]) -> Option<&'a [u8]> {
+    if header != "authorization" {
+        return Some(value.trim_ascii());
+    }
+    let value = value.trim_ascii();
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, credentials) = value.split_at(space);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| credentials.trim_ascii())
 }
 
 // Most passes over a user's index when ending sessions: a session created by a rotation or a

@@ -31,6 +31,8 @@ struct Shared {
     store: Arc<dyn Store>,
     config: SessionConfig,
     metrics: SessionMetrics,
+    // The `Vary` value of responses that used the session, made once.
+    vary: Arc<str>,
 }
 
 /// A request's view of its session.

@@ -1,6 +1,8 @@
 //! The end of a request: creating a started session, deleting retired ones, writing buffered
 //! changes, and the `Set-Cookie` that results.
 
+use std::sync::Arc;
+
 use crate::adapter::{Finished, SetCookie};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::Created;
@@ -8,7 +10,7 @@ use crate::token::SessionToken;
 
 use super::Session;
 use super::machine::{CreateStep, SaveStep};
-use super::state::Phase;
+use super::state::{Phase, Transport};
 
 impl Session {
     /// Writes what the request changed: creates a started session, deletes retired ones, applies
@@ -173,7 +175,10 @@ impl Session {
         self.write_changes().await?;
         let state = self.lock();
         let config = &self.shared.config;
-        let set_cookie = if let Some(issued) = &state.set_cookie {
+        let set_cookie = if state.transport == Transport::Header {
+            // A header session's token reaches the client through the handler's response.
+            None
+        } else if let Some(issued) = &state.set_cookie {
             Some(SetCookie::issued(
                 config,
                 &config.signer.sign(&issued.token),
@@ -187,6 +192,7 @@ impl Session {
         Ok(Finished {
             set_cookie,
             accessed: state.accessed,
+            vary: Arc::clone(&self.shared.vary),
         })
     }
 }

@@ -11,7 +11,10 @@ use crate::token::SessionToken;
 use crate::users::UserKey;
 
 pub(super) struct State {
+    // What the request's cookie (or session header) said, before any store access.
     pub(super) cookie: CookieState,
+    // How the session travels between client and server.
+    pub(super) transport: Transport,
     pub(super) phase: Phase,
     // Buffered writes to an existing session, as the delta the next step carries.
     pub(super) pending: Delta,
@@ -23,6 +26,17 @@ pub(super) struct State {
     // The session whose data a `cycle_id` copied: if it turns out to have been deleted meanwhile
     // (a logout in another request), the copy must not outlive it.
     pub(super) rotated_from: Option<SessionToken>,
+}
+
+/// How a session travels between the client and the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Transport {
+    /// In the session cookie: responses set and clear it.
+    Cookie,
+    /// In the configured request header (`SessionConfig::with_header_sessions`): no response
+    /// sets or clears a cookie; a new token reaches the client through the handler's response
+    /// (`Session::issue_header_token`).
+    Header,
 }
 
 /// A session cookie the response must set: the session's token, and how long the browser may
@@ -105,7 +119,8 @@ impl State {
     // rotation that lost to a logout): gone, and the browser's cookie is cleared.
     pub(super) fn end_here(&mut self) {
         self.mark_gone();
-        self.clear_cookie = self.cookie != CookieState::Absent;
+        self.clear_cookie =
+            self.cookie != CookieState::Absent && self.transport == Transport::Cookie;
     }
 }
 

@@ -12,7 +12,7 @@ use crate::token::SessionToken;
 use crate::users::UserKey;
 
 use super::Session;
-use super::state::{Meta, Phase, State, no_session};
+use super::state::{Meta, Phase, State, Transport, no_session};
 
 impl Session {
     /// Sets a field to `value`, encoded as JSON. Written when the request ends.
@@ -287,6 +287,64 @@ impl Session {
                  cycle_id()) first",
             )),
         }
+    }
+
+    /// The value a client sends back in the session header
+    /// ([`SessionConfig::with_header_sessions`](crate::SessionConfig::with_header_sessions)) to
+    /// carry the session started (or given a new id) in this request: an API login answers it in
+    /// its body. From then on the session travels in the header: the response sets no cookie.
+    /// The value is signed and only its hash reaches the store, as a cookie's.
+    ///
+    /// Call it last, after [`Session::start`], [`Session::set_user`] and [`Session::cycle_id`]:
+    /// each of those makes a new token. After [`Session::cycle_id`] on a header session, hand
+    /// the client the new value, or it is logged out.
+    ///
+    /// Fails with [`ErrorKind::NoSession`] when no session was started (or given a new id) in
+    /// this request, and with [`ErrorKind::Config`] when sessions may not travel in a header.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cloakroom_core::{MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cloakroom_core::Result<()> {
+    /// let config = SessionConfig::new("an example secret of at least 32 bytes")?
+    ///     .with_header_sessions("authorization");
+    /// let manager = SessionManager::new(Arc::new(MemoryStore::new()), config)?;
+    /// // An API login.
+    /// let login = adapter::session_from_headers(&manager, [], []);
+    /// login.start()?;
+    /// login.insert("username", "ann")?;
+    /// let token = login.issue_header_token()?;
+    /// assert!(adapter::finish(&login).await?.set_cookie.is_none());
+    /// // The client's next request.
+    /// let bearer = format!("Bearer {token}");
+    /// let next = adapter::session_from_headers(&manager, [], [bearer.as_bytes()]);
+    /// assert_eq!(next.get::<String>("username").await?.as_deref(), Some("ann"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn issue_header_token(&self) -> Result<String> {
+        if self.shared.config.session_header().is_none() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "sessions may not travel in a header: see SessionConfig::with_header_sessions",
+            ));
+        }
+        let mut state = self.lock();
+        state.accessed = true;
+        let Phase::Started { token, .. } = &state.phase else {
+            return Err(Error::new(
+                ErrorKind::NoSession,
+                "a header token is issued for a session started in this request: call start() \
+                 (or cycle_id()) first",
+            ));
+        };
+        let value = self.shared.config.signer.sign(token);
+        state.transport = Transport::Header;
+        state.clear_cookie = false;
+        Ok(value)
     }
 
     /// Ends the session: it is deleted in the store when the request ends and the cookie is

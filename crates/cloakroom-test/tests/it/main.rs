@@ -5,6 +5,7 @@ mod eviction;
 mod failed_saves;
 mod failover;
 mod foreign_store;
+mod header_sessions;
 mod held;
 mod hostile;
 mod in_flight;

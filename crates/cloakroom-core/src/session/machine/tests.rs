@@ -22,6 +22,7 @@ fn fail<T>(what: &str) -> Result<T> {
 fn state(phase: Phase) -> State {
     State {
         cookie: CookieState::Valid,
+        transport: super::super::state::Transport::Cookie,
         phase,
         pending: Delta::default(),
         to_delete: Vec::new(),
