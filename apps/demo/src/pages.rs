@@ -100,11 +100,14 @@ fn page(body: &str) -> Reply {
     })
 }
 
-fn index_page(username: &str, visits: i64) -> Reply {
+fn index_page(username: &str, visits: i64, flash: Option<&str>) -> Reply {
+    let flash = flash
+        .map(|message| format!("<p role=\"status\">{}</p>\n", escape(message)))
+        .unwrap_or_default();
     // Logout is a POST from the page: a cross-site link cannot log the user out (the session
     // cookie is SameSite=Lax, so a cross-site POST does not carry it).
     page(&format!(
-        "<p>Logged in as {}.<br>\nVisits: {visits}</p>\n\
+        "{flash}<p>Logged in as {}.<br>\nVisits: {visits}</p>\n\
          <form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\n",
         escape(username)
     ))
@@ -136,6 +139,9 @@ fn login_page(csrf: Csrf, status: u16, message: Option<&str>) -> Result<Reply, E
 
 /// `GET /`: the visit count and the username, or the anonymous page.
 pub async fn index(session: &Session) -> Result<Reply, Error> {
+    // The flash message ("Welcome, Ann." after login) is read and removed by the increment's
+    // step: taken before it, it costs no round trip of its own.
+    let flash = session.take_flash();
     // Increment first: one round trip increments, slides the TTL and loads the session, so the
     // username read below needs no second trip.
     let visits = match session.incr("visits", 1).await {
@@ -150,8 +156,14 @@ pub async fn index(session: &Session) -> Result<Reply, Error> {
         }
         Err(e) => return Err(e),
     };
+    let flash = match flash.message::<String>().await {
+        Ok(message) => message,
+        // A message this app did not write is not shown.
+        Err(e) if e.kind() == ErrorKind::Decode => None,
+        Err(e) => return Err(e),
+    };
     match session.get::<String>("username").await {
-        Ok(Some(username)) => Ok(index_page(&username, visits)),
+        Ok(Some(username)) => Ok(index_page(&username, visits, flash.as_deref())),
         Ok(None) => Ok(anonymous_page()),
         // A username this app did not write: shown as logged out, and logging in again
         // replaces the session.
@@ -227,6 +239,8 @@ pub fn login<'a>(
         Lifetime::configured().ending_with_browser()
     })?;
     session.insert("username", username)?;
+    // Shown once, on the next page.
+    session.flash(format!("Welcome, {username}."))?;
     Ok(Reply::Redirect("/"))
 }
 

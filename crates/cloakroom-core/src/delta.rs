@@ -9,15 +9,16 @@
 //! the memory store to its sessions, the Redis store to the fields its script read, and the test
 //! model to its own. The Redis script is the one other statement of the same rules, in Lua.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::SessionLimits;
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{Fields, MAX_COUNTER, RESERVED_PREFIX, parse_counter};
 
-/// A change to one session: field writes, then increments.
+/// A change to one session: takes, field writes, then increments.
 ///
-/// The writes come first, one per name (a later write of a name replaces the earlier one); then
+/// Takes ([`Delta::take`]) come first: each removes a field and the step reports its value.
+/// The writes come next, one per name (a later write of a name replaces the earlier one); then
 /// the increments, in order, each seeing the writes and the increments before it. A write of a
 /// field the delta already increments is refused, so the order of the calls never contradicts
 /// the order of application. Applying a
@@ -43,6 +44,8 @@ pub struct Delta {
     writes: BTreeMap<String, Option<String>>,
     // Applied after the writes, in order.
     increments: Vec<(String, i64)>,
+    // Removed with the writes; the step reports the value each had before it.
+    takes: BTreeSet<String>,
     limits: SessionLimits,
 }
 
@@ -58,6 +61,7 @@ impl Delta {
         Self {
             writes: BTreeMap::new(),
             increments: Vec::new(),
+            takes: BTreeSet::new(),
             limits,
         }
     }
@@ -99,6 +103,7 @@ impl Delta {
     /// ±(2^53 − 1), which every store computes exactly.
     pub fn incr(&mut self, name: &str, by: i64) -> Result<&mut Self> {
         self.check_write(name, None)?;
+        self.check_not_taken(name)?;
         if by.unsigned_abs() > MAX_COUNTER.unsigned_abs() {
             return Err(Error::new(
                 ErrorKind::OutOfRange,
@@ -107,6 +112,44 @@ impl Delta {
         }
         self.increments.push((name.to_owned(), by));
         Ok(self)
+    }
+
+    /// Removes field `name`, and has the step report the value it had before
+    /// ([`Applied::Done`](crate::store::Applied::Done)'s `taken`): a read and a removal in
+    /// one step, for one-shot values such as flash messages.
+    ///
+    /// # Errors
+    ///
+    /// As [`Delta::set`], for the name; [`ErrorKind::InvalidFieldName`] also for a name this
+    /// delta already writes (the take would report the delta's own value, not the stored one).
+    /// A later write of a taken name applies after the take: the step reports the stored value
+    /// and leaves the new one.
+    pub fn take(&mut self, name: &str) -> Result<&mut Self> {
+        self.check_write(name, None)?;
+        self.check_not_incremented(name)?;
+        if self.writes.contains_key(name) {
+            return Err(Error::new(
+                ErrorKind::InvalidFieldName,
+                format!("field {name:?} is written by this delta: it cannot also be taken"),
+            ));
+        }
+        self.takes.insert(name.to_owned());
+        Ok(self)
+    }
+
+    /// The names the delta takes: each is removed, as a write removing it would, and its value
+    /// before the step is reported.
+    pub fn takes(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.takes.iter().map(String::as_str)
+    }
+
+    /// What the takes find in `fields`, the session as it is before the delta: each taken name
+    /// that holds a value, with it. A store calls it before it applies the delta.
+    pub fn taken_from(&self, fields: &Fields) -> Fields {
+        self.takes
+            .iter()
+            .filter_map(|name| Some((name.clone(), fields.get(name)?.clone())))
+            .collect()
     }
 
     /// The field writes, by name: `Some(json)` sets, `None` removes.
@@ -132,7 +175,7 @@ impl Delta {
 
     /// True when the delta changes nothing: applying it is a plain load or touch.
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.increments.is_empty()
+        self.writes.is_empty() && self.increments.is_empty() && self.takes.is_empty()
     }
 
     /// Applies the delta to a session's `fields` (reserved metadata included or not) and
@@ -182,6 +225,9 @@ impl Delta {
 
     // The writes, then each increment's value in order (the last one of a field stays).
     fn write_into(&self, fields: &mut Fields, counters: &[i64]) {
+        for name in &self.takes {
+            fields.remove(name);
+        }
         for (name, value) in &self.writes {
             match value {
                 Some(value) => fields.insert(name.clone(), value.clone()),
@@ -271,6 +317,16 @@ impl Delta {
 
     // Writes apply before increments: a write of a field already incremented here would apply
     // before the increment it follows in the calls, which is not what a caller means.
+    fn check_not_taken(&self, name: &str) -> Result<()> {
+        if self.takes.contains(name) {
+            return Err(Error::new(
+                ErrorKind::InvalidFieldName,
+                format!("field {name:?} is taken by this delta: it cannot also be incremented"),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_not_incremented(&self, name: &str) -> Result<()> {
         if self.increments.iter().any(|(counted, _)| counted == name) {
             return Err(Error::new(
@@ -349,11 +405,19 @@ impl Delta {
                 self.writes.remove(name);
             }
         }
+        for name in &sent.takes {
+            self.takes.remove(name);
+        }
+    }
+
+    pub(crate) fn drop_take(&mut self, name: &str) {
+        self.takes.remove(name);
     }
 
     pub(crate) fn clear(&mut self) {
         self.writes.clear();
         self.increments.clear();
+        self.takes.clear();
     }
 }
 

@@ -437,6 +437,7 @@ impl Store for MemoryStore {
             return Ok(Applied::Missing);
         }
         // All or nothing: a failing delta leaves the session untouched.
+        let taken = apply.delta.taken_from(&entry.fields);
         let counters = apply.delta.apply(&mut entry.fields)?;
         let mut new_expiry = entry.expires_at_ms;
         if access.touch_due(entry.touched_ms) {
@@ -450,7 +451,11 @@ impl Store for MemoryStore {
         let fields = apply.load.then(|| entry.fields.clone());
         // A step that succeeds, a plain load included, is a use: it ends the session's probation.
         state.record_use(key, new_expiry);
-        Ok(Applied::Done { counters, fields })
+        Ok(Applied::Done {
+            counters,
+            fields,
+            taken,
+        })
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {

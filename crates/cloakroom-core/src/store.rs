@@ -122,6 +122,10 @@ pub enum Applied {
         counters: Vec<i64>,
         /// All fields after the changes, metadata included, when `load` was asked.
         fields: Option<Fields>,
+        /// What the delta's takes ([`Delta::take`]) found before the step: each taken field
+        /// that held a value, with it ([`Delta::taken_from`]). Empty when the delta takes
+        /// nothing.
+        taken: Fields,
     },
 }
 

@@ -28,6 +28,7 @@ pub(crate) fn parse_applied(reply: Value, apply: &Apply) -> Result<Applied> {
             return Ok(Applied::Done {
                 counters,
                 fields: None,
+                taken: Fields::new(),
             });
         }
         Value::BulkString(bytes) => bytes,
@@ -41,15 +42,22 @@ pub(crate) fn parse_applied(reply: Value, apply: &Apply) -> Result<Applied> {
     if counters.len() != increments {
         return Err(corrupt("apply answered the wrong number of counters"));
     }
+    let mut taken = Fields::new();
     let fields = match fields {
         Some(mut fields) => {
+            // The script answers the fields as they were before the delta.
+            taken = delta.taken_from(&fields);
             delta.replay(&mut fields, &counters)?;
             Some(fields)
         }
         None if apply.load => return Err(corrupt("apply answered no fields")),
         None => None,
     };
-    Ok(Applied::Done { counters, fields })
+    Ok(Applied::Done {
+        counters,
+        fields,
+        taken,
+    })
 }
 
 // `[counters, fields | 0]`.

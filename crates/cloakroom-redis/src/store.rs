@@ -24,6 +24,11 @@ fn add_delta_args(invocation: &mut redis::Cmd, apply: &Apply) {
         .arg(if apply.load { "1" } else { "0" })
         .arg(limits.max_fields)
         .arg(limits.max_session_bytes);
+    // A take is a removal to the script; what it found comes from the fields the script read
+    // before it wrote (`parse_applied`).
+    for name in apply.delta.takes() {
+        invocation.arg("D").arg(name);
+    }
     for (name, value) in apply.delta.writes() {
         match value {
             Some(value) => invocation.arg("S").arg(name).arg(value),
@@ -83,6 +88,7 @@ impl Store for RedisStore {
             return Ok(Applied::Done {
                 counters: Vec::new(),
                 fields: Some(fields),
+                taken: Fields::new(),
             });
         }
         let fill = cache.begin_fill(&redis_key);
@@ -193,6 +199,17 @@ impl Store for RedisStore {
 // The steps as Redis runs them, below the near-cache.
 impl RedisStore {
     async fn apply_in_redis(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
+        // What a take found comes from the fields the script read: a step that takes loads.
+        let loading;
+        let apply = if apply.delta.takes().len() > 0 && !apply.load {
+            loading = Apply {
+                load: true,
+                ..apply.clone()
+            };
+            &loading
+        } else {
+            apply
+        };
         // Reads (an empty delta) never wait for replicas, and may be sent again.
         let (acks, resend) = if apply.delta.is_empty() {
             (None, Resend::IfDropped)

@@ -170,6 +170,7 @@ macro_rules! store_conformance {
             expired_session_is_not_resurrected_by_a_write,
             create_with_past_deadline_is_refused,
             reads_see_the_ops_of_the_same_step,
+            a_take_reports_the_value_and_removes_it,
             reserved_names_never_reach_the_store,
             steps_past_the_bounds_fail_and_write_nothing,
             the_user_index_lists_until_each_deadline,

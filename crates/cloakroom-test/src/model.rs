@@ -186,7 +186,12 @@ pub async fn check_against_model(store: &dyn Store, steps: &[Step]) -> Result<()
                     ));
                 }
                 match (expected, applied) {
-                    (Ok(expected), Ok(Applied::Done { counters, fields })) => {
+                    (
+                        Ok(expected),
+                        Ok(Applied::Done {
+                            counters, fields, ..
+                        }),
+                    ) => {
                         if counters != expected {
                             return fail(format!("counted {counters:?}, not {expected:?}"));
                         }

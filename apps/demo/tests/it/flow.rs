@@ -17,6 +17,7 @@ crate::support::over_each_app!(
     two_thousand_concurrent_visits_lose_none,
     whoami_reads_without_counting,
     remember_me_chooses_the_cookie_and_the_lifetime,
+    a_welcome_is_shown_once_after_login,
 );
 
 fn store(f: &StoreFixture) -> Arc<dyn Store> {
@@ -250,6 +251,27 @@ async fn remember_me_chooses_the_cookie_and_the_lifetime(f: StoreFixture) -> any
         let cookie = reply.cookie().unwrap_or_default();
         let page = get(&app, "/", Some(&cookie)).await?;
         ensure!(visits(&page.body) == Some(1), "{}", page.body);
+    }
+    Ok(())
+}
+
+// The first page after login says `Welcome, NAME.` (escaped), once; the visit is counted in the
+// same round trip (see `round_trips`).
+async fn a_welcome_is_shown_once_after_login(f: StoreFixture) -> anyhow::Result<()> {
+    let app = app_over(store(&f))?;
+    let cookie = login(&app, "%3Cb%3EAnn").await?;
+    let first = get(&app, "/", Some(&cookie)).await?;
+    ensure!(
+        first
+            .body
+            .contains("<p role=\"status\">Welcome, &lt;b&gt;Ann.</p>"),
+        "{}",
+        first.body
+    );
+    ensure!(visits(&first.body) == Some(1));
+    for _ in 0..2 {
+        let next = get(&app, "/", Some(&cookie)).await?;
+        ensure!(!next.body.contains("Welcome"), "shown twice: {}", next.body);
     }
     Ok(())
 }

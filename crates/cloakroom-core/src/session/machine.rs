@@ -21,7 +21,8 @@ use crate::store::{
 use crate::token::SessionToken;
 use crate::users::UserKey;
 
-use super::state::{COOKIE_ENDS_WITH_BROWSER, IssuedCookie, Phase, State, meta_of};
+use super::flash::FLASH_FIELD;
+use super::state::{COOKIE_ENDS_WITH_BROWSER, FlashTake, IssuedCookie, Phase, State, meta_of};
 
 /// A step on the existing session: a load, an increment, or the buffered writes.
 pub(super) struct ApplyStep {
@@ -104,6 +105,16 @@ impl State {
         // not touched. An increment still reports what became of it, to its caller.
         let current = self.holds(&step.token);
         let counts = step.apply.delta.increments().len() > 0;
+        if outcome.is_err()
+            && self.flash == FlashTake::Pending
+            && step.sent.takes().any(|name| name == FLASH_FIELD)
+        {
+            // The step that was to take the flash message failed: this request shows none,
+            // and its end does not try again (a request that failed writes as little as it
+            // can). The message stays for a later request, unless the step ran after all.
+            self.pending.drop_take(FLASH_FIELD);
+            self.flash = FlashTake::Taken(None);
+        }
         let applied = match outcome {
             Err(e) if e.kind() == ErrorKind::Corrupt => {
                 if current {
@@ -136,7 +147,11 @@ impl State {
                 }
                 Ok(None)
             }
-            Applied::Done { counters, fields } => {
+            Applied::Done {
+                counters,
+                fields,
+                mut taken,
+            } => {
                 let value = match counters.last() {
                     Some(&value) => Some(value),
                     None if counts => {
@@ -148,6 +163,11 @@ impl State {
                     None => None,
                 };
                 if current {
+                    if self.flash == FlashTake::Pending
+                        && step.sent.takes().any(|name| name == FLASH_FIELD)
+                    {
+                        self.flash = FlashTake::Taken(taken.remove(FLASH_FIELD));
+                    }
                     self.forget_sent(&step.sent);
                     if let Phase::Live { fields: cached, .. } = &mut self.phase {
                         step.apply.delta.replay(cached, &counters)?;

@@ -15,7 +15,7 @@ use crate::store::{RESERVED_PREFIX, Store};
 use crate::token::SessionKey;
 use crate::users::{UserKey, UserSession};
 
-use super::state::{Phase, State, Transport, meta_of};
+use super::state::{FlashTake, Phase, State, Transport, meta_of};
 use super::{Session, Shared};
 
 /// Makes [`Session`] handles from request cookies; one per application, cheap to clone.
@@ -303,6 +303,7 @@ impl SessionManager {
                 set_cookie: None,
                 clear_cookie: cookie == CookieState::Invalid && transport == Transport::Cookie,
                 accessed: false,
+                flash: FlashTake::NotAsked,
                 rotated_from: None,
             },
         )

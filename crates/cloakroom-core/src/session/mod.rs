@@ -2,6 +2,7 @@
 //! buffered writes, the manager that makes handles from cookies and ends a user's sessions, the
 //! request's state, and the end-of-request save each have a module of their own.
 
+mod flash;
 mod machine;
 mod manager;
 mod save;
@@ -22,6 +23,7 @@ use crate::store::{Access, META_USER, Store};
 use crate::token::SessionKey;
 use crate::users::UserKey;
 
+pub use self::flash::{FLASH_FIELD, Flash};
 use self::machine::{ApplyStep, Count};
 use self::manager::end_indexed;
 pub use self::manager::{CookieState, SessionManager};

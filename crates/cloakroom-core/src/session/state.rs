@@ -23,9 +23,23 @@ pub(super) struct State {
     pub(super) set_cookie: Option<IssuedCookie>,
     pub(super) clear_cookie: bool,
     pub(super) accessed: bool,
+    // Where the request's take of the flash message stands (`Session::take_flash`).
+    pub(super) flash: FlashTake,
     // The session whose data a `cycle_id` copied: if it turns out to have been deleted meanwhile
     // (a logout in another request), the copy must not outlive it.
     pub(super) rotated_from: Option<SessionToken>,
+}
+
+/// Where the request's take of the flash message stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum FlashTake {
+    /// Not asked for.
+    NotAsked,
+    /// Asked for before the session was loaded: the buffered writes take it, and the next step
+    /// on the session reads and removes it.
+    Pending,
+    /// Taken: the message as JSON text, if there was one.
+    Taken(Option<String>),
 }
 
 /// How a session travels between the client and the server.
@@ -109,6 +123,9 @@ impl State {
     // hold a newer one from a concurrent login, which clearing would destroy; a dead token is
     // harmless and is replaced at the next login.
     pub(super) fn mark_gone(&mut self) {
+        if self.flash == FlashTake::Pending {
+            self.flash = FlashTake::Taken(None);
+        }
         self.phase = Phase::Gone;
         self.pending.clear();
         self.set_cookie = None;

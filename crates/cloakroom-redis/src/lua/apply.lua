@@ -5,8 +5,9 @@
 -- ARGV[4]: '1' to return all fields
 -- ARGV[5], ARGV[6]: most user fields and most bytes of user names and values the step may
 -- leave (user fields are those not starting with '__')
--- ARGV[7..]: the delta's writes, each 'S' name value | 'D' name (one per name), then its
--- increments, each 'I' name by
+-- ARGV[7..]: the delta's writes, each 'S' name value | 'D' name (one per name; a take is a
+-- 'D', whose value the caller reads from the fields answered), then its increments, each 'I'
+-- name by
 --
 -- A session is alive while now is before its deadline (__deadline) and before its last touch
 -- (__touched) plus the idle timeout. A step that finds it alive touches it only when the touch
@@ -42,8 +43,14 @@ local load = ARGV[4] == '1'
 local MAX = 9007199254740991
 local max_fields = tonumber(ARGV[5])
 local max_bytes = tonumber(ARGV[6])
-local lone_incr = #ARGV == 9 and ARGV[7] == 'I'
-local incr_name = ARGV[8]
+-- The fast path's shape: removals (a flash message taken), then one increment of another field.
+local first = 7
+while ARGV[first] == 'D' do first = first + 2 end
+local lone_incr = #ARGV == first + 2 and ARGV[first] == 'I'
+local incr_name = ARGV[first + 1]
+for j = 8, first - 1, 2 do
+  if ARGV[j] == incr_name then lone_incr = false end
+end
 
 -- Read the deadline and the last touch, from the full hash when it is wanted anyway (one
 -- command, not two), and whether the counter of a lone increment exists. A key of another type
@@ -151,12 +158,13 @@ if lone_incr and not has_counter then
   lone_incr = false
 end
 
--- Fast path, the common request: one increment and nothing else. HINCRBY refuses any value
--- that is not an integer without writing; a result outside +-(2^53 - 1) is undone at once
--- (the script is atomic, so nobody sees it).
+-- Fast path, the common request: one increment, and removals at most. HINCRBY refuses any
+-- value that is not an integer without writing; a result outside +-(2^53 - 1) is undone at once
+-- (the script is atomic, so nobody sees it). The removals come after: nothing is written when
+-- the increment fails.
 if lone_incr then
-  local name, by = incr_name, tonumber(ARGV[9])
-  local result = redis.pcall('HINCRBY', key, name, ARGV[9])
+  local name, by = incr_name, tonumber(ARGV[first + 2])
+  local result = redis.pcall('HINCRBY', key, name, ARGV[first + 2])
   if type(result) == 'table' then
     local message = result.err or ''
     -- A value HINCRBY cannot read, or one so large that adding overflows 64 bits: either way
@@ -176,6 +184,9 @@ if lone_incr then
   if result > MAX or result < -MAX then
     redis.call('HINCRBY', key, name, -by)
     return redis.error_reply('RANGE session counter would leave +-(2^53 - 1)')
+  end
+  for j = 8, first - 1, 2 do
+    redis.call('HDEL', key, ARGV[j])
   end
   if due then
     redis.call('HSET', key, '__touched', ARGV[1])

@@ -51,6 +51,7 @@ fn counters_are_read_and_replayed_on_the_fields() -> Result<()> {
     let Applied::Done {
         counters,
         fields: Some(fields),
+        ..
     } = applied
     else {
         return Err(corrupt("no fields"));
@@ -73,7 +74,8 @@ fn without_fields_the_answer_is_the_counters_alone() -> Result<()> {
         applied,
         Applied::Done {
             counters: vec![-3],
-            fields: None
+            fields: None,
+            taken: Fields::new(),
         }
     );
     let mut writes = Delta::default();
@@ -83,7 +85,8 @@ fn without_fields_the_answer_is_the_counters_alone() -> Result<()> {
         applied,
         Applied::Done {
             counters: Vec::new(),
-            fields: None
+            fields: None,
+            taken: Fields::new(),
         }
     );
     let mut two = Delta::default();
@@ -94,7 +97,8 @@ fn without_fields_the_answer_is_the_counters_alone() -> Result<()> {
         applied,
         Applied::Done {
             counters: vec![1, 2],
-            fields: None
+            fields: None,
+            taken: Fields::new(),
         }
     );
     // An integer cannot stand for two counters, nor for fields.
@@ -124,6 +128,7 @@ fn fields_that_are_not_utf8_are_left_out_and_no_other() -> Result<()> {
     let Applied::Done {
         counters,
         fields: Some(parsed),
+        ..
     } = parse_applied(Value::BulkString(raw.clone()), &step(delta, true))?
     else {
         return Err(corrupt("no fields"));

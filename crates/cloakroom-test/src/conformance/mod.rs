@@ -14,8 +14,10 @@ use cloakroom_core::store::{
 use cloakroom_core::{ErrorKind, IndexEntry, SessionKey, SessionLimits, SessionToken, UserKey};
 
 mod expiry;
+mod take;
 
 pub use self::expiry::*;
+pub use self::take::*;
 
 const LONG: u64 = 60_000;
 
@@ -429,6 +431,7 @@ pub async fn reads_see_the_ops_of_the_same_step(store: &dyn Store) -> anyhow::Re
     let Applied::Done {
         counters,
         fields: Some(fields),
+        ..
     } = applied
     else {
         bail!("{applied:?}")
@@ -454,6 +457,7 @@ pub async fn reads_see_the_ops_of_the_same_step(store: &dyn Store) -> anyhow::Re
         let Applied::Done {
             counters,
             fields: Some(fields),
+            ..
         } = applied
         else {
             bail!("{applied:?}")

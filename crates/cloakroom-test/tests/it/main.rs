@@ -4,6 +4,7 @@ mod cluster;
 mod eviction;
 mod failed_saves;
 mod failover;
+mod flash;
 mod foreign_store;
 mod header_sessions;
 mod held;

@@ -29,6 +29,7 @@ fn state(phase: Phase) -> State {
         set_cookie: None,
         clear_cookie: false,
         accessed: false,
+        flash: super::super::state::FlashTake::NotAsked,
         rotated_from: None,
     }
 }
@@ -52,7 +53,11 @@ fn stored(pairs: &[(&str, &str)]) -> Fields {
 }
 
 fn done(fields: Option<Fields>, counters: Vec<i64>) -> Result<Applied> {
-    Ok(Applied::Done { counters, fields })
+    Ok(Applied::Done {
+        counters,
+        fields,
+        taken: Fields::new(),
+    })
 }
 
 fn write(state: &mut State, name: &str, json: &str) -> Result<()> {
