@@ -2,10 +2,12 @@
 
 Every peer answers `GET /` (counts a visit, slides the TTL), `GET /login`, `POST /login` (form
 field `username`), `GET /logout` and the read-only `GET /whoami`. C, D, E and F are built from
-bench/peers; the Z peers are the project's own demo binary.
+bench/peers; the Z peers are the project's own demo binaries (ZA: on actix-web), found beside
+CLOAKROOM_BIN.
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 # The demo signs cookies with this; it only has to be stable for one run and 32 bytes or more.
@@ -29,19 +31,23 @@ class Peer:
     pipelined: dict = field(default_factory=dict)
     # crates of bench/peers/Cargo.lock whose versions the report names; "redis@1": only 1.*
     crates: tuple = ()
+    # for a demo peer: which of the demo's binaries, found beside CLOAKROOM_BIN
+    demo_binary: str = "cloakroom-demo"
 
     @property
     def is_demo(self):
         return self.binary is None
 
     def argv(self, settings):
-        return [settings.cloakroom_bin if self.is_demo else str(settings.peers_bin / self.binary)]
+        if not self.is_demo:
+            return [str(settings.peers_bin / self.binary)]
+        return [str(Path(settings.cloakroom_bin).with_name(self.demo_binary))]
 
     def round_trips(self, route, cmds_sent):
         return cmds_sent / self.pipelined.get(route, 1)
 
 
-def _demo(id_, name, stack, env, uses_redis=True):
+def _demo(id_, name, stack, env, uses_redis=True, demo_binary="cloakroom-demo"):
     return Peer(
         id=id_,
         name=name,
@@ -49,6 +55,7 @@ def _demo(id_, name, stack, env, uses_redis=True):
         binary=None,
         uses_redis=uses_redis,
         env={"BIND": "127.0.0.1:{port}", "SECRET_KEY": DEMO_SECRET, **env},
+        demo_binary=demo_binary,
     )
 
 
@@ -94,6 +101,13 @@ PEERS = {
             name="Z cloakroom",
             stack="cloakroom-demo on Redis, NEAR_CACHE=off",
             env={"NEAR_CACHE": "off"},
+        ),
+        _demo(
+            id_="ZA",
+            name="ZA cloakroom on actix-web",
+            stack="cloakroom-demo-actix (the same demo on actix-web) on Redis, NEAR_CACHE=off",
+            env={"NEAR_CACHE": "off"},
+            demo_binary="cloakroom-demo-actix",
         ),
         _demo(
             id_="ZC",

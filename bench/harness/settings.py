@@ -8,7 +8,7 @@ from .peers import PEER_IDS
 
 BENCH = Path(__file__).resolve().parent.parent
 
-DEFAULT_APPS = "C,D,E,F,Z,ZC,ZM"
+DEFAULT_APPS = "C,D,E,F,Z,ZA,ZC,ZM"
 DEFAULT_ROUTES = "/,/whoami"
 
 

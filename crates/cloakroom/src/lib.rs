@@ -103,6 +103,6 @@ pub mod redis {
 }
 
 // The README's example is compiled with the doc tests, so it cannot drift from the API.
-#[cfg(all(doctest, feature = "redis"))]
+#[cfg(all(doctest, feature = "redis", feature = "actix"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
