@@ -31,15 +31,27 @@ pub fn app(
         .app_data(web::Data::new(csrf))
         .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
         .wrap(sessions)
-        .route("/", web::get().to(index))
-        .route("/whoami", web::get().to(whoami))
-        .route("/login", web::get().to(login_form))
-        .route("/login", web::post().to(login))
-        .route("/logout", web::get().to(logout))
-        .route("/logout", web::post().to(logout))
-        .route("/api/login", web::post().to(api_login))
-        .route("/api/me", web::get().to(api_me))
-        .route("/api/logout", web::post().to(api_logout))
+        // Resources, as axum's routes: a method a path does not serve is a 405 with `Allow`,
+        // and a GET route answers HEAD.
+        .service(get_resource("/", index))
+        .service(get_resource("/whoami", whoami))
+        .service(get_resource("/login", login_form).route(web::post().to(login)))
+        .service(get_resource("/logout", logout).route(web::post().to(logout)))
+        .service(web::resource("/api/login").route(web::post().to(api_login)))
+        .service(get_resource("/api/me", api_me))
+        .service(web::resource("/api/logout").route(web::post().to(api_logout)))
+}
+
+// A resource whose GET (and HEAD) is `handler`.
+fn get_resource<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
 }
 
 fn respond(reply: Reply) -> HttpResponse {

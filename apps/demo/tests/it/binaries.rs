@@ -17,9 +17,19 @@ fn comparable(reply: &Exchange) -> String {
         "cache-control",
         "vary",
         "retry-after",
+        "www-authenticate",
     ] {
         text.push_str(&format!("{name}: {:?}\n", reply.all(name)));
     }
+    // The methods a path serves; each framework spells the list its own way.
+    let mut allow: Vec<String> = reply
+        .all("allow")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|m| m.trim().to_owned())
+        .collect();
+    allow.sort_unstable();
+    text.push_str(&format!("allow: {allow:?}\n"));
     for cookie in reply.all("set-cookie") {
         let (pair, attributes) = cookie.split_once(';').unwrap_or((cookie, ""));
         let name = pair.split('=').next().unwrap_or_default();
@@ -29,10 +39,12 @@ fn comparable(reply: &Exchange) -> String {
         text.push_str(&format!("set-cookie: {name} {attributes:?}\n"));
     }
     let mut body = reply.body.clone();
-    if let Some(start) = body.find("name=\"csrf\" value=\"") {
-        let from = start + "name=\"csrf\" value=\"".len();
-        if let Some(len) = body[from..].find('"') {
-            body.replace_range(from..from + len, "TOKEN");
+    for before in ["name=\"csrf\" value=\"", "\"token\":\""] {
+        if let Some(start) = body.find(before) {
+            let from = start + before.len();
+            if let Some(len) = body[from..].find('"') {
+                body.replace_range(from..from + len, "TOKEN");
+            }
         }
     }
     text.push_str(&body);
@@ -92,6 +104,19 @@ async fn walk(address: &str) -> anyhow::Result<Vec<String>> {
     seen.push(comparable(
         &exchange(address, "GET /", Some(&session), "").await?,
     ));
+    // What is not a page: a method a path does not serve, a path that does not exist, HEAD.
+    for request in [
+        "PUT /login",
+        "DELETE /",
+        "GET /api/login",
+        "GET /nowhere",
+        "HEAD /whoami",
+    ] {
+        seen.push(comparable(&exchange(address, request, None, "").await?));
+    }
+    // The API, with a form body.
+    let api = exchange(address, "POST /api/login", None, "username=ann").await?;
+    seen.push(comparable(&api));
     Ok(seen)
 }
 
@@ -135,6 +160,13 @@ async fn both_binaries_answer_the_flow_alike() -> anyhow::Result<()> {
         walks[0][6].contains("Logged in as &lt;b&gt;Ann.") && walks[0][6].contains("Visits: 2")
     );
     ensure!(walks[0][9].contains("You are not logged in"));
+    ensure!(walks[0][10].starts_with("405"), "{}", walks[0][10]);
+    ensure!(walks[0][13].starts_with("404"), "{}", walks[0][13]);
+    ensure!(
+        walks[0][15].starts_with("200") && walks[0][15].contains("\"token\":\"TOKEN\""),
+        "{}",
+        walks[0][15]
+    );
     Ok(())
 }
 
