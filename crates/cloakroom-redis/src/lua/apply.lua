@@ -58,6 +58,10 @@ end
 -- missing or bad deadline below.
 local fields = 0
 local text, touched_text, touched_at, idle_text
+-- The first removal's name (a flash message taken on every page): a load tells whether it is
+-- there, and the fast path skips its HDEL when it is not.
+local removed = ARGV[7] == 'D' and ARGV[8]
+local removed_present = not load
 local has_counter
 local unreadable
 if load then
@@ -76,6 +80,8 @@ if load then
         touched_at = i + 1
       elseif name == '__idle' then
         idle_text = fields[i + 1]
+      elseif name == removed then
+        removed_present = true
       elseif name == incr_name then
         has_counter = true
       end
@@ -186,7 +192,7 @@ if lone_incr then
     return redis.error_reply('RANGE session counter would leave +-(2^53 - 1)')
   end
   for j = 8, first - 1, 2 do
-    redis.call('HDEL', key, ARGV[j])
+    if j > 8 or removed_present then redis.call('HDEL', key, ARGV[j]) end
   end
   if due then
     redis.call('HSET', key, '__touched', ARGV[1])
