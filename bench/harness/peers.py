@@ -31,7 +31,8 @@ class Peer:
     pipelined: dict = field(default_factory=dict)
     # crates of bench/peers/Cargo.lock whose versions the report names; "redis@1": only 1.*
     crates: tuple = ()
-    # for a demo peer: which of the demo's binaries, found beside CLOAKROOM_BIN
+    # for a demo peer: which of the demo's binaries; cloakroom-demo is CLOAKROOM_BIN itself,
+    # another is found beside it
     demo_binary: str = "cloakroom-demo"
 
     @property
@@ -41,6 +42,9 @@ class Peer:
     def argv(self, settings):
         if not self.is_demo:
             return [str(settings.peers_bin / self.binary)]
+        if self.demo_binary == "cloakroom-demo":
+            return [settings.cloakroom_bin]
+        # Another of the demo's binaries: built beside it.
         return [str(Path(settings.cloakroom_bin).with_name(self.demo_binary))]
 
     def round_trips(self, route, cmds_sent):
