@@ -7,7 +7,9 @@
 //!
 //! No CSRF token here, unlike the login form: a browser never adds an `Authorization` header to
 //! a request on its own, so another site cannot make it send one; and the login's token comes
-//! back in the response body, which another site cannot read.
+//! back in the response body, which another site cannot read. For that to hold, these routes
+//! act on header sessions only: `/api/me` and `/api/logout` ignore a browser's cookie, and
+//! `/api/login` leaves the browser's cookie session as it was.
 
 use cloakroom::{Error, ErrorKind, Session};
 use serde::{Deserialize, Serialize};
@@ -97,6 +99,11 @@ pub fn login(
 
 /// `GET /api/me`: who is logged in, counting a visit (one round trip, as `GET /`).
 pub async fn me(session: &Session) -> Result<Reply, Error> {
+    // The API answers header sessions only: a browser's cookie, which any site can make it
+    // send, is not an API credential here.
+    if !session.is_header_session() {
+        return Ok(not_logged_in());
+    }
     let visits = match session.incr("visits", 1).await {
         Ok(Some(visits)) => visits,
         Ok(None) => return Ok(not_logged_in()),
@@ -121,8 +128,11 @@ pub async fn me(session: &Session) -> Result<Reply, Error> {
     }
 }
 
-/// `POST /api/logout`: ends the session in the store; 204 whether there was one or not.
+/// `POST /api/logout`: ends the bearer's session in the store; 204 whether there was one or not.
 pub fn logout(session: &Session) -> Reply {
-    session.destroy();
+    // A browser's cookie session is not ended here (see `me`): only the bearer's.
+    if session.is_header_session() {
+        session.destroy();
+    }
     Reply::NoContent
 }

@@ -26,11 +26,27 @@ async fn run() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
-    println!("{PROGRAM}: listening on http://{bind}/");
+    // The address actually bound: the same as `BIND` unless it asked for port 0.
+    let shown = listener.local_addr().unwrap_or(bind);
+    println!("{PROGRAM}: listening on http://{shown}/");
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown())
         .await?;
     Ok(())
+}
+
+// Ctrl-C or SIGTERM (what a service manager or a container runtime sends), as actix-web stops.
+async fn shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

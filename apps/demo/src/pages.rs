@@ -104,8 +104,8 @@ fn index_page(username: &str, visits: i64, flash: Option<&str>) -> Reply {
     let flash = flash
         .map(|message| format!("<p role=\"status\">{}</p>\n", escape(message)))
         .unwrap_or_default();
-    // Logout is a POST from the page: a cross-site link cannot log the user out (the session
-    // cookie is SameSite=Lax, so a cross-site POST does not carry it).
+    // The page logs out with a POST (the session cookie is SameSite=Lax, so a cross-site POST
+    // does not carry it); `GET /logout` stays, as in the tutorial.
     page(&format!(
         "{flash}<p>Logged in as {}.<br>\nVisits: {visits}</p>\n\
          <form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\n",

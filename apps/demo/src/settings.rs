@@ -118,7 +118,7 @@ impl Settings {
             _ => bail!(
                 "SECRET_KEY_PREVIOUS and SECRET_KEY_PREVIOUS_UNTIL go together: the old key, and the \
                  Unix time (seconds) until which its cookies are accepted (the rotation time plus \
-                 the absolute session lifetime logs nobody out)"
+                 the longest session lifetime, 30 days with \"Remember me\", logs nobody out)"
             ),
         };
         if secure && !bind.ip().is_loopback() {

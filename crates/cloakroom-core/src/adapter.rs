@@ -166,9 +166,14 @@ impl Finished {
                 vary: None,
             };
         }
+        // Directive by directive: `private="Set-Cookie"` names fields and lets shared caches
+        // keep the rest, so only a bare `private` or `no-store` counts.
         let private_already = cache_control.is_some_and(|v| {
-            let v = v.to_ascii_lowercase();
-            let has = |word: &[u8]| v.windows(word.len()).any(|w| w == word);
+            let directives: Vec<Vec<u8>> = v
+                .split(|&b| b == b',')
+                .map(|d| d.trim_ascii().to_ascii_lowercase())
+                .collect();
+            let has = |name: &[u8]| directives.iter().any(|d| d.as_slice() == name);
             (has(b"private") || has(b"no-store")) && !has(b"public")
         });
         CacheMarks {
@@ -346,3 +351,6 @@ impl fmt::Display for SetCookie {
         f.write_str(&self.header)
     }
 }
+
+#[cfg(test)]
+mod tests;

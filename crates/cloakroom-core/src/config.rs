@@ -8,6 +8,8 @@ use crate::delta::Bounds;
 use crate::error::{Error, ErrorKind, Result};
 use crate::signing::CookieSigner;
 
+mod forbidden;
+
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub(crate) const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 pub(crate) const MAX_DEFAULT_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
@@ -178,11 +180,11 @@ pub struct SessionConfig {
     // `None`: the default, derived from the idle timeout.
     pub(crate) touch_interval: Option<Duration>,
     pub(crate) absolute_timeout: Duration,
-    // The longest timeouts a handler may give one session (`Session::set_lifetime`); `None`:
-    // the configured ones.
     // The request header that may carry a session instead of the cookie (lower case); `None`:
     // cookies only.
     pub(crate) session_header: Option<String>,
+    // The longest timeouts a handler may give one session (`Session::set_lifetime`); `None`:
+    // the configured ones.
     pub(crate) max_idle_timeout: Option<Duration>,
     pub(crate) max_absolute_timeout: Option<Duration>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -414,9 +416,12 @@ impl SessionConfig {
                 || !header
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-                || header == "cookie")
+                || forbidden::set_by_browsers(header))
         {
-            return fail("the session header must be an HTTP header name other than Cookie");
+            return fail(
+                "the session header must be an HTTP header name that browsers and proxies do \
+                 not set on their own (not Cookie, Origin, Referer, Sec-*, X-Forwarded-*, ...)",
+            );
         }
         if self.same_site == SameSite::None && !self.secure {
             return fail("SameSite=None requires a Secure cookie; browsers drop it otherwise");

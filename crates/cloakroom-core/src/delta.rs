@@ -276,11 +276,17 @@ impl Delta {
                 .iter()
                 .map(|(name, value)| (name.as_str(), value.to_string()))
                 .collect();
+            // Takes remove (before the writes, which may set the name again).
             let mut finals: BTreeMap<&str, Option<&str>> = self
-                .writes
+                .takes
                 .iter()
-                .map(|(name, value)| (name.as_str(), value.as_deref()))
+                .map(|name| (name.as_str(), None))
                 .collect();
+            finals.extend(
+                self.writes
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_deref())),
+            );
             for (name, text) in &texts {
                 finals.insert(name, Some(text.as_str()));
             }

@@ -32,6 +32,10 @@ pub enum ErrorKind {
     Config,
     /// The operating system's random number generator failed.
     Random,
+    /// The call needs a setting that is off (for example a header token without
+    /// [`SessionConfig::with_header_sessions`](crate::SessionConfig::with_header_sessions)):
+    /// a mistake in the application, answered with a 500.
+    Unsupported,
     /// A lifetime asked of a session is past the configured maxima, or too short for the touch
     /// interval ([`Session::set_lifetime`](crate::Session::set_lifetime)).
     InvalidLifetime,
@@ -126,6 +130,7 @@ impl Error {
                 | ErrorKind::OutOfRange
                 | ErrorKind::NoSession
                 | ErrorKind::InvalidLifetime
+                | ErrorKind::Unsupported
                 | ErrorKind::TooLarge
         )
     }

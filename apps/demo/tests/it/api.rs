@@ -9,12 +9,13 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use cloakroom_test::{CountingStore, StoreFixture};
 
-use crate::support::{Demo, Reply, app_over, send};
+use crate::support::{Demo, Reply, app_over, get, login, send};
 
 crate::support::over_each_app!(
     test_over_each_store;
     an_api_client_logs_in_counts_visits_and_logs_out,
     bad_api_requests_get_a_4xx_and_never_reach_the_store,
+    the_api_leaves_a_browsers_cookie_session_alone,
 );
 
 async fn api(
@@ -90,6 +91,41 @@ async fn an_api_client_logs_in_counts_visits_and_logs_out(f: StoreFixture) -> an
     ensure!(json(&after)?["error"].is_string());
     let still = api(&app, "GET", "/api/me", Some(&from_form), None).await?;
     ensure!(json(&still)?["visits"] == 2);
+    Ok(())
+}
+
+/// The API answers header sessions only: a browser's cookie, which any page can make it send,
+/// neither reads `/api/me`, nor is ended by `/api/logout`, nor is ended by `/api/login`.
+async fn the_api_leaves_a_browsers_cookie_session_alone(f: StoreFixture) -> anyhow::Result<()> {
+    let app = app_over(f.store.clone())?;
+    let cookie = login(&app, "ann").await?;
+    let with_cookie = |method: &'static str, path: &'static str, body: Option<&'static str>| {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::COOKIE, cookie.as_str());
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
+        request.body(Body::from(body.unwrap_or_default()))
+    };
+    let me = send(&app, with_cookie("GET", "/api/me", None)?).await?;
+    ensure!(me.status == StatusCode::UNAUTHORIZED, "{me:?}");
+    let out = send(&app, with_cookie("POST", "/api/logout", None)?).await?;
+    ensure!(out.status == StatusCode::NO_CONTENT, "{out:?}");
+    let login = send(
+        &app,
+        with_cookie("POST", "/api/login", Some("username=eve"))?,
+    )
+    .await?;
+    ensure!(login.status == StatusCode::OK, "{login:?}");
+    ensure!(login.headers.get(header::SET_COOKIE).is_none(), "{login:?}");
+    let page = get(&app, "/", Some(&cookie)).await?;
+    ensure!(
+        page.body.contains("Logged in as ann."),
+        "the API ended the browser's session: {}",
+        page.body
+    );
     Ok(())
 }
 

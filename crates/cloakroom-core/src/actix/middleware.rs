@@ -144,11 +144,10 @@ where
         let service = Rc::clone(&self.service);
         Box::pin(async move {
             // An error the routes did not turn into a response (one from a middleware inside
-            // this one) still ends the request: what the handler changed is written, as it is
-            // for an error response, and the error goes on unchanged.
-            let response = service.call(request).await;
+            // this one) goes on unchanged, and nothing the request changed is written: without a
+            // response, a new cookie could not reach the client, as with the axum layer.
+            let response = service.call(request).await?;
             let finished = save(session).await;
-            let response = response?;
             Ok(finish(finished, response))
         })
     }

@@ -288,6 +288,7 @@ impl SessionManager {
             self.shared.metrics.forged_cookie(oversized);
             tracing::debug!("session cookie rejected before any store access");
         }
+        let from_cookie = token.clone().filter(|_| transport == Transport::Cookie);
         let phase = match token {
             Some(token) => Phase::Unloaded { token },
             None => Phase::Anonymous,
@@ -297,6 +298,7 @@ impl SessionManager {
             State {
                 cookie,
                 transport,
+                from_cookie,
                 phase,
                 pending: Delta::new(config.limits),
                 to_delete: Vec::new(),

@@ -15,6 +15,9 @@ pub(super) struct State {
     pub(super) cookie: CookieState,
     // How the session travels between client and server.
     pub(super) transport: Transport,
+    // The session the request's cookie named, if it was valid: a header token issued in this
+    // request leaves it alone (`Session::issue_header_token`).
+    pub(super) from_cookie: Option<SessionToken>,
     pub(super) phase: Phase,
     // Buffered writes to an existing session, as the delta the next step carries.
     pub(super) pending: Delta,

@@ -216,7 +216,8 @@ impl Session {
     }
 
     /// Gives the session started in this request its own lifetime: an idle timeout and an
-    /// absolute lifetime (counted from now) within the configured maxima
+    /// absolute lifetime (counted from the session's creation: its login, which
+    /// [`Session::cycle_id`] keeps) within the configured maxima
     /// ([`SessionConfig::with_max_lifetime`](crate::SessionConfig::with_max_lifetime)), and a
     /// cookie that lasts that long or ends with the browser. Call it at login, after
     /// [`Session::start`]. The lifetime is stored with the session: every instance and every
@@ -271,12 +272,14 @@ impl Session {
                 config.touch_interval()
             ));
         }
-        let now = self.now_ms();
         let mut state = self.lock();
         state.accessed = true;
         match &mut state.phase {
             Phase::Started { meta, .. } => {
-                meta.deadline_ms = now.saturating_add(duration_millis(absolute));
+                // From the session's creation, kept across `cycle_id`: a handler that gives an
+                // existing session a lifetime again cannot push its end further than the
+                // maximum from its login.
+                meta.deadline_ms = meta.created_ms.saturating_add(duration_millis(absolute));
                 meta.idle_ms = lifetime.idle.map(|idle| duration_millis(idle).max(1));
                 meta.browser_cookie = lifetime.browser_cookie;
                 Ok(())
@@ -295,12 +298,15 @@ impl Session {
     /// its body. From then on the session travels in the header: the response sets no cookie.
     /// The value is signed and only its hash reaches the store, as a cookie's.
     ///
-    /// Call it last, after [`Session::start`], [`Session::set_user`] and [`Session::cycle_id`]:
-    /// each of those makes a new token. After [`Session::cycle_id`] on a header session, hand
+    /// Call it last, after [`Session::start`] and [`Session::cycle_id`]: each makes a new token,
+    /// and a token handed out before names a session that is never created. A request that came with a browser's cookie session
+    /// keeps it: [`Session::start`] would retire it, but the header client gets a session of
+    /// its own and the browser's is left as it was. After [`Session::cycle_id`] on a header session, hand
     /// the client the new value, or it is logged out.
     ///
     /// Fails with [`ErrorKind::NoSession`] when no session was started (or given a new id) in
-    /// this request, and with [`ErrorKind::Config`] when sessions may not travel in a header.
+    /// this request, and with [`ErrorKind::Unsupported`] when sessions may not travel in a
+    /// header.
     ///
     /// # Examples
     ///
@@ -328,7 +334,7 @@ impl Session {
     pub fn issue_header_token(&self) -> Result<String> {
         if self.shared.config.session_header().is_none() {
             return Err(Error::new(
-                ErrorKind::Config,
+                ErrorKind::Unsupported,
                 "sessions may not travel in a header: see SessionConfig::with_header_sessions",
             ));
         }
@@ -342,9 +348,27 @@ impl Session {
             ));
         };
         let value = self.shared.config.signer.sign(token);
+        if let Some(cookie_session) = state.from_cookie.take() {
+            // The request came with a browser's cookie session: the header client gets a
+            // session of its own, and the browser keeps its own (a page of another site that
+            // makes the browser post to an API login must not log it out).
+            state.to_delete.retain(|retired| *retired != cookie_session);
+            if state.rotated_from.as_ref() == Some(&cookie_session) {
+                state.rotated_from = None;
+            }
+        }
         state.transport = Transport::Header;
         state.clear_cookie = false;
         Ok(value)
+    }
+
+    /// True when the request's session travels in the session header
+    /// ([`SessionConfig::with_header_sessions`](crate::SessionConfig::with_header_sessions)):
+    /// it came in one, or this request issued one ([`Session::issue_header_token`]). An API
+    /// route that relies on header sessions needing no CSRF token refuses the others: a
+    /// browser attaches its cookie to any request, including one another site makes it send.
+    pub fn is_header_session(&self) -> bool {
+        self.lock().transport == Transport::Header
     }
 
     /// Ends the session: it is deleted in the store when the request ends and the cookie is

@@ -146,6 +146,29 @@ async fn cookie_and_header_sessions_live_side_by_side(f: StoreFixture) -> anyhow
     // The browser's session is untouched.
     let s = request(&m, &cookie);
     ensure!(s.get::<String>("username").await?.as_deref() == Some("browser-user"));
+    ensure!(!request(&m, &cookie).is_header_session());
+    ensure!(bearer(&m, &token).is_header_session());
+    // An API login from a request that carries a browser's cookie (a page of another site can
+    // make the browser post one): the client gets a session of its own, and the browser keeps
+    // its session and its cookie.
+    let s = request(&m, &cookie);
+    s.start()?;
+    s.insert("username", "other")?;
+    let other = s.issue_header_token()?;
+    ensure!(s.is_header_session());
+    ensure!(adapter::finish(&s).await?.set_cookie.is_none());
+    let s = request(&m, &cookie);
+    ensure!(
+        s.get::<String>("username").await?.as_deref() == Some("browser-user"),
+        "an API login ended the browser's session"
+    );
+    ensure!(
+        bearer(&m, &other)
+            .get::<String>("username")
+            .await?
+            .as_deref()
+            == Some("other")
+    );
     // A forged header with a valid cookie: refused, not a fallback to the cookie.
     let forged =
         adapter::session_from_headers(&m, [cookie.as_bytes()], [b"Bearer forged".as_slice()]);
@@ -157,13 +180,24 @@ async fn cookie_and_header_sessions_live_side_by_side(f: StoreFixture) -> anyhow
     let s = adapter::session_from_headers(&cookies_only, [], []);
     s.start()?;
     let refused = s.issue_header_token().err().map(|e| e.kind());
-    ensure!(refused == Some(ErrorKind::Config), "{refused:?}");
+    ensure!(refused == Some(ErrorKind::Unsupported), "{refused:?}");
     // Nothing was started: no token either.
     let s = adapter::session_from_headers(&m, [], []);
     let refused = s.issue_header_token().err().map(|e| e.kind());
     ensure!(refused == Some(ErrorKind::NoSession), "{refused:?}");
     // A header that cannot be a session header is a configuration error.
-    for bad in ["", "cookie", "bad header", "x:y"] {
+    for bad in [
+        "",
+        "cookie",
+        "bad header",
+        "x:y",
+        "Origin",
+        "referer",
+        "sec-fetch-site",
+        "x-forwarded-for",
+        "proxy-authorization",
+        "host",
+    ] {
         let config = SessionConfig::new(SECRET)?.with_header_sessions(bad);
         let kind = SessionManager::new(f.store.clone(), config)
             .err()

@@ -178,8 +178,8 @@ async fn a_new_id_keeps_the_lifetime_and_a_new_lifetime_needs_one(
         alive(&a, &remembered).await?,
         "the rotation lost the session's own lifetime"
     );
-    // An existing session is given a new lifetime after a new id: "keep me signed in"
-    // unchecked later. Without the new id, it is refused.
+    // An existing session is given a new lifetime after a new id ("keep me signed in"
+    // unchecked later). Without the new id, it is refused.
     let s = request(&a, &remembered);
     let refused = s
         .set_lifetime(Lifetime::configured())
@@ -187,10 +187,22 @@ async fn a_new_id_keeps_the_lifetime_and_a_new_lifetime_needs_one(
         .map(|e| e.kind());
     ensure!(refused == Some(ErrorKind::NoSession), "{refused:?}");
     ensure!(s.cycle_id().await?);
-    s.set_lifetime(Lifetime::configured())?;
+    // Counted from the login, two and a half days ago: a new lifetime never pushes the end
+    // past the maximum from the login, however often it is given.
+    s.set_lifetime(Lifetime::new(THIRTY_DAYS, THIRTY_DAYS))?;
+    let finished = adapter::finish(&s).await?;
+    let max_age = finished.set_cookie.as_ref().and_then(|c| c.max_age());
+    ensure!(
+        max_age == Some(THIRTY_DAYS - DAY / 2 - 2 * DAY),
+        "a new lifetime extended the session past its maximum from login: {max_age:?}"
+    );
+    let again = returned_cookie(&finished.set_cookie).context("no cookie")?;
+    let s = request(&b, &again);
+    ensure!(s.cycle_id().await?);
+    s.set_lifetime(Lifetime::new(IDLE, 3 * DAY))?;
     let finished = adapter::finish(&s).await?;
     ensure!(
-        finished.set_cookie.as_ref().and_then(|c| c.max_age()) == Some(DAY),
+        finished.set_cookie.as_ref().and_then(|c| c.max_age()) == Some(DAY / 2),
         "{:?}",
         finished.set_cookie
     );
@@ -198,8 +210,21 @@ async fn a_new_id_keeps_the_lifetime_and_a_new_lifetime_needs_one(
     clock.advance(IDLE);
     ensure!(
         !alive(&b, &shortened).await?,
-        "the configured idle timeout did not apply"
+        "the shorter idle timeout did not apply"
     );
+    // A lifetime that already ran out ends the session at once.
+    let (late, _) = login_with(&a, Some(Lifetime::new(THIRTY_DAYS, THIRTY_DAYS))).await?;
+    clock.advance(DAY / 2);
+    let s = request(&a, &late);
+    ensure!(s.cycle_id().await?);
+    s.set_lifetime(Lifetime::new(IDLE, DAY / 4))?;
+    let finished = adapter::finish(&s).await?;
+    ensure!(
+        finished.set_cookie.as_ref().is_some_and(|c| c.is_removal()),
+        "{:?}",
+        finished.set_cookie
+    );
+    ensure!(!alive(&a, &late).await?);
     Ok(())
 }
 

@@ -23,6 +23,7 @@ fn state(phase: Phase) -> State {
     State {
         cookie: CookieState::Valid,
         transport: super::super::state::Transport::Cookie,
+        from_cookie: None,
         phase,
         pending: Delta::default(),
         to_delete: Vec::new(),
