@@ -14,7 +14,7 @@
 use cloakroom::{Error, ErrorKind, Session};
 use serde::{Deserialize, Serialize};
 
-use crate::pages::Reply;
+use crate::pages::{Reply, count_visit};
 use crate::username::validate_username;
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,15 +104,8 @@ pub async fn me(session: &Session) -> Result<Reply, Error> {
     if !session.is_header_session() {
         return Ok(not_logged_in());
     }
-    let visits = match session.incr("visits", 1).await {
-        Ok(Some(visits)) => visits,
-        Ok(None) => return Ok(not_logged_in()),
-        Err(e) if matches!(e.kind(), ErrorKind::NotAnInteger | ErrorKind::OutOfRange) => {
-            tracing::warn!("the visits field is not a counter that can grow; it starts again at 1");
-            session.insert("visits", 1)?;
-            1
-        }
-        Err(e) => return Err(e),
+    let Some(visits) = count_visit(session).await? else {
+        return Ok(not_logged_in());
     };
     match session.get::<String>("username").await {
         Ok(Some(username)) => Ok(json(

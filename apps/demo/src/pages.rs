@@ -137,6 +137,22 @@ fn login_page(csrf: Csrf, status: u16, message: Option<&str>) -> Result<Reply, E
     }))
 }
 
+/// Counts a visit of the session: its new count, `None` without a session. One round trip, which
+/// also slides the TTL and loads the session for the reads that follow.
+pub async fn count_visit(session: &Session) -> Result<Option<i64>, Error> {
+    match session.incr("visits", 1).await {
+        Ok(visits) => Ok(visits),
+        // Something other than this app wrote the counter: start it again rather than fail
+        // every visit until the session ends (nothing was written by the failed increment).
+        Err(e) if matches!(e.kind(), ErrorKind::NotAnInteger | ErrorKind::OutOfRange) => {
+            tracing::warn!("the visits field is not a counter that can grow; it starts again at 1");
+            session.insert("visits", 1)?;
+            Ok(Some(1))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// `GET /`: the visit count and the username, or the anonymous page.
 pub async fn index(session: &Session) -> Result<Reply, Error> {
     // The flash message ("Welcome, Ann." after login) is read and removed by the increment's
@@ -144,17 +160,8 @@ pub async fn index(session: &Session) -> Result<Reply, Error> {
     let flash = session.take_flash();
     // Increment first: one round trip increments, slides the TTL and loads the session, so the
     // username read below needs no second trip.
-    let visits = match session.incr("visits", 1).await {
-        Ok(Some(visits)) => visits,
-        Ok(None) => return Ok(anonymous_page()),
-        // Something other than this app wrote the counter: start it again rather than fail
-        // every visit until the session ends (nothing was written by the failed increment).
-        Err(e) if matches!(e.kind(), ErrorKind::NotAnInteger | ErrorKind::OutOfRange) => {
-            tracing::warn!("the visits field is not a counter that can grow; it starts again at 1");
-            session.insert("visits", 1)?;
-            1
-        }
-        Err(e) => return Err(e),
+    let Some(visits) = count_visit(session).await? else {
+        return Ok(anonymous_page());
     };
     let flash = match flash.message::<String>().await {
         Ok(message) => message,

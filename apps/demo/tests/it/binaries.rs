@@ -4,7 +4,7 @@
 
 use anyhow::{Context, ensure};
 
-use crate::process::{Binary, Exchange, exchange, run_to_exit, start};
+use crate::process::{Binary, Exchange, exchange, exchange_with, run_to_exit, start};
 
 /// What must be the same in both apps' answers: the status, the headers a browser or a cache
 /// acts on (the cookies without their random values), and the page with its random tokens
@@ -114,9 +114,32 @@ async fn walk(address: &str) -> anyhow::Result<Vec<String>> {
     ] {
         seen.push(comparable(&exchange(address, request, None, "").await?));
     }
-    // The API, with a form body.
+    // The API, with a form body, then the token it gave.
     let api = exchange(address, "POST /api/login", None, "username=ann").await?;
     seen.push(comparable(&api));
+    let token: serde_json::Value = serde_json::from_str(&api.body)?;
+    let bearer = format!("Bearer {}", token["token"].as_str().context("no token")?);
+    for request in ["GET /api/me", "POST /api/logout", "GET /api/me"] {
+        let reply = exchange_with(address, request, &[("Authorization", &bearer)], "").await?;
+        seen.push(comparable(&reply));
+    }
+    // "Remember me".
+    let form = exchange(address, "GET /login", None, "").await?;
+    let csrf = cookie_pair(&form, "__Host-cloakroom-csrf=").context("no CSRF cookie")?;
+    let field = form
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .context("no CSRF field")?;
+    let remembered = exchange(
+        address,
+        "POST /login",
+        Some(&csrf),
+        &format!("csrf={field}&username=bob&remember=1"),
+    )
+    .await?;
+    seen.push(comparable(&remembered));
     Ok(seen)
 }
 
@@ -167,6 +190,10 @@ async fn both_binaries_answer_the_flow_alike() -> anyhow::Result<()> {
         "{}",
         walks[0][15]
     );
+    ensure!(walks[0][16].contains("\"visits\":1"), "{}", walks[0][16]);
+    ensure!(walks[0][17].starts_with("204"), "{}", walks[0][17]);
+    ensure!(walks[0][18].starts_with("401"), "{}", walks[0][18]);
+    ensure!(walks[0][19].contains("Max-Age=2592000"), "{}", walks[0][19]);
     Ok(())
 }
 

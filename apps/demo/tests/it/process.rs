@@ -146,11 +146,24 @@ pub(crate) async fn exchange(
     cookie: Option<&str>,
     body: &str,
 ) -> anyhow::Result<Exchange> {
+    match cookie {
+        Some(cookie) => exchange_with(address, request_line, &[("Cookie", cookie)], body).await,
+        None => exchange_with(address, request_line, &[], body).await,
+    }
+}
+
+/// One HTTP/1.1 request with these extra headers over a fresh connection.
+pub(crate) async fn exchange_with(
+    address: &str,
+    request_line: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<Exchange> {
     let mut stream = tokio::net::TcpStream::connect(address).await?;
     let mut request =
         format!("{request_line} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    if let Some(cookie) = cookie {
-        request.push_str(&format!("Cookie: {cookie}\r\n"));
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
     }
     if !body.is_empty() {
         request.push_str(&format!(
