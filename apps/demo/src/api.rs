@@ -14,7 +14,7 @@
 use cloakroom::{Error, ErrorKind, Session};
 use serde::{Deserialize, Serialize};
 
-use crate::pages::{Reply, count_visit};
+use crate::pages::{FORM, Reply, count_visit, media_type};
 use crate::username::validate_username;
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,15 +67,9 @@ pub fn login(
         Ok(body) => body,
         Err(status) => return Ok(failure(status, "The request body could not be read.")),
     };
-    let media = content_type
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase());
-    let login: Result<Login, ()> = match media.as_deref() {
+    let login: Result<Login, ()> = match media_type(content_type).as_deref() {
         Some("application/json") => serde_json::from_slice(body).map_err(drop),
-        Some("application/x-www-form-urlencoded") => {
-            serde_urlencoded::from_bytes(body).map_err(drop)
-        }
+        Some(FORM) => serde_urlencoded::from_bytes(body).map_err(drop),
         _ => {
             return Ok(failure(
                 415,

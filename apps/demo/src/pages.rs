@@ -68,18 +68,22 @@ impl LoginForm {
     /// Reads a posted body. A body that is not `application/x-www-form-urlencoded` is a 415 and
     /// one that does not decode as the form is a 400, both answered with the form again.
     pub fn parse(content_type: Option<&[u8]>, body: &[u8]) -> Result<Self, u16> {
-        let is_form = content_type
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| {
-                v.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            });
-        if !is_form {
+        if media_type(content_type).as_deref() != Some(FORM) {
             return Err(415);
         }
         serde_urlencoded::from_bytes(body).map_err(|_| 400)
     }
+}
+
+/// The media type of a form post.
+pub const FORM: &str = "application/x-www-form-urlencoded";
+
+/// The media type a `Content-Type` value names, in lower case and without its parameters.
+pub fn media_type(content_type: Option<&[u8]>) -> Option<String> {
+    content_type
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
 }
 
 /// Escapes text for HTML content and quoted attributes (`&`, `<`, `>`, `"`, `'`).

@@ -129,6 +129,30 @@ pub async fn finish(session: &Session) -> Result<Finished> {
     session.finish().await
 }
 
+/// [`finish`], in a task of its own when there is something to write
+/// ([`has_unsaved_changes`]): if the client goes away and the framework drops the request's
+/// future, the logout's delete or the rotation's second step still happens. Nothing to write
+/// costs no task and no store access. What the HTTP integrations of this crate call.
+///
+/// # Errors
+///
+/// As [`finish`]; a task that did not complete is an
+/// [`ErrorKind::Backend`](crate::ErrorKind::Backend) error whose outcome is unknown (it may
+/// have written part of what it had to).
+pub async fn finish_detached(session: Session) -> Result<Finished> {
+    if !has_unsaved_changes(&session) {
+        return finish(&session).await;
+    }
+    match tokio::spawn(async move { finish(&session).await }).await {
+        Ok(finished) => finished,
+        Err(e) => Err(Error::new(
+            crate::ErrorKind::Backend,
+            format!("saving the session did not complete: {e}"),
+        )
+        .with_unknown_outcome()),
+    }
+}
+
 /// What the end of a request must do to the response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use crate::clock::{Clock, SystemClock, unix_millis};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{
-    Access, Applied, Apply, Created, Fields, META_IDLE, META_TOUCHED, META_USER, NewSession,
-    Origin, Store, parse_millis,
+    Access, Applied, Apply, Created, Fields, META_TOUCHED, META_USER, NewSession, Origin, Store,
+    parse_millis,
 };
 use crate::token::SessionKey;
 use crate::users::{INDEX_GRACE, IndexEntry, UserKey};
@@ -383,9 +383,7 @@ fn expires_at(access: &Access, deadline_ms: u64) -> Option<u64> {
 #[async_trait]
 impl Store for MemoryStore {
     async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
-        let access = session
-            .access
-            .for_session(session.fields.get(META_IDLE).map(String::as_str));
+        let access = session.access.for_session(&session.fields);
         let Some(expires_at_ms) = expires_at(&access, session.deadline_ms) else {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -429,9 +427,7 @@ impl Store for MemoryStore {
             return Ok(Applied::Missing);
         };
         // Timed by the session's own idle timeout, if it was given one.
-        let access = &apply
-            .access
-            .for_session(entry.fields.get(META_IDLE).map(String::as_str));
+        let access = &apply.access.for_session(&entry.fields);
         if entry.expires_at_ms <= now || !access.finds_alive(entry.deadline_ms, entry.touched_ms) {
             state.remove(key);
             return Ok(Applied::Missing);

@@ -63,11 +63,12 @@ pub struct Access {
 }
 
 impl Access {
-    /// This access as it applies to a session whose stored [`META_IDLE`] reads `own_idle`
-    /// (`None`: absent): timed by the session's own idle timeout when it has a valid one (a
-    /// canonical time, [`parse_millis`], of at least 1), else by the configured one.
-    pub fn for_session(&self, own_idle: Option<&str>) -> Access {
-        match own_idle.and_then(parse_millis).filter(|&idle| idle > 0) {
+    /// This access as it applies to the session whose fields (metadata included) are `fields`:
+    /// timed by its own idle timeout ([`META_IDLE`]) when it has a valid one (a canonical time,
+    /// [`parse_millis`], of at least 1), else by the configured one.
+    pub fn for_session(&self, fields: &Fields) -> Access {
+        let own_idle = fields.get(META_IDLE).and_then(|idle| parse_millis(idle));
+        match own_idle.filter(|&idle| idle > 0) {
             Some(idle_ms) => Access { idle_ms, ..*self },
             None => *self,
         }

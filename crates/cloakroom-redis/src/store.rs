@@ -2,9 +2,7 @@
 
 use async_trait::async_trait;
 use cloakroom_core::store::parse_millis;
-use cloakroom_core::store::{
-    Applied, Apply, Created, Fields, META_DEADLINE, META_IDLE, NewSession, Store,
-};
+use cloakroom_core::store::{Applied, Apply, Created, Fields, META_DEADLINE, NewSession, Store};
 use cloakroom_core::{Error, ErrorKind, IndexEntry, Result, SessionKey, UserKey};
 use redis::Value;
 
@@ -44,9 +42,7 @@ fn add_delta_args(invocation: &mut redis::Cmd, apply: &Apply) {
 impl Store for RedisStore {
     async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
         // Timed by the session's own idle timeout, if it was given one.
-        let access = session
-            .access
-            .for_session(session.fields.get(META_IDLE).map(String::as_str));
+        let access = session.access.for_session(&session.fields);
         let ttl = access.ttl_ms(session.deadline_ms);
         if ttl <= 0 {
             return Err(Error::new(

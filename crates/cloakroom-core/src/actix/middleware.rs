@@ -12,10 +12,10 @@ use actix_web::{HttpMessage, ResponseError};
 use crate::adapter::{self, Finished};
 use crate::builder::SessionBuilder;
 use crate::error::{Error, ErrorKind, Result};
-use crate::session::{Session, SessionManager};
+use crate::session::SessionManager;
 use crate::store::Store;
 
-/// Adds a [`Session`] to every request and saves it when the handler has returned; the
+/// Adds a [`Session`](crate::Session) to every request and saves it when the handler has returned; the
 /// actix-web counterpart of the axum `SessionLayer`, with the same guarantees.
 ///
 /// The session is looked up lazily, on the handler's first use. When the handler has returned,
@@ -147,27 +147,11 @@ where
             // this one) goes on unchanged, and nothing the request changed is written: without a
             // response, a new cookie could not reach the client, as with the axum layer.
             let response = service.call(request).await?;
-            let finished = save(session).await;
+            // Writing runs in its own task: if the client goes away now and actix-web drops this
+            // request's future, the logout's delete or the rotation's second step still happens.
+            let finished = adapter::finish_detached(session).await;
             Ok(finish(finished, response))
         })
-    }
-}
-
-async fn save(session: Session) -> Result<Finished> {
-    if !adapter::has_unsaved_changes(&session) {
-        // Nothing to write: no store access, no task.
-        return adapter::finish(&session).await;
-    }
-    // Writing runs in its own task: if the client goes away now and actix-web drops this
-    // request's future, the logout's delete or the rotation's second step still happens.
-    match tokio::spawn(async move { adapter::finish(&session).await }).await {
-        Ok(finished) => finished,
-        // It may have written part of what it had to.
-        Err(e) => Err(Error::new(
-            ErrorKind::Backend,
-            format!("saving the session did not complete: {e}"),
-        )
-        .with_unknown_outcome()),
     }
 }
 

@@ -15,7 +15,7 @@ use tower_service::Service;
 use crate::adapter::{self, Finished};
 use crate::builder::SessionBuilder;
 use crate::config::SessionConfig;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::session::SessionManager;
 use crate::store::Store;
 
@@ -26,7 +26,7 @@ use crate::store::Store;
 /// the layer writes the session's delta once (in a task of its own, so a client that goes away
 /// cannot cancel a logout), sets or clears the cookie only when needed, and marks responses that
 /// used the session `Cache-Control: no-store` (unless the handler said `private` or `no-store`)
-/// and `Vary: Cookie`. A failure becomes the [`Error`]'s response: a status and a generic body,
+/// and `Vary: Cookie`. A failure becomes the [`Error`](crate::Error)'s response: a status and a generic body,
 /// never the error's text.
 #[derive(Debug, Clone)]
 pub struct SessionLayer {
@@ -64,7 +64,7 @@ impl SessionLayer {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Config`] when `config` contradicts itself.
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) when `config` contradicts itself.
     pub fn new(store: Arc<dyn Store>, config: SessionConfig) -> Result<Self> {
         Ok(Self {
             manager: SessionManager::new(store, config)?,
@@ -143,23 +143,9 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let response = inner.call(request).await?;
-            let finished = if adapter::has_unsaved_changes(&session) {
-                // Writing runs in its own task: if the client goes away now, the logout's delete
-                // or the rotation's second step still happens.
-                let saving = tokio::spawn(async move { adapter::finish(&session).await });
-                match saving.await {
-                    Ok(finished) => finished,
-                    // It may have written part of what it had to.
-                    Err(e) => Err(Error::new(
-                        ErrorKind::Backend,
-                        format!("saving the session did not complete: {e}"),
-                    )
-                    .with_unknown_outcome()),
-                }
-            } else {
-                // Nothing to write: no store access, no task.
-                adapter::finish(&session).await
-            };
+            // Writing runs in its own task: if the client goes away now, the logout's delete
+            // or the rotation's second step still happens.
+            let finished = adapter::finish_detached(session).await;
             Ok(finish(finished, response))
         })
     }

@@ -78,21 +78,16 @@ impl Session {
                 .writes()
                 .find(|(name, _)| *name == FLASH_FIELD)
                 .map(|(_, value)| value.map(str::to_owned));
-            match (buffered, taken) {
-                (Some(value), _) => {
-                    if live {
-                        // The buffered write becomes a removal of whatever is stored.
-                        let _ = state.pending.remove(FLASH_FIELD);
-                    }
-                    state.flash = FlashTake::Taken(value);
-                }
-                (None, Some(value)) => {
+            match buffered.or(taken) {
+                Some(value) => {
+                    // Read here: a live session's copy (or buffered write) goes with the next
+                    // step or the end of the request.
                     if live && value.is_some() {
                         let _ = state.pending.remove(FLASH_FIELD);
                     }
                     state.flash = FlashTake::Taken(value);
                 }
-                (None, None) => {
+                None => {
                     // Not loaded yet: the next step reads and removes it.
                     let _ = state.pending.take(FLASH_FIELD);
                     state.flash = FlashTake::Pending;

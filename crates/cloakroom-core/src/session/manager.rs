@@ -252,34 +252,35 @@ impl SessionManager {
         session_headers: impl IntoIterator<Item = &'a [u8]>,
     ) -> Session {
         let config = &self.shared.config;
-        let (transport, values) = match config.session_header() {
-            Some(header) => {
-                let values: Vec<&[u8]> = session_headers
+        // The session header first: a request that carries it is a header session.
+        let mut found = Found::default();
+        if let Some(header) = config.session_header() {
+            found = Found::of(
+                session_headers
                     .into_iter()
-                    .filter_map(|value| header_value(header, value))
-                    .collect();
-                if values.is_empty() {
-                    (Transport::Cookie, None)
-                } else {
-                    (Transport::Header, Some(values))
-                }
-            }
-            None => (Transport::Cookie, None),
+                    .filter_map(|value| header_value(header, value)),
+            );
+        }
+        let transport = if found.count > 0 {
+            Transport::Header
+        } else {
+            found = Found::of(crate::cookies::values_named(
+                cookie_headers,
+                config.cookie_name(),
+            ));
+            Transport::Cookie
         };
-        let values = values.unwrap_or_else(|| {
-            crate::cookies::values_named(cookie_headers, config.cookie_name()).collect()
-        });
-        let oversized = values.iter().any(|value| value.len() > SIGNED_VALUE_LEN);
         // Two values make the request ambiguous (a subdomain may have planted a cookie): trust
         // neither.
-        let token = match values[..] {
+        let token = match (found.count, found.first) {
             // A value that is not text cannot be one we signed.
-            [value] => std::str::from_utf8(value)
+            (1, Some(value)) => std::str::from_utf8(value)
                 .ok()
                 .and_then(|value| config.signer.verify(value, unix_millis(config.clock.now()))),
             _ => None,
         };
-        let cookie = match (values.len(), &token) {
+        let oversized = found.oversized;
+        let cookie = match (found.count, &token) {
             (0, _) => CookieState::Absent,
             (_, None) => CookieState::Invalid,
             (_, Some(_)) => CookieState::Valid,
@@ -309,6 +310,28 @@ impl SessionManager {
                 rotated_from: None,
             },
         )
+    }
+}
+
+// What a request carries of our session, cookie or header: how many values, the first, and
+// whether any is longer than any value cloakroom issues. Counted, not collected: the cookie
+// path is every request's.
+#[derive(Default)]
+struct Found<'a> {
+    count: usize,
+    first: Option<&'a [u8]>,
+    oversized: bool,
+}
+
+impl<'a> Found<'a> {
+    fn of(values: impl Iterator<Item = &'a [u8]>) -> Self {
+        let mut found = Self::default();
+        for value in values {
+            found.count += 1;
+            found.first = found.first.or(Some(value));
+            found.oversized |= value.len() > SIGNED_VALUE_LEN;
+        }
+        found
     }
 }
 

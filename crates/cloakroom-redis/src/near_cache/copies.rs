@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloakroom_core::store::{Access, Fields, META_DEADLINE, META_IDLE, META_TOUCHED, parse_millis};
+use cloakroom_core::store::{Access, Fields, META_DEADLINE, META_TOUCHED, parse_millis};
 
 /// A load whose reply may fill a copy, if nothing intervenes.
 #[derive(Debug)]
@@ -113,7 +113,7 @@ impl Copies {
         let served = match self.copies.get_mut(key) {
             Some(copy)
                 if access
-                    .for_session(copy.fields.get(META_IDLE).map(String::as_str))
+                    .for_session(&copy.fields)
                     .finds_alive(copy.deadline_ms, copy.touched_ms) =>
             {
                 if access.touch_due(copy.touched_ms) {
