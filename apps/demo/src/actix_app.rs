@@ -2,12 +2,13 @@
 //! `SessionMiddleware`.
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::dev::{Service as _, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{App, HttpRequest, HttpResponse, web};
 use cloakroom::actix::SessionMiddleware;
 use cloakroom::{Error, Session};
+use tracing::Instrument as _;
 
 use crate::MAX_BODY_BYTES;
 use crate::api;
@@ -31,6 +32,14 @@ pub fn app(
         .app_data(web::Data::new(csrf))
         .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
         .wrap(sessions)
+        // Wrapped last, so outermost: the session is named on the request's span. The span is
+        // entered while the inner services are called, as the session is read from the
+        // headers then, and while their future runs.
+        .wrap_fn(|request, service| {
+            let span = crate::logging::request_span(request.method().as_str(), request.path());
+            let response = span.in_scope(|| service.call(request));
+            response.instrument(span)
+        })
         // Resources, as axum's routes: a method a path does not serve is a 405 with `Allow`,
         // and a GET route answers HEAD.
         .service(get_resource("/", index))

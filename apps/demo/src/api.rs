@@ -119,6 +119,7 @@ pub async fn me(session: &Session) -> Result<Reply, Error> {
 pub fn logout(session: &Session) -> Reply {
     // A browser's cookie session is not ended here (see `me`): only the bearer's.
     if session.is_header_session() {
+        tracing::info!("logged out");
         session.destroy();
     }
     Reply::NoContent

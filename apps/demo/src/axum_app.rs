@@ -5,10 +5,12 @@ use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use cloakroom::{Error, Session, SessionLayer};
+use tracing::Instrument as _;
 
 use crate::MAX_BODY_BYTES;
 use crate::api;
@@ -27,8 +29,15 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/api/me", get(api_me))
         .route("/api/logout", post(api_logout))
         .layer(layer)
+        // Outside the session layer, so that the session is named on the request's span.
+        .layer(axum::middleware::from_fn(in_request_span))
         .layer(Extension(csrf))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+async fn in_request_span(request: axum::extract::Request, next: Next) -> Response {
+    let span = crate::logging::request_span(request.method().as_str(), request.uri().path());
+    next.run(request).instrument(span).await
 }
 
 fn respond(reply: Reply) -> Response {

@@ -17,6 +17,8 @@ pub mod actix_app;
 pub mod api;
 pub mod axum_app;
 pub mod csrf;
+pub mod logging;
+pub mod metrics_endpoint;
 pub mod pages;
 pub mod settings;
 pub mod username;

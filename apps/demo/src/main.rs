@@ -20,8 +20,16 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    cloakroom_demo::settings::init_logging();
-    let Settings { bind, manager } = Settings::from_env(PROGRAM).await?;
+    cloakroom_demo::logging::init_logging()?;
+    let Settings {
+        bind,
+        manager,
+        metrics_bind,
+    } = Settings::from_env(PROGRAM).await?;
+    if let Some(metrics_bind) = metrics_bind {
+        let shown = cloakroom_demo::metrics_endpoint::serve(metrics_bind).await?;
+        println!("{PROGRAM}: metrics on http://{shown}/metrics");
+    }
     let app = cloakroom_demo::axum_app::app(SessionLayer::from_manager(manager));
     let listener = tokio::net::TcpListener::bind(bind)
         .await

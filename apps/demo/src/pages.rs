@@ -257,6 +257,8 @@ pub fn login<'a>(
 
 /// `GET` or `POST /logout`: ends the session, here and in the store.
 pub fn logout(session: &Session) -> Reply {
+    // Logged in the request's span, which names the session.
+    tracing::info!("logged out");
     session.destroy();
     Reply::Redirect("/")
 }

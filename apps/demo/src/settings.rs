@@ -25,6 +25,10 @@
 //! * `NEAR_CACHE`: `on` keeps local copies of recently read sessions, kept correct by
 //!   invalidations from Redis, so a request that only reads its session (`GET /whoami`) costs
 //!   no round trip; `off` (the default). Redis only.
+//! * `METRICS_BIND`: an address on which a second listener serves the metrics in Prometheus's
+//!   text format at `GET /metrics`; absent, no metrics are served (the default).
+//! * `LOG_FORMAT`: `text` (the default; coloured only on a terminal) or `json`, one object per
+//!   line. `RUST_LOG` filters (default `info`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,15 +39,6 @@ use cloakroom::redis::{ClusterMode, NearCache, RedisStore, ReplicaAcks};
 use cloakroom::signing::CookieSigner;
 use cloakroom::{MemoryStore, SessionConfig, SessionManager, Store};
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-}
-
 /// What a binary needs to serve the demo.
 #[derive(Debug)]
 pub struct Settings {
@@ -51,6 +46,8 @@ pub struct Settings {
     pub bind: SocketAddr,
     /// The sessions, over the configured store.
     pub manager: SessionManager,
+    /// Where to serve `GET /metrics`, if anywhere.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -62,6 +59,10 @@ impl Settings {
     /// A variable that is not valid (named in the message), or a store that cannot be used.
     pub async fn from_env(program: &str) -> anyhow::Result<Self> {
         let bind: SocketAddr = parse_env("BIND", SocketAddr::from(([127, 0, 0, 1], 3000)))?;
+        let metrics_bind: Option<SocketAddr> = match env("METRICS_BIND") {
+            None => None,
+            Some(_) => Some(parse_env("METRICS_BIND", bind)?),
+        };
         let ttl_secs: u64 = parse_env("SESSION_TTL", 1800)?;
         if ttl_secs == 0 {
             bail!("SESSION_TTL must be at least 1 second");
@@ -212,7 +213,11 @@ impl Settings {
         }
         let manager = SessionManager::new(store, crate::pages::session_config(config))
             .context("the session settings are not usable")?;
-        Ok(Self { bind, manager })
+        Ok(Self {
+            bind,
+            manager,
+            metrics_bind,
+        })
     }
 }
 

@@ -143,7 +143,9 @@ pub async fn finish_detached(session: Session) -> Result<Finished> {
     if !has_unsaved_changes(&session) {
         return finish(&session).await;
     }
-    match tokio::spawn(async move { finish(&session).await }).await {
+    // The task keeps the request's span, so the save's store calls and log lines name it.
+    let save = async move { finish(&session).await };
+    match tokio::spawn(tracing::Instrument::in_current_span(save)).await {
         Ok(finished) => finished,
         Err(e) => Err(Error::new(
             crate::ErrorKind::Backend,

@@ -324,6 +324,8 @@ impl State {
         };
         if self.remove(&key) {
             self.evictions += 1;
+            metrics::counter!(crate::metrics::MEMORY_STORE_EVICTIONS).increment(1);
+            crate::metrics::sessions_ended(crate::metrics::Ending::Evicted, 1);
         }
         Some((key, why))
     }
@@ -380,6 +382,12 @@ fn expires_at(access: &Access, deadline_ms: u64) -> Option<u64> {
     (ttl > 0).then(|| access.now_ms.saturating_add(ttl))
 }
 
+// The size gauge follows creates and deletes; sessions that expire unseen leave it a little
+// high until the next of those.
+fn report_size(sessions: usize) {
+    metrics::gauge!(crate::metrics::MEMORY_STORE_SESSIONS).set(sessions as f64);
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
@@ -417,6 +425,7 @@ impl Store for MemoryStore {
             }
         }
         state.insert(key, session, expires_at_ms);
+        report_size(state.sessions.len());
         Ok(Created::Created)
     }
 
@@ -455,7 +464,10 @@ impl Store for MemoryStore {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        Ok(self.lock().remove(key))
+        let mut state = self.lock();
+        let existed = state.remove(key);
+        report_size(state.sessions.len());
+        Ok(existed)
     }
 
     async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>> {

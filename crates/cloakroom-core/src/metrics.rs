@@ -1,13 +1,129 @@
-//! Counters of hostile or broken input, for dashboards and alerts.
+//! What cloakroom counts, for dashboards and alerts.
 //!
-//! A spike in forged cookies is someone guessing or replaying tampered cookies; a spike in
-//! unknown tokens is stolen cookies of ended sessions being replayed (or a store that lost its
-//! data); decode errors are a deployment that changed a field's type. The counters only ever
-//! rise; read them with [`SessionManager::metrics`](crate::SessionManager::metrics) (or
-//! `SessionLayer::manager().metrics()`) and export them to whatever the application uses.
-//! Nothing here records a token: logs name a session only by a short prefix of its key's hash.
+//! Everything is reported through the [`metrics`](https://docs.rs/metrics) facade, so the
+//! application picks the exporter (Prometheus, StatsD, OpenTelemetry, ...) and installs it; with
+//! none installed the calls cost next to nothing. Every name starts with `cloakroom_`; the
+//! constants below are the names, and each says its labels.
+//!
+//! The counters of hostile or broken input are also kept in [`SessionMetrics`], readable without
+//! an exporter: a spike in forged cookies is someone guessing or replaying tampered cookies; a
+//! spike in unknown tokens is stolen cookies of ended sessions being replayed (or a store that
+//! lost its data); decode errors are a deployment that changed a field's type. Read them with
+//! [`SessionManager::metrics`](crate::SessionManager::metrics). Nothing here records a token or
+//! a key: logs name a session only by a short prefix of its key's hash.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counter: sessions created. Label `origin`: `login` (a new session) or `rotation` (a new id
+/// for a session in use, [`Session::cycle_id`](crate::Session::cycle_id); its old id is counted
+/// as ended with reason `rotation`), so that created minus ended follows the live sessions.
+pub const SESSIONS_CREATED: &str = "cloakroom_sessions_created_total";
+
+/// Counter: sessions ended, as this process saw them end. Label `reason`:
+/// * `logout`: deleted by [`Session::destroy`](crate::Session::destroy);
+/// * `rotation`: an id retired by a new one (`cycle_id`, or a login over an existing session);
+/// * `expired`: a request came with a validly signed token whose session was gone (its idle
+///   timeout or deadline had passed, or it had ended elsewhere); a session that expires inside
+///   the store without a request for it is not seen;
+/// * `revoked`: ended through its user's index
+///   ([`SessionManager::end_sessions_of`](crate::SessionManager::end_sessions_of) and the like);
+/// * `evicted`: dropped by a full [`MemoryStore`](crate::MemoryStore).
+pub const SESSIONS_ENDED: &str = "cloakroom_sessions_ended_total";
+
+/// Counter: calls to the session store. Label `operation`: `create`, `apply`, `delete`, `peek`,
+/// `index_add`, `index_remove`, `index_members`.
+pub const STORE_CALLS: &str = "cloakroom_store_calls_total";
+
+/// Histogram: how long each store call took, seconds, failed ones included. Label `operation`.
+pub const STORE_CALL_SECONDS: &str = "cloakroom_store_call_duration_seconds";
+
+/// Counter: store calls that failed. Labels `operation`, and `kind`: `timeout` (sent and not
+/// answered in time: it may have run), `unavailable` (the store could not be reached),
+/// `corrupt` (a record cloakroom cannot read), `backend` (any other error of the store), or
+/// `refused` (the store refused the change: a bound, a field that is not a counter).
+pub const STORE_ERRORS: &str = "cloakroom_store_errors_total";
+
+/// Counter: deletes whose replica acknowledgements did not all arrive in time (the Redis
+/// store's `ReplicaAcks`): a failover then could bring the session back.
+pub const REPLICA_ACKS_UNCONFIRMED: &str = "cloakroom_replica_acks_unconfirmed_total";
+
+/// Counter: session cookies (or session header values) refused before any store access.
+/// Label `reason`: `forged` (not one of our signed values), `oversized` (longer than any value
+/// cloakroom issues) or `ambiguous` (more than one value in one request).
+pub const COOKIES_REJECTED: &str = "cloakroom_cookies_rejected_total";
+
+/// Counter: session fields that did not decode to the type a handler asked for.
+pub const DECODE_ERRORS: &str = "cloakroom_decode_errors_total";
+
+/// Counter: session records the store could not read as cloakroom writes them.
+pub const CORRUPT_RECORDS: &str = "cloakroom_corrupt_records_total";
+
+/// Gauge: sessions held by the [`MemoryStore`](crate::MemoryStore).
+pub const MEMORY_STORE_SESSIONS: &str = "cloakroom_memory_store_sessions";
+
+/// Counter: sessions a full [`MemoryStore`](crate::MemoryStore) evicted.
+pub const MEMORY_STORE_EVICTIONS: &str = "cloakroom_memory_store_evictions_total";
+
+/// Every name above, for exporters that want to describe them up front and for tests.
+pub const ALL: [&str; 11] = [
+    SESSIONS_CREATED,
+    SESSIONS_ENDED,
+    STORE_CALLS,
+    STORE_CALL_SECONDS,
+    STORE_ERRORS,
+    REPLICA_ACKS_UNCONFIRMED,
+    COOKIES_REJECTED,
+    DECODE_ERRORS,
+    CORRUPT_RECORDS,
+    MEMORY_STORE_SESSIONS,
+    MEMORY_STORE_EVICTIONS,
+];
+
+/// Why a session ended, as [`SESSIONS_ENDED`] labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Logout,
+    Rotation,
+    Expired,
+    Revoked,
+    Evicted,
+}
+
+impl Ending {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::Rotation => "rotation",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::Evicted => "evicted",
+        }
+    }
+}
+
+/// Counts the end of `count` sessions for `reason`.
+pub(crate) fn sessions_ended(reason: Ending, count: u64) {
+    if count > 0 {
+        metrics::counter!(SESSIONS_ENDED, "reason" => reason.label()).increment(count);
+    }
+}
+
+/// Counts a session created, by a login or by a rotation.
+pub(crate) fn session_created(origin: crate::store::Origin) {
+    let origin = match origin {
+        crate::store::Origin::Rotation => "rotation",
+        crate::store::Origin::Login => "login",
+    };
+    metrics::counter!(SESSIONS_CREATED, "origin" => origin).increment(1);
+}
+
+/// Why a session cookie was refused before any store access, as [`COOKIES_REJECTED`] labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    Forged,
+    Oversized,
+    Ambiguous,
+}
 
 /// What requests brought that the session layer refused or could not use.
 #[derive(Debug, Default)]
@@ -53,20 +169,30 @@ impl SessionMetrics {
 
     pub(crate) fn corrupt_record(&self) {
         self.corrupt_records.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(CORRUPT_RECORDS).increment(1);
     }
 
-    pub(crate) fn forged_cookie(&self, oversized: bool) {
+    pub(crate) fn forged_cookie(&self, why: Rejection) {
         self.forged_cookies.fetch_add(1, Ordering::Relaxed);
-        if oversized {
+        if why == Rejection::Oversized {
             self.oversized_cookies.fetch_add(1, Ordering::Relaxed);
         }
+        let reason = match why {
+            Rejection::Forged => "forged",
+            Rejection::Oversized => "oversized",
+            Rejection::Ambiguous => "ambiguous",
+        };
+        metrics::counter!(COOKIES_REJECTED, "reason" => reason).increment(1);
     }
 
+    // A validly signed token whose session is gone: an ending this process sees.
     pub(crate) fn unknown_token(&self) {
         self.unknown_tokens.fetch_add(1, Ordering::Relaxed);
+        sessions_ended(Ending::Expired, 1);
     }
 
     pub(crate) fn decode_error(&self) {
         self.decode_errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(DECODE_ERRORS).increment(1);
     }
 }

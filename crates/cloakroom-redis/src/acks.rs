@@ -114,6 +114,7 @@ impl RedisStore {
             return Ok(());
         };
         self.unconfirmed_writes.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(cloakroom_core::metrics::REPLICA_ACKS_UNCONFIRMED).increment(1);
         tracing::warn!(
             wanted = acks.replicas,
             "a session write was not confirmed by enough replicas in time; a failover now could \

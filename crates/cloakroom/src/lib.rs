@@ -71,7 +71,7 @@ pub use cloakroom_core::{
 #[cfg(feature = "axum")]
 pub use cloakroom_core::{MissingSessionLayer, SessionLayer, SessionLayerBuilder, SessionService};
 
-pub use cloakroom_core::{SessionBuilder, adapter, cookies, store};
+pub use cloakroom_core::{SessionBuilder, adapter, cookies, metrics, store};
 
 /// The actix-web integration (feature `actix`): [`SessionMiddleware`](actix::SessionMiddleware)
 /// gives each request its [`Session`], which handlers take as an extractor.

@@ -21,8 +21,16 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    cloakroom_demo::settings::init_logging();
-    let Settings { bind, manager } = Settings::from_env(PROGRAM).await?;
+    cloakroom_demo::logging::init_logging()?;
+    let Settings {
+        bind,
+        manager,
+        metrics_bind,
+    } = Settings::from_env(PROGRAM).await?;
+    if let Some(metrics_bind) = metrics_bind {
+        let shown = cloakroom_demo::metrics_endpoint::serve(metrics_bind).await?;
+        println!("{PROGRAM}: metrics on http://{shown}/metrics");
+    }
     let sessions = SessionMiddleware::from_manager(manager);
     let server =
         actix_web::HttpServer::new(move || cloakroom_demo::actix_app::app(sessions.clone()))

@@ -10,6 +10,7 @@ mod cluster;
 mod corrupt_records;
 mod flow;
 mod hostile;
+mod observability;
 mod process;
 mod redis_down;
 mod round_trips;

@@ -83,22 +83,38 @@ impl Drop for DemoProcess {
     }
 }
 
-/// Starts `binary` with `environment` (besides the test secret, a free port, and `RUST_LOG=warn`)
+/// Starts `binary` with `environment` (besides the test secret and a free port; `RUST_LOG=warn`
+/// unless `environment` says otherwise)
 /// and waits for its "listening" line; returns it with its address and its banner.
 pub(crate) fn start(
     binary: Binary,
     environment: &[(&str, &str)],
 ) -> anyhow::Result<(DemoProcess, String, String)> {
+    let (demo, address, banner, _) = start_reading(binary, environment)?;
+    Ok((demo, address, banner))
+}
+
+/// [`start`], also returning what the process writes to stdout after its banner, a line at a
+/// time (read on a thread of its own, so that the process never blocks on a full pipe).
+pub(crate) fn start_reading(
+    binary: Binary,
+    environment: &[(&str, &str)],
+) -> anyhow::Result<(
+    DemoProcess,
+    String,
+    String,
+    std::sync::mpsc::Receiver<String>,
+)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let address = format!("127.0.0.1:{port}");
     let mut child = Command::new(binary.path())
         .env_remove("REDIS_URL")
+        .env("RUST_LOG", "warn")
         .envs(environment.iter().copied())
         .env("SECRET_KEY", std::str::from_utf8(SECRET)?)
         .env("BIND", &address)
-        .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -113,7 +129,15 @@ pub(crate) fn start(
         banner.push_str(&line);
         banner.push('\n');
         if line.contains("listening on") {
-            return Ok((demo, address, banner));
+            let (sender, receiver) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    if sender.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            return Ok((demo, address, banner, receiver));
         }
     }
     anyhow::bail!("{} exited before listening: {banner}", binary.name())

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::delta::Delta;
 use crate::error::{Error, ErrorKind, Result};
-use crate::metrics::SessionMetrics;
+use crate::metrics::{Ending, SessionMetrics, sessions_ended};
 use crate::store::{
     Access, Applied, Apply, Fields, META_COOKIE, META_CREATED, META_DEADLINE, META_IDLE,
     META_TOUCHED, META_USER, NewSession, Origin, RESERVED_PREFIX,
@@ -315,6 +315,17 @@ impl State {
     pub(super) fn after_delete(&mut self, old: &SessionToken, existed: bool) {
         if let Some(at) = self.to_delete.iter().position(|t| t == old) {
             self.to_delete.remove(at);
+        }
+        if existed {
+            // A session retired while the request has none left was logged out; one retired
+            // for a successor (a new id, a login over it) was rotated.
+            let reason =
+                if self.rotated_from.as_ref() != Some(old) && matches!(self.phase, Phase::Gone) {
+                    Ending::Logout
+                } else {
+                    Ending::Rotation
+                };
+            sessions_ended(reason, 1);
         }
         if existed || self.rotated_from.as_ref() != Some(old) {
             return;

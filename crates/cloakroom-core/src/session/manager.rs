@@ -9,7 +9,8 @@ use crate::clock::unix_millis;
 use crate::config::SessionConfig;
 use crate::delta::Delta;
 use crate::error::Result;
-use crate::metrics::SessionMetrics;
+use crate::metrics::{Ending, Rejection, SessionMetrics, sessions_ended};
+use crate::observed::{ObservedStore, name_on_request_span};
 use crate::signing::SIGNED_VALUE_LEN;
 use crate::store::{RESERVED_PREFIX, Store};
 use crate::token::SessionKey;
@@ -63,7 +64,7 @@ impl SessionManager {
                     Some(header) => format!("Cookie, {header}").into(),
                     None => "Cookie".into(),
                 },
-                store,
+                store: Arc::new(ObservedStore::new(store)),
                 config,
                 metrics: SessionMetrics::default(),
             }),
@@ -279,15 +280,23 @@ impl SessionManager {
                 .and_then(|value| config.signer.verify(value, unix_millis(config.clock.now()))),
             _ => None,
         };
-        let oversized = found.oversized;
         let cookie = match (found.count, &token) {
             (0, _) => CookieState::Absent,
             (_, None) => CookieState::Invalid,
             (_, Some(_)) => CookieState::Valid,
         };
         if cookie == CookieState::Invalid {
-            self.shared.metrics.forged_cookie(oversized);
+            self.shared.metrics.forged_cookie(if found.oversized {
+                Rejection::Oversized
+            } else if found.count > 1 {
+                Rejection::Ambiguous
+            } else {
+                Rejection::Forged
+            });
             tracing::debug!("session cookie rejected before any store access");
+        }
+        if let Some(token) = &token {
+            name_on_request_span(token);
         }
         let from_cookie = token.clone().filter(|_| transport == Transport::Cookie);
         let phase = match token {
@@ -388,6 +397,7 @@ pub(super) async fn end_indexed(
         }
     }
     if ended > 0 {
+        sessions_ended(Ending::Revoked, ended as u64);
         tracing::info!(ended, "ended sessions of a user");
     }
     Ok(ended)

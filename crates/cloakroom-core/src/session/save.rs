@@ -150,6 +150,8 @@ impl Session {
                 .await?
                 == Created::Created
             {
+                crate::metrics::session_created(step.session.origin);
+                crate::observed::name_on_request_span(&token);
                 return Ok(token);
             }
             token = SessionToken::generate()?;

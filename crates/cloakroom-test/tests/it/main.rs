@@ -13,6 +13,7 @@ mod in_flight;
 mod index_races;
 mod lifetime;
 mod memory;
+mod metrics;
 mod near_cache;
 mod redis;
 mod session;

@@ -1,0 +1,116 @@
+//! The store as the manager calls it: every call timed, counted and traced, whatever the store.
+//!
+//! Wrapping the store once, in [`SessionManager::new`](crate::SessionManager::new), measures
+//! every call the same way (the request path, the per-user index, the admin functions) for
+//! every backend, the third-party ones included, without each backend repeating it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use tracing::Instrument as _;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::metrics::{STORE_CALL_SECONDS, STORE_CALLS, STORE_ERRORS};
+use crate::store::{Applied, Apply, Created, Fields, NewSession, Store};
+use crate::token::{SessionKey, SessionToken};
+use crate::users::{IndexEntry, UserKey};
+
+/// A store whose calls are measured: a span per call (the operation and a short prefix of the
+/// key's hash, never a token), a count and a latency per operation, a count of failures by kind.
+#[derive(Debug)]
+pub(crate) struct ObservedStore {
+    inner: Arc<dyn Store>,
+}
+
+impl ObservedStore {
+    pub(crate) fn new(inner: Arc<dyn Store>) -> Self {
+        Self { inner }
+    }
+}
+
+// Runs one store call as `operation` on the session or index named by `short`.
+async fn observe<T>(
+    operation: &'static str,
+    short: &str,
+    call: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let span = tracing::debug_span!("cloakroom.store", operation, session = %short);
+    let started = Instant::now();
+    let outcome = call.instrument(span).await;
+    metrics::counter!(STORE_CALLS, "operation" => operation).increment(1);
+    metrics::histogram!(STORE_CALL_SECONDS, "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
+    if let Err(e) = &outcome {
+        metrics::counter!(STORE_ERRORS, "operation" => operation, "kind" => error_label(e))
+            .increment(1);
+    }
+    outcome
+}
+
+// The `kind` label of a failed store call.
+fn error_label(error: &Error) -> &'static str {
+    match error.kind() {
+        ErrorKind::Unavailable if error.is_outcome_unknown() => "timeout",
+        ErrorKind::Unavailable => "unavailable",
+        ErrorKind::Corrupt => "corrupt",
+        ErrorKind::Backend => "backend",
+        _ => "refused",
+    }
+}
+
+// A user's index named in a span: the prefix of its key, as a session's.
+fn user_short(user: &UserKey) -> &str {
+    user.as_str().get(..8).unwrap_or(user.as_str())
+}
+
+#[async_trait]
+impl Store for ObservedStore {
+    async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
+        observe("create", key.short(), self.inner.create(key, session)).await
+    }
+
+    async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
+        observe("apply", key.short(), self.inner.apply(key, apply)).await
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        observe("delete", key.short(), self.inner.delete(key)).await
+    }
+
+    async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>> {
+        observe("peek", key.short(), self.inner.peek(key, now_ms)).await
+    }
+
+    async fn index_add(
+        &self,
+        user: &UserKey,
+        key: &SessionKey,
+        deadline_ms: u64,
+        now_ms: u64,
+    ) -> Result<()> {
+        let call = self.inner.index_add(user, key, deadline_ms, now_ms);
+        observe("index_add", key.short(), call).await
+    }
+
+    async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, now_ms: u64) -> Result<()> {
+        let call = self.inner.index_remove(user, entry, now_ms);
+        observe("index_remove", entry.key.short(), call).await
+    }
+
+    async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>> {
+        let call = self.inner.index_members(user, now_ms);
+        observe("index_members", user_short(user), call).await
+    }
+}
+
+/// Names the request's session on the current span when that span declares a `session` field
+/// (an application's request span made with `session = tracing::field::Empty`): the same short
+/// prefix the store's spans carry, so a request's log lines and its store calls meet.
+pub(crate) fn name_on_request_span(token: &SessionToken) {
+    let span = tracing::Span::current();
+    // The key is a hash of the token: computed only for a span that will show it.
+    if span.has_field("session") {
+        span.record("session", tracing::field::display(token.key().short()));
+    }
+}
