@@ -11,6 +11,7 @@ use cloakroom::{Error, Session};
 use tracing::Instrument as _;
 
 use crate::MAX_BODY_BYTES;
+use crate::account::{self, SessionsForm};
 use crate::api;
 use crate::csrf::Csrf;
 use crate::pages::{self, LoginForm, Reply};
@@ -46,6 +47,9 @@ pub fn app(
         .service(get_resource("/whoami", whoami))
         .service(get_resource("/login", login_form).route(web::post().to(login)))
         .service(get_resource("/logout", logout).route(web::post().to(logout)))
+        .service(get_resource("/sessions", sessions_page))
+        .service(web::resource("/sessions/end").route(web::post().to(end_session)))
+        .service(web::resource("/sessions/end-others").route(web::post().to(end_other_sessions)))
         .service(web::resource("/api/login").route(web::post().to(api_login)))
         .service(get_resource("/api/me", api_me))
         .service(web::resource("/api/logout").route(web::post().to(api_logout)))
@@ -121,11 +125,57 @@ async fn login(
                 .map(HeaderValue::as_bytes);
             LoginForm::parse(content_type, &body)
         });
-    let cookies = request
+    pages::login(&session, **csrf, cookies(&request), form).map(respond)
+}
+
+async fn sessions_page(session: Session, csrf: web::Data<Csrf>) -> Result<HttpResponse, Error> {
+    account::sessions(&session, **csrf).await.map(respond)
+}
+
+// A posted form of the sessions page.
+fn sessions_form(
+    request: &HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<SessionsForm, u16> {
+    body.map_err(|e| e.as_response_error().status_code().as_u16())
+        .and_then(|body| {
+            let content_type = request
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .map(HeaderValue::as_bytes);
+            SessionsForm::parse(content_type, &body)
+        })
+}
+
+fn cookies(request: &HttpRequest) -> impl Iterator<Item = &[u8]> {
+    request
         .headers()
         .get_all(header::COOKIE)
-        .map(HeaderValue::as_bytes);
-    pages::login(&session, **csrf, cookies, form).map(respond)
+        .map(HeaderValue::as_bytes)
+}
+
+async fn end_session(
+    session: Session,
+    csrf: web::Data<Csrf>,
+    request: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, Error> {
+    let form = sessions_form(&request, body);
+    account::end(&session, **csrf, cookies(&request), form)
+        .await
+        .map(respond)
+}
+
+async fn end_other_sessions(
+    session: Session,
+    csrf: web::Data<Csrf>,
+    request: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, Error> {
+    let form = sessions_form(&request, body);
+    account::end_others(&session, **csrf, cookies(&request), form)
+        .await
+        .map(respond)
 }
 
 async fn logout(session: Session) -> HttpResponse {

@@ -87,6 +87,8 @@ pub fn login(
     // A fresh session with a fresh token, whatever the request carried.
     session.start()?;
     session.insert("username", username)?;
+    // Listed with the user's browser sessions (see `pages::login`).
+    session.set_user(username)?;
     let token = session.issue_header_token()?;
     Ok(json(200, &Token { token: &token }))
 }

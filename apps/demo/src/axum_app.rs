@@ -13,6 +13,7 @@ use cloakroom::{Error, Session, SessionLayer};
 use tracing::Instrument as _;
 
 use crate::MAX_BODY_BYTES;
+use crate::account::{self, SessionsForm};
 use crate::api;
 use crate::csrf::Csrf;
 use crate::pages::{self, LoginForm, Reply};
@@ -25,6 +26,9 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/whoami", get(whoami))
         .route("/login", get(login_form).post(login))
         .route("/logout", get(logout).post(logout))
+        .route("/sessions", get(sessions))
+        .route("/sessions/end", post(end_session))
+        .route("/sessions/end-others", post(end_other_sessions))
         .route("/api/login", post(api_login))
         .route("/api/me", get(api_me))
         .route("/api/logout", post(api_logout))
@@ -102,11 +106,54 @@ async fn login(
             let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
             LoginForm::parse(content_type, &body)
         });
-    let cookies = headers
+    pages::login(&session, csrf, cookies(&headers), form).map(respond)
+}
+
+async fn sessions(session: Session, Extension(csrf): Extension<Csrf>) -> Result<Response, Error> {
+    account::sessions(&session, csrf).await.map(respond)
+}
+
+// A posted form of the sessions page, and the request's cookies.
+fn sessions_form(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<SessionsForm, u16> {
+    body.map_err(|rejection| rejection.status().as_u16())
+        .and_then(|body| {
+            let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+            SessionsForm::parse(content_type, &body)
+        })
+}
+
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
         .get_all(header::COOKIE)
         .iter()
-        .map(HeaderValue::as_bytes);
-    pages::login(&session, csrf, cookies, form).map(respond)
+        .map(HeaderValue::as_bytes)
+}
+
+async fn end_session(
+    session: Session,
+    Extension(csrf): Extension<Csrf>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let form = sessions_form(&headers, body);
+    account::end(&session, csrf, cookies(&headers), form)
+        .await
+        .map(respond)
+}
+
+async fn end_other_sessions(
+    session: Session,
+    Extension(csrf): Extension<Csrf>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let form = sessions_form(&headers, body);
+    account::end_others(&session, csrf, cookies(&headers), form)
+        .await
+        .map(respond)
 }
 
 async fn logout(session: Session) -> Response {

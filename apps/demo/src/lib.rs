@@ -6,6 +6,8 @@
 //! deletes the session server-side (by `POST` from the page; `GET /logout` still works as in the
 //! tutorial), and bad input gets a 4xx with a message instead of an error page.
 //!
+//! `/sessions` ([`account`]) lists the user's sessions and ends them.
+//!
 //! `/api/login`, `/api/me` and `/api/logout` ([`api`]) serve clients that carry their session in
 //! `Authorization: Bearer` instead of a cookie.
 //!
@@ -13,6 +15,7 @@
 //! [`axum_app`] and [`actix_app`] only translate requests and replies, so the two apps serve
 //! the same texts, forms and headers. [`settings`] reads the environment for both binaries.
 
+pub mod account;
 pub mod actix_app;
 pub mod api;
 pub mod axum_app;

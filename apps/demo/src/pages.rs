@@ -87,7 +87,7 @@ pub fn media_type(content_type: Option<&[u8]>) -> Option<String> {
 }
 
 /// Escapes text for HTML content and quoted attributes (`&`, `<`, `>`, `"`, `'`).
-fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     html_escape::encode_quoted_attribute(text)
 }
 
@@ -95,10 +95,15 @@ const HEAD: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf
 <title>cloakroom demo</title></head>\n<body>\n";
 const FOOT: &str = "</body></html>\n";
 
+/// A whole document around `body`.
+pub(crate) fn page_html(body: &str) -> String {
+    format!("{HEAD}{body}{FOOT}")
+}
+
 fn page(body: &str) -> Reply {
     Reply::Page(Page {
         status: 200,
-        html: format!("{HEAD}{body}{FOOT}"),
+        html: page_html(body),
         set_cookie: None,
         no_store: false,
     })
@@ -112,7 +117,8 @@ fn index_page(username: &str, visits: i64, flash: Option<&str>) -> Reply {
     // does not carry it); `GET /logout` stays, as in the tutorial.
     page(&format!(
         "{flash}<p>Logged in as {}.<br>\nVisits: {visits}</p>\n\
-         <form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\n",
+         <form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\n\
+         <p><a href=\"/sessions\">Your sessions</a></p>\n",
         escape(username)
     ))
 }
@@ -250,6 +256,9 @@ pub fn login<'a>(
         Lifetime::configured().ending_with_browser()
     })?;
     session.insert("username", username)?;
+    // Listed in the user's index: the sessions page, the per-user cap and the admin CLI's
+    // `sessions` commands find the session by its user. Costs the login one store call.
+    session.set_user(username)?;
     // Shown once, on the next page.
     session.flash(format!("Welcome, {username}."))?;
     Ok(Reply::Redirect("/"))

@@ -25,6 +25,9 @@
 //! * `NEAR_CACHE`: `on` keeps local copies of recently read sessions, kept correct by
 //!   invalidations from Redis, so a request that only reads its session (`GET /whoami`) costs
 //!   no round trip; `off` (the default). Redis only.
+//! * `MAX_SESSIONS_PER_USER`: the most live sessions one user may have; absent, no bound. A
+//!   login past it ends the user's oldest session, or with `SESSION_CAP_POLICY=refuse_new` is
+//!   refused (`end_oldest` is the default).
 //! * `METRICS_BIND`: an address on which a second listener serves the metrics in Prometheus's
 //!   text format at `GET /metrics`; absent, no metrics are served (the default).
 //! * `LOG_FORMAT`: `text` (the default; coloured only on a terminal) or `json`, one object per
@@ -37,7 +40,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use cloakroom::redis::{ClusterMode, NearCache, RedisStore, ReplicaAcks};
 use cloakroom::signing::CookieSigner;
-use cloakroom::{MemoryStore, SessionConfig, SessionManager, Store};
+use cloakroom::{CapPolicy, MemoryStore, SessionConfig, SessionManager, Store};
 
 /// What a binary needs to serve the demo.
 #[derive(Debug)]
@@ -211,6 +214,18 @@ impl Settings {
                 .with_next_secret(next)
                 .context("SECRET_KEY_NEXT is not usable")?;
         }
+        if env("MAX_SESSIONS_PER_USER").is_some() {
+            let max: usize = parse_env("MAX_SESSIONS_PER_USER", 0)?;
+            if max == 0 {
+                bail!("MAX_SESSIONS_PER_USER must be at least 1");
+            }
+            config = config.with_max_sessions_per_user(max);
+        }
+        config = config.with_cap_policy(match env("SESSION_CAP_POLICY").as_deref() {
+            None | Some("end_oldest") => CapPolicy::EndOldest,
+            Some("refuse_new") => CapPolicy::RefuseNew,
+            Some(other) => bail!("SESSION_CAP_POLICY={other:?}: use end_oldest or refuse_new"),
+        });
         let manager = SessionManager::new(store, crate::pages::session_config(config))
             .context("the session settings are not usable")?;
         Ok(Self {

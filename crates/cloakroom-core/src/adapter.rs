@@ -234,6 +234,10 @@ pub fn error_reply(error: &Error) -> ErrorReply {
             tracing::error!(error = ?error, "session error");
             "Request too large.\n"
         }
+        409 => {
+            tracing::info!(error = ?error, "login refused");
+            "Too many sessions: end one of your other sessions first.\n"
+        }
         _ => {
             tracing::error!(error = ?error, "session error");
             "Internal server error.\n"
@@ -250,7 +254,7 @@ pub fn error_reply(error: &Error) -> ErrorReply {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ErrorReply {
-    /// The HTTP status code: 503, 413 or 500.
+    /// The HTTP status code: 503, 413, 409 or 500.
     pub status: u16,
     /// The body, the same for every error of a status.
     pub body: &'static str,

@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
-use crate::delta::Bounds;
 use crate::error::{Error, ErrorKind, Result};
 use crate::signing::CookieSigner;
 
 mod forbidden;
+mod limits;
+
+pub use limits::SessionLimits;
 
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub(crate) const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
@@ -17,140 +19,6 @@ pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 60 
 pub(crate) const MAX_VALUE_DEPTH: usize = 127;
 pub(crate) const DEFAULT_COOKIE_NAME: &str = "cloakroom";
 pub(crate) const DEFAULT_SECURE_COOKIE_NAME: &str = "__Host-cloakroom";
-
-/// Bounds on what a session may hold, checked before anything is written: a request that would
-/// pass one gets [`ErrorKind::TooLarge`] and writes nothing.
-///
-/// Per-field bounds apply to every write, and so does [`SessionLimits::MAX_VALUE_DEPTH`](crate::SessionLimits::MAX_VALUE_DEPTH). The session-wide
-/// bounds are checked by the handle when a write is made, against what it knows of the session
-/// (all of it for a session started in the request), and by the store when the write is
-/// applied to an existing session, against the session as it is (see
-/// [`Delta::apply`](crate::store::Delta::apply)), so they hold for a write to a session the
-/// request never loaded and for requests racing each other. Increments of existing counters are
-/// not checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SessionLimits {
-    /// Longest field name, in bytes (default 128).
-    pub max_field_name_bytes: usize,
-    /// Largest field value, in bytes of JSON (default 64 KiB).
-    pub max_value_bytes: usize,
-    /// Most fields in a session, metadata not counted (default 256).
-    pub max_fields: usize,
-    /// Largest session: the bytes of every field name and value together (default 1 MiB).
-    pub max_session_bytes: usize,
-}
-
-impl Default for SessionLimits {
-    fn default() -> Self {
-        Self {
-            max_field_name_bytes: 128,
-            max_value_bytes: 64 * 1024,
-            max_fields: 256,
-            max_session_bytes: 1024 * 1024,
-        }
-    }
-}
-
-impl SessionLimits {
-    /// Sets [`SessionLimits::max_field_name_bytes`].
-    pub fn with_max_field_name_bytes(mut self, bytes: usize) -> Self {
-        self.max_field_name_bytes = bytes;
-        self
-    }
-
-    /// Sets [`SessionLimits::max_value_bytes`].
-    pub fn with_max_value_bytes(mut self, bytes: usize) -> Self {
-        self.max_value_bytes = bytes;
-        self
-    }
-
-    /// Sets [`SessionLimits::max_fields`].
-    pub fn with_max_fields(mut self, fields: usize) -> Self {
-        self.max_fields = fields;
-        self
-    }
-
-    /// Sets [`SessionLimits::max_session_bytes`].
-    pub fn with_max_session_bytes(mut self, bytes: usize) -> Self {
-        self.max_session_bytes = bytes;
-        self
-    }
-
-    pub(crate) fn check_field(&self, name: &str, value: Option<&str>) -> Result<()> {
-        if name.len() > self.max_field_name_bytes {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "a session field name of {} bytes; at most {} are allowed",
-                    name.len(),
-                    self.max_field_name_bytes
-                ),
-            ));
-        }
-        if let Some(value) = value
-            && value.len() > self.max_value_bytes
-        {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "session field {name:?} would hold {} bytes; at most {} are allowed",
-                    value.len(),
-                    self.max_value_bytes
-                ),
-            ));
-        }
-        if let Some(value) = value
-            && nesting_exceeds(value, MAX_VALUE_DEPTH)
-        {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "session field {name:?} nests deeper than {MAX_VALUE_DEPTH} levels, more than \
-                     can be read back"
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    // The session-wide bounds, as stores enforce them.
-    pub(crate) fn bounds(&self) -> Bounds {
-        Bounds {
-            max_fields: self.max_fields,
-            max_bytes: self.max_session_bytes,
-        }
-    }
-}
-
-// Whether the JSON text nests arrays and objects deeper than `max`; brackets inside strings
-// do not count.
-fn nesting_exceeds(json: &str, max: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for byte in json.bytes() {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
-}
 
 /// The cookie's `SameSite` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +57,23 @@ pub struct SessionConfig {
     pub(crate) max_absolute_timeout: Option<Duration>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limits: SessionLimits,
+    // The most live sessions a user may have at once; `None`: no bound.
+    pub(crate) max_sessions_per_user: Option<usize>,
+    pub(crate) cap_policy: CapPolicy,
+}
+
+/// What a login does when its user already has the most sessions allowed
+/// ([`SessionConfig::with_max_sessions_per_user`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CapPolicy {
+    /// The new login wins: the user's oldest sessions end (the default). A forgotten device
+    /// never locks its owner out.
+    #[default]
+    EndOldest,
+    /// The new login is refused with [`ErrorKind::TooManySessions`](crate::ErrorKind::TooManySessions)
+    /// until the user ends a session (from another device, or by waiting for one to expire).
+    RefuseNew,
 }
 
 impl SessionConfig {
@@ -210,6 +95,8 @@ impl SessionConfig {
             max_absolute_timeout: None,
             clock: Arc::new(SystemClock),
             limits: SessionLimits::default(),
+            max_sessions_per_user: None,
+            cap_policy: CapPolicy::EndOldest,
         })
     }
 
@@ -400,6 +287,33 @@ impl SessionConfig {
         self.secure && self.domain.is_none() && self.path == "/"
     }
 
+    /// Bounds the live sessions of one user (bound with [`Session::set_user`](crate::Session::set_user))
+    /// to `max`; what a login past it does is the [`CapPolicy`] (by default the oldest
+    /// sessions end). Checked by each login after its session is created, so that logins of
+    /// one user racing on several instances still leave exactly `max`; a login costs one store
+    /// call more, and one per session of the user. Sessions are ordered by when they were
+    /// listed: at login, or at their last new id.
+    pub fn with_max_sessions_per_user(mut self, max: usize) -> Self {
+        self.max_sessions_per_user = Some(max);
+        self
+    }
+
+    /// What a login past [`SessionConfig::with_max_sessions_per_user`] does.
+    pub fn with_cap_policy(mut self, policy: CapPolicy) -> Self {
+        self.cap_policy = policy;
+        self
+    }
+
+    /// The most live sessions a user may have, if bounded.
+    pub fn max_sessions_per_user(&self) -> Option<usize> {
+        self.max_sessions_per_user
+    }
+
+    /// What a login past the bound does.
+    pub fn cap_policy(&self) -> CapPolicy {
+        self.cap_policy
+    }
+
     /// Refuses contradictory settings that browsers would silently punish.
     pub fn validate(&self) -> Result<()> {
         let fail = |msg: &str| Err(Error::new(ErrorKind::Config, msg.to_owned()));
@@ -447,6 +361,9 @@ impl SessionConfig {
             || self.absolute_timeout < Duration::from_millis(1)
         {
             return fail("timeouts must be at least one millisecond");
+        }
+        if self.max_sessions_per_user == Some(0) {
+            return fail("a user must be allowed at least one session");
         }
         let limits = self.limits;
         if limits.max_field_name_bytes == 0

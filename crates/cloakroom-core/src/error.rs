@@ -42,6 +42,12 @@ pub enum ErrorKind {
     /// A field name, a value, or the session as a whole would exceed a configured limit
     /// ([`SessionLimits`](crate::SessionLimits)); nothing was written. An HTTP layer answers 413.
     TooLarge,
+    /// A login was refused: its user has the most sessions allowed
+    /// ([`SessionConfig::with_max_sessions_per_user`](crate::SessionConfig::with_max_sessions_per_user)
+    /// with [`CapPolicy::RefuseNew`](crate::CapPolicy::RefuseNew)), or its session lost to
+    /// logins of the same user made at the same moment. Nothing of the login is kept. An HTTP
+    /// layer answers 409.
+    TooManySessions,
 }
 
 /// The error type of every fallible cloakroom operation.
@@ -146,6 +152,8 @@ impl Error {
             503
         } else if self.kind == ErrorKind::TooLarge {
             413
+        } else if self.kind == ErrorKind::TooManySessions {
+            409
         } else {
             500
         }

@@ -45,7 +45,7 @@ mod users;
 pub use crate::axum::{MissingSessionLayer, SessionLayer, SessionLayerBuilder, SessionService};
 pub use crate::builder::SessionBuilder;
 pub use crate::clock::{Clock, LATEST_MILLIS, ManualClock, SystemClock};
-pub use crate::config::{SameSite, SessionConfig, SessionLimits};
+pub use crate::config::{CapPolicy, SameSite, SessionConfig, SessionLimits};
 pub use crate::error::{Error, ErrorKind, Result};
 pub use crate::lifetime::Lifetime;
 pub use crate::memory::{MemoryStore, MemoryStoreBuilder};

@@ -27,7 +27,9 @@ pub const SESSIONS_CREATED: &str = "cloakroom_sessions_created_total";
 ///   the store without a request for it is not seen;
 /// * `revoked`: ended through its user's index
 ///   ([`SessionManager::end_sessions_of`](crate::SessionManager::end_sessions_of) and the like);
-/// * `evicted`: dropped by a full [`MemoryStore`](crate::MemoryStore).
+/// * `evicted`: dropped by a full [`MemoryStore`](crate::MemoryStore);
+/// * `capped`: ended by a login of its user past
+///   [`SessionConfig::with_max_sessions_per_user`](crate::SessionConfig::with_max_sessions_per_user).
 pub const SESSIONS_ENDED: &str = "cloakroom_sessions_ended_total";
 
 /// Counter: calls to the session store. Label `operation`: `create`, `apply`, `delete`, `peek`,
@@ -87,6 +89,7 @@ pub(crate) enum Ending {
     Expired,
     Revoked,
     Evicted,
+    Capped,
 }
 
 impl Ending {
@@ -97,6 +100,7 @@ impl Ending {
             Self::Expired => "expired",
             Self::Revoked => "revoked",
             Self::Evicted => "evicted",
+            Self::Capped => "capped",
         }
     }
 }

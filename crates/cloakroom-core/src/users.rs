@@ -105,6 +105,14 @@ pub struct UserSession {
     pub created_ms: u64,
     /// When it ends however active it is, Unix milliseconds.
     pub deadline_ms: u64,
+    /// When it was last used, Unix milliseconds, to within the touch interval
+    /// ([`SessionConfig::with_touch_interval`](crate::SessionConfig::with_touch_interval)): the
+    /// last time a request slid its idle timeout. Its creation for a session written by a
+    /// version that did not record it.
+    pub last_seen_ms: u64,
+    /// When it ends if unused until then, Unix milliseconds: its idle timeout after it was last
+    /// seen, never past its deadline.
+    pub idle_deadline_ms: u64,
     /// Its fields, metadata not included (for example a device name the app stored at login).
     pub fields: Fields,
 }

@@ -1,3 +1,4 @@
+use super::limits::nesting_exceeds;
 use super::*;
 
 #[test]

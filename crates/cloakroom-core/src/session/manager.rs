@@ -5,14 +5,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::builder::SessionBuilder;
-use crate::clock::unix_millis;
+use crate::clock::{duration_millis, unix_millis};
 use crate::config::SessionConfig;
 use crate::delta::Delta;
 use crate::error::Result;
 use crate::metrics::{Ending, Rejection, SessionMetrics, sessions_ended};
 use crate::observed::{ObservedStore, name_on_request_span};
 use crate::signing::SIGNED_VALUE_LEN;
-use crate::store::{RESERVED_PREFIX, Store};
+use crate::store::{META_TOUCHED, RESERVED_PREFIX, Store, parse_millis};
 use crate::token::SessionKey;
 use crate::users::{UserKey, UserSession};
 
@@ -153,10 +153,19 @@ impl SessionManager {
             if meta.user.as_ref() != Some(&user) {
                 continue;
             }
+            let last_seen_ms = fields
+                .get(META_TOUCHED)
+                .and_then(|text| parse_millis(text))
+                .unwrap_or(meta.created_ms);
+            let idle_ms = meta
+                .idle_ms
+                .unwrap_or_else(|| duration_millis(self.shared.config.idle_timeout));
             sessions.push(UserSession {
                 key,
                 created_ms: meta.created_ms,
                 deadline_ms: meta.deadline_ms,
+                last_seen_ms,
+                idle_deadline_ms: last_seen_ms.saturating_add(idle_ms).min(meta.deadline_ms),
                 fields: fields
                     .into_iter()
                     .filter(|(name, _)| !name.starts_with(RESERVED_PREFIX))

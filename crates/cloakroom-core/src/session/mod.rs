@@ -2,6 +2,7 @@
 //! buffered writes, the manager that makes handles from cookies and ends a user's sessions, the
 //! request's state, and the end-of-request save each have a module of their own.
 
+mod cap;
 mod flash;
 mod machine;
 mod manager;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::adapter::{Finished, SetCookie};
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::Created;
+use crate::store::{Created, Origin};
 use crate::token::SessionToken;
 
 use super::Session;
@@ -152,6 +152,7 @@ impl Session {
             {
                 crate::metrics::session_created(step.session.origin);
                 crate::observed::name_on_request_span(&token);
+                self.keep_cap(step, &token).await?;
                 return Ok(token);
             }
             token = SessionToken::generate()?;
@@ -160,6 +161,27 @@ impl Session {
             ErrorKind::Random,
             "two fresh tokens named existing sessions",
         ))
+    }
+
+    // A login of a user with a cap on their sessions ends those past it; refused, the login
+    // leaves nothing behind (`ErrorKind::TooManySessions`). A new id for a session in use is
+    // never refused: it replaces a session the cap already counts.
+    async fn keep_cap(&self, step: &CreateStep, token: &SessionToken) -> Result<()> {
+        let (Some(user), Some(max), Origin::Login) = (
+            &step.user,
+            self.shared.config.max_sessions_per_user,
+            step.session.origin,
+        ) else {
+            return Ok(());
+        };
+        let kept = super::cap::keep_cap(&self.shared, max, user, &token.key()).await;
+        if kept
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::TooManySessions)
+        {
+            self.lock().mark_gone();
+        }
+        kept
     }
 
     // True when ending the request will write to the store: a session to create, sessions to

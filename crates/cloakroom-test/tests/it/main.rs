@@ -17,5 +17,6 @@ mod metrics;
 mod near_cache;
 mod redis;
 mod session;
+mod session_cap;
 mod tls;
 mod users;
