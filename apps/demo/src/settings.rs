@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cloakroom::redis::{ClusterMode, NearCache, RedisStore, ReplicaAcks};
+use cloakroom::redis::{ClusterMode, NearCache, RedisStore, RedisStoreBuilder, ReplicaAcks};
 use cloakroom::signing::CookieSigner;
 use cloakroom::{CapPolicy, MemoryStore, SessionConfig, SessionManager, Store};
 
@@ -66,66 +66,19 @@ impl Settings {
             None => None,
             Some(_) => Some(parse_env("METRICS_BIND", bind)?),
         };
-        let ttl_secs: u64 = parse_env("SESSION_TTL", 1800)?;
-        if ttl_secs == 0 {
-            bail!("SESSION_TTL must be at least 1 second");
-        }
-        let secure = flag("COOKIE_SECURE", true)?;
         let max_sessions: usize = parse_env("MAX_SESSIONS", MemoryStore::DEFAULT_MAX_SESSIONS)?;
         let near_cache = match env("NEAR_CACHE").as_deref() {
             None | Some("off") => false,
             Some("on") => true,
             Some(other) => bail!("NEAR_CACHE={other:?}: use on or off"),
         };
-
-        let secret: Vec<u8> = match env("SECRET_KEY") {
-            Some(secret) => secret.into_bytes(),
-            None => {
-                tracing::warn!(
-                    "SECRET_KEY is not set: using a random key; sessions will not survive a restart"
-                );
-                CookieSigner::random_secret()?.to_vec()
-            }
-        };
-        // Each key is checked here, so that a mistake names its variable.
-        for (variable, key) in [
-            ("SECRET_KEY", Some(secret.clone())),
-            (
-                "SECRET_KEY_PREVIOUS",
-                env("SECRET_KEY_PREVIOUS").map(String::into_bytes),
-            ),
-            (
-                "SECRET_KEY_NEXT",
-                env("SECRET_KEY_NEXT").map(String::into_bytes),
-            ),
-        ] {
-            if let Some(key) = key {
-                CookieSigner::new(&key).with_context(|| {
-                    format!(
-                        "{variable} is not usable (generate one with `openssl rand -base64 32`)"
-                    )
-                })?;
-            }
+        if env("SECRET_KEY").is_none() {
+            tracing::warn!(
+                "SECRET_KEY is not set: using a random key; sessions will not survive a restart"
+            );
         }
-        let previous = match (env("SECRET_KEY_PREVIOUS"), env("SECRET_KEY_PREVIOUS_UNTIL")) {
-            (None, None) => None,
-            (Some(previous), Some(_)) => {
-                let until: u64 = parse_env("SECRET_KEY_PREVIOUS_UNTIL", 0)?;
-                let Some(retire_at) = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(until))
-                else {
-                    bail!(
-                        "SECRET_KEY_PREVIOUS_UNTIL={until} is not a time this system can represent"
-                    );
-                };
-                Some((previous, retire_at))
-            }
-            _ => bail!(
-                "SECRET_KEY_PREVIOUS and SECRET_KEY_PREVIOUS_UNTIL go together: the old key, and the \
-                 Unix time (seconds) until which its cookies are accepted (the rotation time plus \
-                 the longest session lifetime, 30 days with \"Remember me\", logs nobody out)"
-            ),
-        };
-        if secure && !bind.ip().is_loopback() {
+        let config = session_config_from_env()?;
+        if config.is_secure() && !bind.ip().is_loopback() {
             tracing::warn!(
                 "cookies are Secure: browsers send them only over https (or to localhost); \
                  serve through TLS or set COOKIE_SECURE=0 for plain-http development"
@@ -134,38 +87,9 @@ impl Settings {
 
         let store: Arc<dyn Store> = match env("REDIS_URL") {
             Some(url) => {
-                let mut builder = RedisStore::builder(url.as_str());
-                if let Some(path) = env("REDIS_CA_FILE") {
-                    let pem = std::fs::read(&path)
-                        .with_context(|| format!("cannot read REDIS_CA_FILE {path}"))?;
-                    builder = builder.with_root_certificate_pem(pem);
-                }
-                let timeout_ms: u64 = parse_env("REDIS_TIMEOUT_MS", 1000)?;
-                if timeout_ms == 0 {
-                    bail!("REDIS_TIMEOUT_MS must be at least 1");
-                }
-                let timeout = Duration::from_millis(timeout_ms);
-                builder = builder
-                    .with_operation_timeout(timeout)
-                    .with_connect_timeout(timeout);
-                builder = builder.with_cluster_mode(match env("REDIS_CLUSTER").as_deref() {
-                    None | Some("auto") => ClusterMode::Auto,
-                    Some("1" | "true" | "yes") => ClusterMode::Cluster,
-                    Some("0" | "false" | "no") => ClusterMode::Standalone,
-                    Some(other) => bail!("REDIS_CLUSTER={other:?}: use auto, yes or no"),
-                });
-                let replicas: u32 = parse_env("REDIS_REPLICA_ACKS", 0)?;
-                if replicas > 0 {
-                    builder = builder.with_replica_acks(ReplicaAcks::on_deletes(
-                        replicas,
-                        Duration::from_millis(100),
-                    ));
-                }
+                let mut builder = redis_builder_from_env(&url)?;
                 if near_cache {
                     builder = builder.with_near_cache(NearCache::new());
-                }
-                if flag("REDIS_TLS_INSECURE", false)? {
-                    builder = builder.danger_accept_invalid_certificates();
                 }
                 let store = builder
                     .connect()
@@ -199,33 +123,6 @@ impl Settings {
                 )
             }
         };
-        let idle = Duration::from_secs(ttl_secs);
-        let mut config = SessionConfig::new(secret)
-            .context("SECRET_KEY is not usable")?
-            .with_idle_timeout(idle)
-            .with_secure(secure);
-        if let Some((previous, retire_at)) = previous {
-            config = config
-                .with_previous_secret(previous, retire_at)
-                .context("SECRET_KEY_PREVIOUS is not usable")?;
-        }
-        if let Some(next) = env("SECRET_KEY_NEXT") {
-            config = config
-                .with_next_secret(next)
-                .context("SECRET_KEY_NEXT is not usable")?;
-        }
-        if env("MAX_SESSIONS_PER_USER").is_some() {
-            let max: usize = parse_env("MAX_SESSIONS_PER_USER", 0)?;
-            if max == 0 {
-                bail!("MAX_SESSIONS_PER_USER must be at least 1");
-            }
-            config = config.with_max_sessions_per_user(max);
-        }
-        config = config.with_cap_policy(match env("SESSION_CAP_POLICY").as_deref() {
-            None | Some("end_oldest") => CapPolicy::EndOldest,
-            Some("refuse_new") => CapPolicy::RefuseNew,
-            Some(other) => bail!("SESSION_CAP_POLICY={other:?}: use end_oldest or refuse_new"),
-        });
         let manager = SessionManager::new(store, crate::pages::session_config(config))
             .context("the session settings are not usable")?;
         Ok(Self {
@@ -234,6 +131,129 @@ impl Settings {
             metrics_bind,
         })
     }
+}
+
+/// The session settings from the environment: the signing keys (`SECRET_KEY`, a random one
+/// when it is not set, `SECRET_KEY_PREVIOUS`, `SECRET_KEY_PREVIOUS_UNTIL`, `SECRET_KEY_NEXT`),
+/// `SESSION_TTL`, `COOKIE_SECURE`, `MAX_SESSIONS_PER_USER` and `SESSION_CAP_POLICY`. Shared
+/// with the admin CLI, so that both read a session the same way.
+///
+/// # Errors
+///
+/// A variable that is not valid, named in the message.
+pub fn session_config_from_env() -> anyhow::Result<SessionConfig> {
+    let ttl_secs: u64 = parse_env("SESSION_TTL", 1800)?;
+    if ttl_secs == 0 {
+        bail!("SESSION_TTL must be at least 1 second");
+    }
+    let secure = flag("COOKIE_SECURE", true)?;
+    let secret: Vec<u8> = match env("SECRET_KEY") {
+        Some(secret) => secret.into_bytes(),
+        None => CookieSigner::random_secret()?.to_vec(),
+    };
+    // Each key is checked here, so that a mistake names its variable.
+    for (variable, key) in [
+        ("SECRET_KEY", Some(secret.clone())),
+        (
+            "SECRET_KEY_PREVIOUS",
+            env("SECRET_KEY_PREVIOUS").map(String::into_bytes),
+        ),
+        (
+            "SECRET_KEY_NEXT",
+            env("SECRET_KEY_NEXT").map(String::into_bytes),
+        ),
+    ] {
+        if let Some(key) = key {
+            CookieSigner::new(&key).with_context(|| {
+                format!("{variable} is not usable (generate one with `openssl rand -base64 32`)")
+            })?;
+        }
+    }
+    let previous = match (env("SECRET_KEY_PREVIOUS"), env("SECRET_KEY_PREVIOUS_UNTIL")) {
+        (None, None) => None,
+        (Some(previous), Some(_)) => {
+            let until: u64 = parse_env("SECRET_KEY_PREVIOUS_UNTIL", 0)?;
+            let Some(retire_at) = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(until))
+            else {
+                bail!("SECRET_KEY_PREVIOUS_UNTIL={until} is not a time this system can represent");
+            };
+            Some((previous, retire_at))
+        }
+        _ => bail!(
+            "SECRET_KEY_PREVIOUS and SECRET_KEY_PREVIOUS_UNTIL go together: the old key, and the \
+             Unix time (seconds) until which its cookies are accepted (the rotation time plus \
+             the longest session lifetime, 30 days with \"Remember me\", logs nobody out)"
+        ),
+    };
+    let idle = Duration::from_secs(ttl_secs);
+    let mut config = SessionConfig::new(secret)
+        .context("SECRET_KEY is not usable")?
+        .with_idle_timeout(idle)
+        .with_secure(secure);
+    if let Some((previous, retire_at)) = previous {
+        config = config
+            .with_previous_secret(previous, retire_at)
+            .context("SECRET_KEY_PREVIOUS is not usable")?;
+    }
+    if let Some(next) = env("SECRET_KEY_NEXT") {
+        config = config
+            .with_next_secret(next)
+            .context("SECRET_KEY_NEXT is not usable")?;
+    }
+    if env("MAX_SESSIONS_PER_USER").is_some() {
+        let max: usize = parse_env("MAX_SESSIONS_PER_USER", 0)?;
+        if max == 0 {
+            bail!("MAX_SESSIONS_PER_USER must be at least 1");
+        }
+        config = config.with_max_sessions_per_user(max);
+    }
+    config = config.with_cap_policy(match env("SESSION_CAP_POLICY").as_deref() {
+        None | Some("end_oldest") => CapPolicy::EndOldest,
+        Some("refuse_new") => CapPolicy::RefuseNew,
+        Some(other) => bail!("SESSION_CAP_POLICY={other:?}: use end_oldest or refuse_new"),
+    });
+    Ok(config)
+}
+
+/// A Redis store builder for `url` with the settings of the environment: `REDIS_CA_FILE`,
+/// `REDIS_TIMEOUT_MS`, `REDIS_CLUSTER`, `REDIS_REPLICA_ACKS` and `REDIS_TLS_INSECURE`. Shared
+/// with the admin CLI, so that both reach Redis the same way.
+///
+/// # Errors
+///
+/// A variable that is not valid, named in the message, or a CA file that cannot be read.
+pub fn redis_builder_from_env(url: &str) -> anyhow::Result<RedisStoreBuilder> {
+    let mut builder = RedisStore::builder(url);
+    if let Some(path) = env("REDIS_CA_FILE") {
+        let pem =
+            std::fs::read(&path).with_context(|| format!("cannot read REDIS_CA_FILE {path}"))?;
+        builder = builder.with_root_certificate_pem(pem);
+    }
+    let timeout_ms: u64 = parse_env("REDIS_TIMEOUT_MS", 1000)?;
+    if timeout_ms == 0 {
+        bail!("REDIS_TIMEOUT_MS must be at least 1");
+    }
+    let timeout = Duration::from_millis(timeout_ms);
+    builder = builder
+        .with_operation_timeout(timeout)
+        .with_connect_timeout(timeout);
+    builder = builder.with_cluster_mode(match env("REDIS_CLUSTER").as_deref() {
+        None | Some("auto") => ClusterMode::Auto,
+        Some("1" | "true" | "yes") => ClusterMode::Cluster,
+        Some("0" | "false" | "no") => ClusterMode::Standalone,
+        Some(other) => bail!("REDIS_CLUSTER={other:?}: use auto, yes or no"),
+    });
+    let replicas: u32 = parse_env("REDIS_REPLICA_ACKS", 0)?;
+    if replicas > 0 {
+        builder = builder.with_replica_acks(ReplicaAcks::on_deletes(
+            replicas,
+            Duration::from_millis(100),
+        ));
+    }
+    if flag("REDIS_TLS_INSECURE", false)? {
+        builder = builder.danger_accept_invalid_certificates();
+    }
+    Ok(builder)
 }
 
 fn env(name: &str) -> Option<String> {
@@ -261,7 +281,7 @@ fn flag(name: &str, default: bool) -> anyhow::Result<bool> {
 }
 
 /// The URL without its password, for printing.
-fn redacted(url: &str) -> String {
+pub fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])

@@ -50,7 +50,7 @@ pub use crate::error::{Error, ErrorKind, Result};
 pub use crate::lifetime::Lifetime;
 pub use crate::memory::{MemoryStore, MemoryStoreBuilder};
 pub use crate::metrics::SessionMetrics;
-pub use crate::session::{CookieState, FLASH_FIELD, Flash, Session, SessionManager};
+pub use crate::session::{CookieState, FLASH_FIELD, Flash, Inspection, Session, SessionManager};
 pub use crate::signing::CookieSigner;
 pub use crate::store::Store;
 pub use crate::token::{SessionKey, SessionToken};

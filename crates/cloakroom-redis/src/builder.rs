@@ -212,6 +212,7 @@ impl RedisStoreBuilder {
                 Some(shared)
             }
         };
+        let connection_is_cluster = connection.is_cluster();
         let store = RedisStore {
             connection,
             acks_connection,
@@ -223,6 +224,7 @@ impl RedisStoreBuilder {
             apply: ScriptSource::new(include_str!("lua/apply.lua")),
             index: ScriptSource::new(include_str!("lua/index.lua")),
             near_cache,
+            nodes: NodeClients::new(&settings, connection_is_cluster)?,
         };
         // Load the scripts now (on every primary, in cluster mode) so the first requests cost
         // one round trip, like the rest. This is also the start-up check that the server answers

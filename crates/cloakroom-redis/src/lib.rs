@@ -20,14 +20,15 @@
 //! `connection` (standalone or cluster, redirections), `scripts` (one `EVALSHA` on one key),
 //! `acks` (writes that wait for replicas), `store` (the `Store` contract), `reply` (reading
 //! replies), `errors` (Redis errors as cloakroom's), `eviction` (the server's policy),
-//! `near_cache` (local copies of sessions kept correct by key tracking) and `nodes` (connections
-//! of its own to each primary).
+//! `near_cache` (local copies of sessions kept correct by key tracking), `nodes` (connections
+//! of its own to each primary) and `inventory` (what the store holds, by a scan, for tools).
 
 mod acks;
 mod builder;
 mod connection;
 mod errors;
 mod eviction;
+mod inventory;
 mod near_cache;
 mod nodes;
 mod reply;
@@ -46,6 +47,7 @@ pub use crate::builder::RedisStoreBuilder;
 pub use crate::connection::ClusterMode;
 use crate::connection::Connection;
 pub use crate::eviction::EvictionPolicy;
+pub use crate::inventory::{Inventory, ServerInfo};
 pub use crate::near_cache::{NearCache, NearCacheStats};
 use crate::scripts::{ScriptSource, bounded};
 
@@ -67,6 +69,8 @@ pub struct RedisStore {
     index: ScriptSource,
     // Local copies of sessions, when the near-cache is on.
     near_cache: Option<Arc<near_cache::Shared>>,
+    // Connections of their own to each primary: the inventory's scans.
+    nodes: nodes::NodeClients,
 }
 
 impl std::fmt::Debug for RedisStore {

@@ -1,5 +1,5 @@
 //! Connections of their own to each primary, with the store's address, TLS and credentials:
-//! what the near-cache's invalidation channel needs.
+//! what the near-cache's invalidation channel and the inventory's scans need.
 
 use cloakroom_core::{Error, ErrorKind, Result};
 use redis::{ConnectionAddr, ConnectionInfo, Value};
@@ -36,7 +36,7 @@ impl NodeClients {
             _ => {
                 return Err(Error::new(
                     ErrorKind::Config,
-                    "the near-cache needs a TCP address",
+                    "connections to each node need a TCP address",
                 ));
             }
         };
@@ -51,8 +51,8 @@ impl NodeClients {
             if e.code() == Some("NOPERM") {
                 Error::with_source(
                     ErrorKind::Config,
-                    "the Redis user may not list the cluster's nodes for the near-cache; grant \
-                     +cluster|nodes",
+                    "the Redis user may not list the cluster's nodes (for the near-cache or a \
+                     scan); grant +cluster|nodes",
                     e,
                 )
             } else {

@@ -34,6 +34,26 @@ impl fmt::Debug for SessionManager {
     }
 }
 
+/// What [`SessionManager::inspect_cookie`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Inspection {
+    /// The value is not one this application signed (or its key was retired).
+    Forged,
+    /// A validly signed value whose session has ended (logout, timeout, rotation).
+    Ended {
+        /// The session's store key.
+        key: SessionKey,
+    },
+    /// A live session.
+    Live {
+        /// The session's store key.
+        key: SessionKey,
+        /// Its fields, metadata included, as stored.
+        fields: crate::store::Fields,
+    },
+}
+
 /// What the request's cookie said, decided before any store access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -251,6 +271,26 @@ impl SessionManager {
     pub async fn end_session_of(&self, user_id: &str, key: &SessionKey) -> Result<bool> {
         let ended = end_indexed(&self.shared, &UserKey::of(user_id), |k| k == key).await?;
         Ok(ended > 0)
+    }
+
+    /// The session a cookie's value names (the signed value, as the browser sends it), read
+    /// without extending it: for support tools. The value is checked as a request's would be,
+    /// against every accepted signing key.
+    ///
+    /// # Errors
+    ///
+    /// A store failure; a record the store cannot read ([`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt)).
+    pub async fn inspect_cookie(&self, value: &str) -> Result<Inspection> {
+        let config = &self.shared.config;
+        let now = unix_millis(config.clock.now());
+        let Some(token) = config.signer.verify(value.trim(), now) else {
+            return Ok(Inspection::Forged);
+        };
+        let key = token.key();
+        Ok(match self.shared.store.peek(&key, now).await? {
+            Some(fields) => Inspection::Live { key, fields },
+            None => Inspection::Ended { key },
+        })
     }
 
     // A handle for a request carrying these `Cookie` header values and these values of the

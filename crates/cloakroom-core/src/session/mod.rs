@@ -27,7 +27,7 @@ use crate::users::UserKey;
 pub use self::flash::{FLASH_FIELD, Flash};
 use self::machine::{ApplyStep, Count};
 use self::manager::end_indexed;
-pub use self::manager::{CookieState, SessionManager};
+pub use self::manager::{CookieState, Inspection, SessionManager};
 use self::state::{Phase, State};
 
 struct Shared {
