@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
+use crate::hooks::SessionHooks;
 use crate::signing::CookieSigner;
 
 mod forbidden;
@@ -60,6 +61,8 @@ pub struct SessionConfig {
     // The most live sessions a user may have at once; `None`: no bound.
     pub(crate) max_sessions_per_user: Option<usize>,
     pub(crate) cap_policy: CapPolicy,
+    // The application's callbacks for sessions created and ended.
+    pub(crate) hooks: SessionHooks,
 }
 
 /// What a login does when its user already has the most sessions allowed
@@ -97,6 +100,7 @@ impl SessionConfig {
             limits: SessionLimits::default(),
             max_sessions_per_user: None,
             cap_policy: CapPolicy::EndOldest,
+            hooks: SessionHooks::new(),
         })
     }
 
@@ -312,6 +316,13 @@ impl SessionConfig {
     /// What a login past the bound does.
     pub fn cap_policy(&self) -> CapPolicy {
         self.cap_policy
+    }
+
+    /// Calls `hooks` when a session is created or ended (see [`SessionHooks`] for which
+    /// endings a hook sees).
+    pub fn with_hooks(mut self, hooks: SessionHooks) -> Self {
+        self.hooks = hooks;
+        self
     }
 
     /// Refuses contradictory settings that browsers would silently punish.

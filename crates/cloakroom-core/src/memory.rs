@@ -325,7 +325,7 @@ impl State {
         if self.remove(&key) {
             self.evictions += 1;
             metrics::counter!(crate::metrics::MEMORY_STORE_EVICTIONS).increment(1);
-            crate::metrics::sessions_ended(crate::metrics::Ending::Evicted, 1);
+            crate::metrics::sessions_ended(crate::hooks::EndReason::Evicted, 1);
         }
         Some((key, why))
     }

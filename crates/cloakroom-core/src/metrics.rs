@@ -14,12 +14,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::hooks::EndReason;
+
 /// Counter: sessions created. Label `origin`: `login` (a new session) or `rotation` (a new id
 /// for a session in use, [`Session::cycle_id`](crate::Session::cycle_id); its old id is counted
 /// as ended with reason `rotation`), so that created minus ended follows the live sessions.
 pub const SESSIONS_CREATED: &str = "cloakroom_sessions_created_total";
 
-/// Counter: sessions ended, as this process saw them end. Label `reason`:
+/// Counter: sessions ended, as this process saw them end. Label `reason`
+/// ([`EndReason::as_str`](crate::EndReason::as_str)):
 /// * `logout`: deleted by [`Session::destroy`](crate::Session::destroy);
 /// * `rotation`: an id retired by a new one (`cycle_id`, or a login over an existing session);
 /// * `expired`: a request came with a validly signed token whose session was gone (its idle
@@ -81,34 +84,10 @@ pub const ALL: [&str; 11] = [
     MEMORY_STORE_EVICTIONS,
 ];
 
-/// Why a session ended, as [`SESSIONS_ENDED`] labels it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ending {
-    Logout,
-    Rotation,
-    Expired,
-    Revoked,
-    Evicted,
-    Capped,
-}
-
-impl Ending {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Logout => "logout",
-            Self::Rotation => "rotation",
-            Self::Expired => "expired",
-            Self::Revoked => "revoked",
-            Self::Evicted => "evicted",
-            Self::Capped => "capped",
-        }
-    }
-}
-
 /// Counts the end of `count` sessions for `reason`.
-pub(crate) fn sessions_ended(reason: Ending, count: u64) {
+pub(crate) fn sessions_ended(reason: EndReason, count: u64) {
     if count > 0 {
-        metrics::counter!(SESSIONS_ENDED, "reason" => reason.label()).increment(count);
+        metrics::counter!(SESSIONS_ENDED, "reason" => reason.as_str()).increment(count);
     }
 }
 
@@ -189,10 +168,10 @@ impl SessionMetrics {
         metrics::counter!(COOKIES_REJECTED, "reason" => reason).increment(1);
     }
 
-    // A validly signed token whose session is gone: an ending this process sees.
+    // A validly signed token whose session is gone: reported as an ending (`EndReason::Expired`)
+    // by the caller, once the session's lock is released.
     pub(crate) fn unknown_token(&self) {
         self.unknown_tokens.fetch_add(1, Ordering::Relaxed);
-        sessions_ended(Ending::Expired, 1);
     }
 
     pub(crate) fn decode_error(&self) {

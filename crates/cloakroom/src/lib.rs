@@ -64,9 +64,10 @@
 // What a handler and an application's set-up use, at the root; the rest under the module that
 // owns it.
 pub use cloakroom_core::{
-    CapPolicy, CookieState, Error, ErrorKind, FLASH_FIELD, Flash, Inspection, Lifetime,
-    MemoryStore, MemoryStoreBuilder, Result, SameSite, Session, SessionConfig, SessionKey,
-    SessionLimits, SessionManager, SessionMetrics, SessionToken, Store, UserKey, UserSession,
+    CapPolicy, CookieState, EndReason, Error, ErrorKind, FLASH_FIELD, Flash, Inspection, Lifetime,
+    MemoryStore, MemoryStoreBuilder, Result, SameSite, Session, SessionConfig, SessionEvent,
+    SessionHooks, SessionKey, SessionLimits, SessionManager, SessionMetrics, SessionToken, Store,
+    UserKey, UserSession,
 };
 #[cfg(feature = "axum")]
 pub use cloakroom_core::{MissingSessionLayer, SessionLayer, SessionLayerBuilder, SessionService};

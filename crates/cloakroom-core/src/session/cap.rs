@@ -16,7 +16,7 @@
 use crate::clock::unix_millis;
 use crate::config::CapPolicy;
 use crate::error::{Error, ErrorKind, Result};
-use crate::metrics::{Ending, sessions_ended};
+use crate::hooks::EndReason;
 use crate::token::SessionKey;
 use crate::users::{IndexEntry, UserKey};
 
@@ -65,7 +65,10 @@ pub(super) async fn keep_cap(
     if !listed {
         // Another login ended this one before it could look (its pass had it among the ended).
         if store.delete(own).await? {
-            sessions_ended(Ending::Capped, 1);
+            shared
+                .config
+                .hooks
+                .ended(own, Some(user), EndReason::Capped);
         }
         return Err(lost());
     }
@@ -84,11 +87,14 @@ pub(super) async fn keep_cap(
         // reverse would hide a session from the cap and from `sessions_of`.
         if store.delete(&entry.key).await? {
             count += 1;
+            shared
+                .config
+                .hooks
+                .ended(&entry.key, Some(user), EndReason::Capped);
         }
         store.index_remove(user, entry, now).await?;
         own_ended |= entry.key == *own;
     }
-    sessions_ended(Ending::Capped, count);
     if count > 0 {
         tracing::info!(ended = count, "a login ended sessions past its user's cap");
     }

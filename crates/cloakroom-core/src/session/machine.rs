@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use crate::delta::Delta;
 use crate::error::{Error, ErrorKind, Result};
-use crate::metrics::{Ending, SessionMetrics, sessions_ended};
+use crate::hooks::{EndReason, Ending};
+use crate::metrics::SessionMetrics;
 use crate::store::{
     Access, Applied, Apply, Fields, META_COOKIE, META_CREATED, META_DEADLINE, META_IDLE,
     META_TOUCHED, META_USER, NewSession, Origin, RESERVED_PREFIX,
@@ -135,6 +136,11 @@ impl State {
             Applied::Missing => {
                 if step.apply.load {
                     metrics.unknown_token();
+                    self.endings.push(Ending {
+                        key: step.token.key(),
+                        user: None,
+                        reason: EndReason::Expired,
+                    });
                 }
                 if current {
                     if !step.apply.load && !counts {
@@ -311,24 +317,34 @@ impl State {
 
     /// Records the delete of `old`, a retired session; `existed` is the store's answer. A token
     /// leaves the list only once its delete has succeeded, so a failed delete is retried by the
-    /// next save, never forgotten.
-    pub(super) fn after_delete(&mut self, old: &SessionToken, existed: bool) {
+    /// next save, never forgotten. Returns why the session ended, and its user when known, when
+    /// the delete ended one.
+    pub(super) fn after_delete(
+        &mut self,
+        old: &SessionToken,
+        existed: bool,
+    ) -> Option<(EndReason, Option<UserKey>)> {
         if let Some(at) = self.to_delete.iter().position(|t| t == old) {
             self.to_delete.remove(at);
         }
-        if existed {
+        let user = self
+            .retired_users
+            .iter()
+            .position(|(t, _)| t == old)
+            .map(|at| self.retired_users.swap_remove(at).1);
+        let ended = existed.then(|| {
             // A session retired while the request has none left was logged out; one retired
             // for a successor (a new id, a login over it) was rotated.
             let reason =
                 if self.rotated_from.as_ref() != Some(old) && matches!(self.phase, Phase::Gone) {
-                    Ending::Logout
+                    EndReason::Logout
                 } else {
-                    Ending::Rotation
+                    EndReason::Rotation
                 };
-            sessions_ended(reason, 1);
-        }
+            (reason, user)
+        });
         if existed || self.rotated_from.as_ref() != Some(old) {
-            return;
+            return ended;
         }
         // The session `cycle_id` copied was deleted by another request (a logout) between our
         // load and now: its copy must not bring it back. It joins the list, so a failed delete
@@ -338,6 +354,7 @@ impl State {
             self.to_delete.push(copy);
         }
         self.end_here();
+        None
     }
 
     fn write_step(&mut self, access: Access) -> Option<ApplyStep> {

@@ -9,7 +9,8 @@ use crate::clock::{duration_millis, unix_millis};
 use crate::config::SessionConfig;
 use crate::delta::Delta;
 use crate::error::Result;
-use crate::metrics::{Ending, Rejection, SessionMetrics, sessions_ended};
+use crate::hooks::EndReason;
+use crate::metrics::{Rejection, SessionMetrics};
 use crate::observed::{ObservedStore, name_on_request_span};
 use crate::signing::SIGNED_VALUE_LEN;
 use crate::store::{META_TOUCHED, RESERVED_PREFIX, Store, parse_millis};
@@ -366,6 +367,8 @@ impl SessionManager {
                 accessed: false,
                 flash: FlashTake::NotAsked,
                 rotated_from: None,
+                retired_users: Vec::new(),
+                endings: Vec::new(),
             },
         )
     }
@@ -436,6 +439,10 @@ pub(super) async fn end_indexed(
             let existed = shared.store.delete(key).await?;
             if existed {
                 ended += 1;
+                shared
+                    .config
+                    .hooks
+                    .ended(key, Some(user), EndReason::Revoked);
             }
             if existed || entry.is_past_grace(now) {
                 shared.store.index_remove(user, &entry, now).await?;
@@ -446,7 +453,6 @@ pub(super) async fn end_indexed(
         }
     }
     if ended > 0 {
-        sessions_ended(Ending::Revoked, ended as u64);
         tracing::info!(ended, "ended sessions of a user");
     }
     Ok(ended)

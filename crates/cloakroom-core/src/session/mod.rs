@@ -457,6 +457,16 @@ impl Session {
             .store
             .apply(&step.token.key(), &step.apply)
             .await;
-        self.lock().after_apply(step, outcome, &self.shared.metrics)
+        let (result, endings) = {
+            let mut state = self.lock();
+            let result = state.after_apply(step, outcome, &self.shared.metrics);
+            (result, std::mem::take(&mut state.endings))
+        };
+        // Outside the lock: a hook may call into the session.
+        for ending in endings {
+            let hooks = &self.shared.config.hooks;
+            hooks.ended(&ending.key, ending.user.as_ref(), ending.reason);
+        }
+        result
     }
 }

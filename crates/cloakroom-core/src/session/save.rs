@@ -106,8 +106,13 @@ impl Session {
     }
 
     async fn delete_retired(&self, old: &SessionToken) -> Result<()> {
-        let existed = self.shared.store.delete(&old.key()).await?;
-        self.lock().after_delete(old, existed);
+        let key = old.key();
+        let existed = self.shared.store.delete(&key).await?;
+        // The guard ends with this statement: a hook may call into the session.
+        let ended = self.lock().after_delete(old, existed);
+        if let Some((reason, user)) = ended {
+            self.shared.config.hooks.ended(&key, user.as_ref(), reason);
+        }
         Ok(())
     }
 
@@ -150,7 +155,8 @@ impl Session {
                 .await?
                 == Created::Created
             {
-                crate::metrics::session_created(step.session.origin);
+                let hooks = &self.shared.config.hooks;
+                hooks.created(&token.key(), step.user.as_ref(), step.session.origin);
                 crate::observed::name_on_request_span(&token);
                 self.keep_cap(step, &token).await?;
                 return Ok(token);

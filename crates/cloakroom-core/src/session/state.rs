@@ -31,6 +31,10 @@ pub(super) struct State {
     // The session whose data a `cycle_id` copied: if it turns out to have been deleted meanwhile
     // (a logout in another request), the copy must not outlive it.
     pub(super) rotated_from: Option<SessionToken>,
+    // The users of retired sessions whose data the request had, for the hooks of their end.
+    pub(super) retired_users: Vec<(SessionToken, UserKey)>,
+    // Sessions seen to have ended while the lock was held, for the hooks once it is released.
+    pub(super) endings: Vec<crate::hooks::Ending>,
 }
 
 /// Where the request's take of the flash message stands.
@@ -114,7 +118,13 @@ impl State {
     // The request's current session, if any, is to be deleted at the end of the request.
     pub(super) fn retire_current(&mut self) {
         match std::mem::replace(&mut self.phase, Phase::Gone) {
-            Phase::Unloaded { token } | Phase::Live { token, .. } => self.to_delete.push(token),
+            Phase::Live { token, fields } => {
+                if let Some(user) = fields.get(META_USER).and_then(|u| UserKey::from_stored(u)) {
+                    self.retired_users.push((token.clone(), user));
+                }
+                self.to_delete.push(token);
+            }
+            Phase::Unloaded { token } => self.to_delete.push(token),
             // A session started and not yet created simply never exists.
             Phase::Started { .. } | Phase::Anonymous | Phase::Gone => {}
         }

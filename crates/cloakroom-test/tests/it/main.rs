@@ -8,6 +8,7 @@ mod flash;
 mod foreign_store;
 mod header_sessions;
 mod held;
+mod hooks;
 mod hostile;
 mod in_flight;
 mod index_races;

@@ -32,6 +32,8 @@ fn state(phase: Phase) -> State {
         accessed: false,
         flash: super::super::state::FlashTake::NotAsked,
         rotated_from: None,
+        retired_users: Vec::new(),
+        endings: Vec::new(),
     }
 }
 
