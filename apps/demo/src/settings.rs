@@ -2,7 +2,9 @@
 //!
 //! * `REDIS_URL`: absent, the embedded memory store; present, Redis (`redis://` or `rediss://`,
 //!   with `user:password@` for ACL auth). For a cluster, any one node or ElastiCache's
-//!   configuration endpoint: cluster mode is detected.
+//!   configuration endpoint: cluster mode is detected. Behind Sentinel,
+//!   `redis+sentinel://[user:password@]host:port[,host:port...]/SERVICE` (`rediss+sentinel://`
+//!   for TLS).
 //! * `REDIS_CLUSTER`: `auto` (default), `yes` or `no`, to override the detection.
 //! * `REDIS_TIMEOUT_MS`: the bound on connecting and on each Redis operation (default 1000).
 //! * `SECRET_KEY`: the cookie signing key, at least 32 bytes; absent, a random key (sessions
@@ -97,6 +99,8 @@ impl Settings {
                     .with_context(|| format!("cannot use Redis at {}", redacted(&url)))?;
                 let shape = if store.is_cluster() {
                     "Redis Cluster"
+                } else if url.contains("+sentinel://") {
+                    "Redis via Sentinel"
                 } else {
                     "Redis"
                 };

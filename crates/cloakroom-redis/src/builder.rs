@@ -199,10 +199,17 @@ impl RedisStoreBuilder {
         }
         let near_cache = match self.near_cache {
             None => None,
+            Some(_) if connection::is_sentinel_url(&self.url) => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "the near-cache does not follow Sentinel failovers yet: use it with a \
+                     standalone server or a cluster",
+                ));
+            }
             Some(cache) => {
                 let shared = crate::near_cache::Shared::new(cache);
                 let tracking = crate::near_cache::Tracking {
-                    clients: NodeClients::new(&settings, connection.is_cluster())?,
+                    clients: NodeClients::new(&settings, &connection)?,
                     data: connection.clone(),
                     prefix: self.prefix.clone(),
                     lease: cache.lease,
@@ -212,7 +219,7 @@ impl RedisStoreBuilder {
                 Some(shared)
             }
         };
-        let connection_is_cluster = connection.is_cluster();
+        let connection_for_nodes = connection.clone();
         let store = RedisStore {
             connection,
             acks_connection,
@@ -224,7 +231,7 @@ impl RedisStoreBuilder {
             apply: ScriptSource::new(include_str!("lua/apply.lua")),
             index: ScriptSource::new(include_str!("lua/index.lua")),
             near_cache,
-            nodes: NodeClients::new(&settings, connection_is_cluster)?,
+            nodes: NodeClients::new(&settings, &connection_for_nodes)?,
         };
         // Load the scripts now (on every primary, in cluster mode) so the first requests cost
         // one round trip, like the rest. This is also the start-up check that the server answers

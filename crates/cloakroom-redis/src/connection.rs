@@ -5,7 +5,8 @@
 //! configuration endpoint of a cluster. So the seed node is asked `CLUSTER SLOTS` once at start-up:
 //! an answer means cluster mode (redis-rs's cluster client then discovers every node, follows
 //! `MOVED`/`ASK` and refreshes its slot map after failover or resharding); an `ERR` means a
-//! standalone server. [`ClusterMode`] overrides the guess.
+//! standalone server. [`ClusterMode`] overrides the guess. A `redis+sentinel://` URL names
+//! sentinels instead, which name the primary (`connection/sentinel.rs`).
 
 use std::time::Duration;
 
@@ -20,6 +21,10 @@ use redis::{
 use tokio::time::Instant;
 
 use crate::scripts::bounded;
+
+mod sentinel;
+
+pub(crate) use sentinel::is_sentinel_url;
 
 /// Whether the server is a Redis Cluster (ElastiCache "cluster mode enabled") or a standalone
 /// server (or a primary with replicas, ElastiCache "cluster mode disabled").
@@ -42,6 +47,8 @@ pub enum ClusterMode {
 pub(crate) enum Connection {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
+    /// A primary found through Sentinel, followed across failovers.
+    Sentinel(sentinel::SentinelConnection),
 }
 
 impl Connection {
@@ -52,6 +59,7 @@ impl Connection {
                 let value = cluster_request(connection, Request::Command(cmd)).await?;
                 Ok(T::from_redis_value(value)?)
             }
+            Self::Sentinel(connection) => connection.query(cmd).await,
         }
     }
 
@@ -73,6 +81,15 @@ impl Connection {
                 let value = cluster_request(connection, Request::Acked(cmd, wait)).await?;
                 Ok(<(Value, Value)>::from_redis_value(value)?)
             }
+            Self::Sentinel(connection) => connection.query_acked(cmd, wait).await,
+        }
+    }
+
+    /// For a primary found through Sentinel, where it is now.
+    pub(crate) fn sentinel_primary(&self) -> Option<ConnectionInfo> {
+        match self {
+            Self::Sentinel(connection) => Some(connection.primary_info()),
+            _ => None,
         }
     }
 
@@ -104,7 +121,7 @@ impl AckWait {
     // at all (`WAIT n 0` would block forever): then the write goes alone and counts as
     // unconfirmed. A hop waits at most half of what is left beyond the margin, so however many
     // refused hops come first, the one that runs the write still has time to run it and answer.
-    fn pipeline(&self, cmd: &redis::Cmd) -> Option<redis::Pipeline> {
+    pub(crate) fn pipeline(&self, cmd: &redis::Cmd) -> Option<redis::Pipeline> {
         let left = self
             .deadline
             .saturating_duration_since(Instant::now())
@@ -332,6 +349,15 @@ pub(crate) struct Settings<'a> {
 }
 
 pub(crate) async fn open(settings: &Settings<'_>) -> Result<Connection> {
+    if is_sentinel_url(settings.url) {
+        if settings.cluster_mode == ClusterMode::Cluster {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "a Sentinel URL names one primary, not a cluster",
+            ));
+        }
+        return Ok(Connection::Sentinel(sentinel::open(settings).await?));
+    }
     let info = connection_info(settings)?;
     let certificates = tls_certificates(settings, &info)?;
     let cluster = match settings.cluster_mode {

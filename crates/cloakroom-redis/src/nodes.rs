@@ -16,20 +16,28 @@ pub(crate) struct NodeClients {
 }
 
 impl NodeClients {
-    pub(crate) fn new(settings: &Settings<'_>, cluster: bool) -> Result<Self> {
-        let info = connection_info(settings)?;
+    pub(crate) fn new(settings: &Settings<'_>, data: &Connection) -> Result<Self> {
+        // Through Sentinel, the URL names the sentinels: the nodes are reached as the primary is.
+        let info = match data.sentinel_primary() {
+            Some(primary) => primary,
+            None => connection_info(settings)?,
+        };
         let certificates = tls_certificates(settings, &info)?;
         Ok(Self {
             info,
             certificates,
-            cluster,
+            cluster: data.is_cluster(),
         })
     }
 
-    /// The primaries' addresses, sorted: the URL's own for a standalone server, every primary
+    /// The primaries' addresses, sorted: the URL's own for a standalone server (the current
+    /// primary through Sentinel), every primary
     /// the cluster knows and does not consider failed (`CLUSTER NODES`) for a cluster.
     pub(crate) async fn primaries(&self, data: &Connection) -> Result<Vec<(String, u16)>> {
-        let (host, port) = match self.info.addr() {
+        // Through Sentinel: wherever the primary is now.
+        let primary = data.sentinel_primary();
+        let info = primary.as_ref().unwrap_or(&self.info);
+        let (host, port) = match info.addr() {
             ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
                 (host.clone(), *port)
             }

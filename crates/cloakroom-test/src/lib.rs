@@ -13,12 +13,14 @@ pub mod ledger;
 pub mod model;
 mod proxy;
 pub mod requests;
+pub mod sentinel;
 mod server;
 
 pub use crate::certificates::TestCertificates;
 pub use crate::cluster::{ClusterNode, NODE_TIMEOUT, RedisCluster};
 pub use crate::counting::{CallCounts, CountingStore};
 pub use crate::proxy::CountingProxy;
+pub use crate::sentinel::SentinelGroup;
 pub use crate::server::{ADMIN_USER, RedisServer, SESSION_USER, SESSION_USER_RULES, ServerOptions};
 
 use std::sync::Arc;

@@ -44,7 +44,7 @@ pub struct RedisServer {
     options: ServerOptions,
 }
 
-fn server_binary() -> String {
+pub(crate) fn server_binary() -> String {
     std::env::var("CLOAKROOM_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
 }
 

@@ -15,3 +15,4 @@ mod observability;
 mod process;
 mod redis_down;
 mod round_trips;
+mod sentinel;

@@ -17,6 +17,7 @@ mod memory;
 mod metrics;
 mod near_cache;
 mod redis;
+mod sentinel;
 mod session;
 mod session_cap;
 mod tls;

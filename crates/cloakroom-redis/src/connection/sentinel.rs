@@ -1,0 +1,432 @@
+//! A primary found through Redis Sentinel, followed across failovers.
+//!
+//! `redis+sentinel://[user:password@]host[:port][,host[:port]...]/SERVICE` (or `rediss+sentinel://`
+//! for TLS to the sentinels and the servers) names the sentinels and the service they watch, the
+//! URL form other clients use. The sentinels are asked for the service's primary at start-up;
+//! the store then talks to that primary through an auto-reconnecting connection, as to a
+//! standalone server. A failover shows up as errors on that connection: refused or dropped
+//! connections (the primary died) or `READONLY` (it was demoted and is now a replica). Any of
+//! those makes the store ask the sentinels again, once at a time, and move to the new primary;
+//! the request that saw the error fails fast as any request does while Redis is unreachable.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use cloakroom_core::{Error, ErrorKind, Result};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{ConnectionAddr, ConnectionInfo, FromRedisValue, RedisResult, TlsMode, Value};
+
+use super::{AckWait, Settings};
+use crate::scripts::bounded;
+
+/// Whether `url` names sentinels rather than a server.
+pub(crate) fn is_sentinel_url(url: &str) -> bool {
+    url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://")
+}
+
+/// The sentinels' default port.
+const SENTINEL_PORT: u16 = 26379;
+
+/// What a `redis+sentinel://` URL says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SentinelUrl {
+    tls: bool,
+    username: Option<String>,
+    password: Option<String>,
+    sentinels: Vec<(String, u16)>,
+    service: String,
+}
+
+fn parse(url: &str) -> Result<SentinelUrl> {
+    let bad = |why: &str| {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "invalid Sentinel URL ({why}): use redis+sentinel://[user:password@]host:port[,host:port...]/SERVICE"
+            ),
+        )
+    };
+    let (tls, rest) = match url.split_once("://") {
+        Some(("redis+sentinel", rest)) => (false, rest),
+        Some(("rediss+sentinel", rest)) => (true, rest),
+        _ => return Err(bad("the scheme")),
+    };
+    let (authority, service) = rest.split_once('/').ok_or_else(|| bad("no service name"))?;
+    let service = service.trim_end_matches('/');
+    if service.is_empty() || service.contains(['/', '?', '#']) {
+        return Err(bad("the service name"));
+    }
+    let (credentials, hosts) = match authority.rsplit_once('@') {
+        Some((credentials, hosts)) => (Some(credentials), hosts),
+        None => (None, authority),
+    };
+    let decode = |text: &str| -> Result<String> {
+        percent_decoded(text).ok_or_else(|| bad("the credentials' percent-encoding"))
+    };
+    let (username, password) = match credentials {
+        None => (None, None),
+        Some(credentials) => match credentials.split_once(':') {
+            Some((user, password)) => (
+                Some(decode(user)?).filter(|u| !u.is_empty()),
+                Some(decode(password)?),
+            ),
+            None => (Some(decode(credentials)?), None),
+        },
+    };
+    let mut sentinels = Vec::new();
+    for host in hosts.split(',') {
+        let (name, port) = match host.rsplit_once(':') {
+            // An IPv6 address without a port: `[::1]`.
+            Some((name, port)) if !port.ends_with(']') => (
+                name,
+                port.parse::<u16>().map_err(|_| bad("a sentinel's port"))?,
+            ),
+            _ => (host, SENTINEL_PORT),
+        };
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        if name.is_empty() {
+            return Err(bad("an empty sentinel address"));
+        }
+        sentinels.push((name.to_owned(), port));
+    }
+    Ok(SentinelUrl {
+        tls,
+        username,
+        password,
+        sentinels,
+        service: service.to_owned(),
+    })
+}
+
+// `%XX` escapes, as URLs carry passwords with reserved characters.
+fn percent_decoded(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The connection to the service's current primary.
+#[derive(Clone)]
+pub(crate) struct SentinelConnection {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    sentinels: tokio::sync::Mutex<SentinelClient>,
+    // The primary in use, and how many times it changed: a refresh started for an older one
+    // does nothing.
+    current: RwLock<Current>,
+    connect_timeout: Duration,
+}
+
+#[derive(Clone)]
+struct Current {
+    generation: u64,
+    manager: ConnectionManager,
+    info: ConnectionInfo,
+}
+
+impl SentinelConnection {
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> RedisResult<T> {
+        let current = self.current();
+        let result = cmd.query_async(&mut current.manager.clone()).await;
+        if let Err(e) = &result {
+            self.after_error(e, current.generation);
+        }
+        result
+    }
+
+    pub(crate) async fn query_acked(
+        &self,
+        cmd: &redis::Cmd,
+        wait: AckWait,
+    ) -> RedisResult<(Value, Value)> {
+        let current = self.current();
+        let mut manager = current.manager.clone();
+        let result = match wait.pipeline(cmd) {
+            Some(pipeline) => pipeline.query_async(&mut manager).await,
+            None => cmd.query_async(&mut manager).await.map(|v| (v, Value::Nil)),
+        };
+        match &result {
+            Err(e) => self.after_error(e, current.generation),
+            // `ignore_errors`: the write's own `READONLY` comes back as a value.
+            Ok((Value::ServerError(e), _)) if e.code() == "READONLY" => {
+                self.refresh_soon(current.generation);
+            }
+            Ok(_) => {}
+        }
+        result
+    }
+
+    /// Where the current primary is, with the URL's credentials and TLS.
+    pub(crate) fn primary_info(&self) -> ConnectionInfo {
+        self.current().info
+    }
+
+    fn current(&self) -> Current {
+        // A poisoned lock only means a panic elsewhere while swapping in a new primary: the
+        // value is whole either way.
+        match self.shared.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    // An error that says the primary is gone or is a primary no longer.
+    fn after_error(&self, error: &redis::RedisError, generation: u64) {
+        if error.code() == Some("READONLY")
+            || error.is_connection_refusal()
+            || error.is_connection_dropped()
+            || error.is_io_error()
+            || error.is_timeout()
+        {
+            self.refresh_soon(generation);
+        }
+    }
+
+    // Asks the sentinels for the primary in a task of its own (the request that failed returns
+    // at once), unless a refresh since `generation` already ran or is running.
+    fn refresh_soon(&self, generation: u64) {
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            if let Err(e) = refresh(&shared, Some(generation)).await {
+                tracing::warn!(error = %e, "the sentinels did not name a usable primary");
+            }
+        });
+    }
+}
+
+impl Shared {
+    fn generation(&self) -> u64 {
+        match self.current.read() {
+            Ok(current) => current.generation,
+            Err(poisoned) => poisoned.into_inner().generation,
+        }
+    }
+
+    fn address(&self) -> String {
+        match self.current.read() {
+            Ok(current) => address_of(&current.info),
+            Err(poisoned) => address_of(&poisoned.into_inner().info),
+        }
+    }
+}
+
+// Asks the sentinels for the primary and moves to it: after an error of the connection at
+// `generation` (`Some`: nothing is done if another refresh came first, and the connection is
+// renewed even at the same address), or on the watcher's schedule (`None`: only when the
+// sentinels name another primary).
+async fn refresh(shared: &Shared, after_error_at: Option<u64>) -> Result<()> {
+    // One refresh at a time; one that waited behind another may find the work done.
+    let mut sentinels = shared.sentinels.lock().await;
+    if after_error_at.is_some_and(|generation| generation != shared.generation()) {
+        return Ok(());
+    }
+    let client = bounded(
+        shared.connect_timeout,
+        "name the primary (Sentinel)",
+        sentinels.async_get_client(),
+    )
+    .await?;
+    let address = address_of(client.get_connection_info());
+    if after_error_at.is_none() && address == shared.address() {
+        return Ok(());
+    }
+    let (manager, info) = connect(client, shared.connect_timeout).await?;
+    let mut current = match shared.current.write() {
+        Ok(current) => current,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if address_of(&current.info) != address {
+        tracing::warn!(primary = %address, "following the sentinels to a new primary");
+    }
+    *current = Current {
+        generation: current.generation + 1,
+        manager,
+        info,
+    };
+    Ok(())
+}
+
+// How often the sentinels are asked whether the primary changed, errors or not: a primary that
+// freezes answers nothing, so no error of its own would ever send the store to its successor.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+// Asks the sentinels on a schedule until the store is dropped.
+fn watch(shared: &Arc<Shared>) {
+    let shared = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(WATCH_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            if let Err(e) = refresh(&shared, None).await {
+                tracing::debug!(error = %e, "the sentinels could not be asked for the primary");
+            }
+        }
+    });
+}
+
+fn address_of(info: &ConnectionInfo) -> String {
+    match info.addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("{host}:{port}")
+        }
+        other => other.to_string(),
+    }
+}
+
+// Connects to the primary the sentinels named (redis-rs checked that it calls itself one).
+async fn connect(
+    client: redis::Client,
+    connect_timeout: Duration,
+) -> Result<(ConnectionManager, ConnectionInfo)> {
+    let info = client.get_connection_info().clone();
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(connect_timeout))
+        .set_response_timeout(None)
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(200));
+    let manager = bounded(
+        connect_timeout,
+        "accept a connection",
+        ConnectionManager::new_with_config(client, config),
+    )
+    .await?;
+    Ok((manager, info))
+}
+
+/// Connects to the primary the sentinels of `settings.url` name.
+pub(crate) async fn open(settings: &Settings<'_>) -> Result<SentinelConnection> {
+    let url = parse(settings.url)?;
+    let addresses = url.sentinels.iter().map(|(host, port)| {
+        if url.tls {
+            ConnectionAddr::TcpTls {
+                host: host.clone(),
+                port: *port,
+                insecure: settings.accept_invalid_certificates,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(host.clone(), *port)
+        }
+    });
+    let mut builder =
+        SentinelClientBuilder::new(addresses, &url.service, SentinelServerType::Master)
+            .map_err(|e| Error::with_source(ErrorKind::Config, "invalid Sentinel settings", e))?;
+    if url.tls {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mode = if settings.accept_invalid_certificates {
+            tracing::warn!(
+                "TLS certificate checks are OFF for the Redis connection: anyone on the path can \
+                 read and change session data. Use this in tests only."
+            );
+            TlsMode::Insecure
+        } else {
+            TlsMode::Secure
+        };
+        builder = builder
+            .set_client_to_redis_tls_mode(mode)
+            .set_client_to_sentinel_tls_mode(mode);
+        if let Some(pem) = settings.root_certificate {
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            };
+            builder = builder
+                .set_client_to_redis_certificates(certificates.clone())
+                .set_client_to_sentinel_certificates(certificates);
+        }
+    } else if settings.accept_invalid_certificates || settings.root_certificate.is_some() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "TLS settings were given but the URL is not a TLS one (rediss+sentinel://)",
+        ));
+    }
+    // The credentials are the servers'; sentinels usually run without auth.
+    if let Some(username) = &url.username {
+        builder = builder.set_client_to_redis_username(username);
+    }
+    if let Some(password) = &url.password {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    let mut sentinels = builder
+        .build()
+        .map_err(|e| Error::with_source(ErrorKind::Config, "invalid Sentinel settings", e))?;
+    let client = bounded(
+        settings.connect_timeout,
+        "name the primary (Sentinel)",
+        sentinels.async_get_client(),
+    )
+    .await?;
+    let (manager, info) = connect(client, settings.connect_timeout).await?;
+    let shared = Arc::new(Shared {
+        sentinels: tokio::sync::Mutex::new(sentinels),
+        current: RwLock::new(Current {
+            generation: 0,
+            manager,
+            info,
+        }),
+        connect_timeout: settings.connect_timeout,
+    });
+    watch(&shared);
+    Ok(SentinelConnection { shared })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinel_urls_name_their_sentinels_service_and_credentials() -> Result<()> {
+        let url = parse("redis+sentinel://a:26380,b,[::1]:26381/sessions")?;
+        assert!(!url.tls);
+        assert_eq!(
+            url.sentinels,
+            [
+                ("a".to_owned(), 26380),
+                ("b".to_owned(), SENTINEL_PORT),
+                ("::1".to_owned(), 26381)
+            ]
+        );
+        assert_eq!(url.service, "sessions");
+        assert_eq!((url.username, url.password), (None, None));
+        let url = parse("rediss+sentinel://app:p%40ss@h:1/svc")?;
+        assert!(url.tls);
+        assert_eq!(url.username.as_deref(), Some("app"));
+        assert_eq!(url.password.as_deref(), Some("p@ss"));
+        let url = parse("redis+sentinel://:secret@h/svc/")?;
+        assert_eq!(
+            (url.username, url.password.as_deref()),
+            (None, Some("secret"))
+        );
+        for bad in [
+            "redis://h/svc",
+            "redis+sentinel://h",
+            "redis+sentinel://h/",
+            "redis+sentinel://h:port/svc",
+            "redis+sentinel://,h/svc",
+            "redis+sentinel://h/a/b",
+            "redis+sentinel://u:%zz@h/svc",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        Ok(())
+    }
+}
