@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 /// REDIS_CLUSTER, REDIS_TIMEOUT_MS, REDIS_TLS_INSECURE; SECRET_KEY (with SECRET_KEY_PREVIOUS,
 /// SECRET_KEY_PREVIOUS_UNTIL and SECRET_KEY_NEXT) to read a cookie; SESSION_TTL for idle
 /// deadlines. A session is named by its safe id: the first characters of the hash that names
-/// it in Redis, never its cookie.
+/// it in Redis, never its cookie. Safe ids may begin with `-`: they are read as values.
 #[derive(Debug, Parser)]
 #[command(name = "cloakroom-admin", version)]
 pub(crate) struct Cli {
@@ -47,7 +47,7 @@ pub(crate) enum SessionsCommand {
     /// The user's live sessions: safe id, created, last seen, idle and absolute deadlines.
     List {
         /// The user's id, as the application bound it at login (`Session::set_user`).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         user: String,
         /// Print a JSON array instead of a table.
         #[arg(long)]
@@ -56,13 +56,18 @@ pub(crate) enum SessionsCommand {
     /// End the user's sessions: all of them, all but one (--except), or one (--id).
     End {
         /// The user's id, as the application bound it at login.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         user: String,
         /// End only this session (its safe id, as `sessions list` shows it).
-        #[arg(long, value_name = "SAFE_ID", conflicts_with = "except")]
+        #[arg(
+            long,
+            value_name = "SAFE_ID",
+            conflicts_with = "except",
+            allow_hyphen_values = true
+        )]
         id: Option<String>,
         /// End every session but this one (its safe id).
-        #[arg(long, value_name = "SAFE_ID")]
+        #[arg(long, value_name = "SAFE_ID", allow_hyphen_values = true)]
         except: Option<String>,
     },
 }
@@ -73,7 +78,7 @@ pub(crate) enum SessionCommand {
     /// extending it.
     Show {
         /// The cookie's value, or the whole `name=value` pair as a browser shows it.
-        #[arg(long, value_name = "VALUE")]
+        #[arg(long, value_name = "VALUE", allow_hyphen_values = true)]
         cookie: String,
     },
 }

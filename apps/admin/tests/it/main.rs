@@ -344,3 +344,30 @@ fn check_fails_for_what_breaks_cloakroom() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn ids_and_values_that_begin_with_a_dash_are_read_as_values() -> anyhow::Result<()> {
+    use clap_check::parses;
+    for args in [
+        ["sessions", "end", "--user", "ann", "--id", "-Oabc123"],
+        ["sessions", "end", "--user", "ann", "--except", "-Oabc123"],
+        ["sessions", "end", "--user", "-ann", "--id", "x"],
+        ["session", "show", "--cookie", "-abc.def", "", ""],
+    ] {
+        let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+        ensure!(parses(&args)?, "{args:?} was not accepted");
+    }
+    Ok(())
+}
+
+mod clap_check {
+    // Whether the binary accepts `args` (with nothing to connect to, it fails later, on the
+    // missing REDIS_URL, not on the arguments: clap's usage errors exit with 2).
+    pub(super) fn parses(args: &[&str]) -> anyhow::Result<bool> {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cloakroom-admin"))
+            .args(args)
+            .env_clear()
+            .output()?;
+        Ok(output.status.code() != Some(2))
+    }
+}
