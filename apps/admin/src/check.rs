@@ -39,7 +39,7 @@ pub(crate) async fn check(url: &Option<String>) -> anyhow::Result<ExitCode> {
     let tls = url.starts_with("rediss://");
     // Connecting proves reachability, TLS, authentication and the right to run scripts (the
     // store loads its scripts on every primary when it connects).
-    let store = match redis_builder_from_env(url)?.connect().await {
+    let store = match redis_builder_from_env(url).await?.connect().await {
         Ok(store) => store,
         Err(e) => {
             report.line(

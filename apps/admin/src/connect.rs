@@ -17,7 +17,8 @@ impl Admin {
     /// Connects to `url` (`REDIS_URL`), with the environment's other settings.
     pub(crate) async fn connect(url: &Option<String>) -> anyhow::Result<Self> {
         let url = required_url(url)?;
-        let store = redis_builder_from_env(url)?
+        let store = redis_builder_from_env(url)
+            .await?
             .connect()
             .await
             .with_context(|| format!("cannot use Redis at {}", redacted(url)))?;

@@ -30,6 +30,9 @@
 //! * `MAX_SESSIONS_PER_USER`: the most live sessions one user may have; absent, no bound. A
 //!   login past it ends the user's oldest session, or with `SESSION_CAP_POLICY=refuse_new` is
 //!   refused (`end_oldest` is the default).
+//! * `REDIS_IAM_USER` and `AWS_REGION`: log in to ElastiCache with IAM tokens as that user (its
+//!   user id), made from the standard AWS credential chain and renewed every 10 minutes; the
+//!   URL must be `rediss://`. `REDIS_IAM_CACHE_NAME` names the cache when its endpoint does not.
 //! * `METRICS_BIND`: an address on which a second listener serves the metrics in Prometheus's
 //!   text format at `GET /metrics`; absent, no metrics are served (the default).
 //! * `LOG_FORMAT`: `text` (the default; coloured only on a terminal) or `json`, one object per
@@ -40,7 +43,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cloakroom::redis::{ClusterMode, NearCache, RedisStore, RedisStoreBuilder, ReplicaAcks};
+use cloakroom::redis::{
+    ClusterMode, Credentials, ElastiCacheIam, NearCache, RedisStore, RedisStoreBuilder, ReplicaAcks,
+};
 use cloakroom::signing::CookieSigner;
 use cloakroom::{CapPolicy, MemoryStore, SessionConfig, SessionManager, Store};
 
@@ -89,7 +94,7 @@ impl Settings {
 
         let store: Arc<dyn Store> = match env("REDIS_URL") {
             Some(url) => {
-                let mut builder = redis_builder_from_env(&url)?;
+                let mut builder = redis_builder_from_env(&url).await?;
                 if near_cache {
                     builder = builder.with_near_cache(NearCache::new());
                 }
@@ -220,13 +225,105 @@ pub fn session_config_from_env() -> anyhow::Result<SessionConfig> {
 }
 
 /// A Redis store builder for `url` with the settings of the environment: `REDIS_CA_FILE`,
-/// `REDIS_TIMEOUT_MS`, `REDIS_CLUSTER`, `REDIS_REPLICA_ACKS` and `REDIS_TLS_INSECURE`. Shared
+/// `REDIS_TIMEOUT_MS`, `REDIS_CLUSTER`, `REDIS_REPLICA_ACKS`, `REDIS_TLS_INSECURE`, and
+/// ElastiCache IAM authentication (`REDIS_IAM_USER`, see [`iam_credentials_from_env`]). Shared
 /// with the admin CLI, so that both reach Redis the same way.
 ///
 /// # Errors
 ///
-/// A variable that is not valid, named in the message, or a CA file that cannot be read.
-pub fn redis_builder_from_env(url: &str) -> anyhow::Result<RedisStoreBuilder> {
+/// A variable that is not valid, named in the message, a CA file that cannot be read, or no AWS
+/// credentials for IAM authentication.
+pub async fn redis_builder_from_env(url: &str) -> anyhow::Result<RedisStoreBuilder> {
+    let mut builder = redis_settings_from_env(url)?;
+    if let Some(credentials) = iam_credentials_from_env(url).await? {
+        builder = builder.with_credentials(credentials);
+    }
+    Ok(builder)
+}
+
+/// With `REDIS_IAM_USER` set, credentials that log in to the ElastiCache cache of `url` as that
+/// user with IAM tokens, made from the standard AWS credential chain (environment, profile, web
+/// identity, container, instance) for `AWS_REGION`, renewed every 10 minutes. The cache's name
+/// is `REDIS_IAM_CACHE_NAME`, or read from the endpoint in `url` ([`cache_name_of`]).
+///
+/// # Errors
+///
+/// `AWS_REGION` missing, a URL without TLS (ElastiCache requires it for IAM), a cache name that
+/// cannot be read from the URL, or no AWS credentials.
+pub async fn iam_credentials_from_env(url: &str) -> anyhow::Result<Option<Credentials>> {
+    let Some(user) = env("REDIS_IAM_USER") else {
+        return Ok(None);
+    };
+    let Some(region) = env("AWS_REGION") else {
+        bail!("REDIS_IAM_USER needs AWS_REGION: the region of the ElastiCache cache");
+    };
+    if !url.starts_with("rediss://") {
+        bail!(
+            "REDIS_IAM_USER needs a TLS URL (rediss://): ElastiCache takes IAM tokens over TLS only"
+        );
+    }
+    let host = url
+        .split_once("://")
+        .map(|(_, rest)| rest.rsplit('@').next().unwrap_or(rest))
+        .and_then(|rest| rest.split([':', '/']).next())
+        .unwrap_or_default();
+    let (cache, serverless) = match env("REDIS_IAM_CACHE_NAME") {
+        Some(name) => (name, host.contains(".serverless.")),
+        None => cache_name_of(host).with_context(|| {
+            format!("cannot tell the cache's name from {host}: set REDIS_IAM_CACHE_NAME")
+        })?,
+    };
+    let mut iam = ElastiCacheIam::new(user, cache, region.clone());
+    if serverless {
+        iam = iam.serverless();
+    }
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region))
+        .http_client(http)
+        .load()
+        .await;
+    let Some(provider) = aws.credentials_provider() else {
+        bail!("no AWS credentials provider for IAM authentication");
+    };
+    let credentials = iam
+        .credentials(provider)
+        .await
+        .context("cannot make an ElastiCache IAM token")?;
+    Ok(Some(credentials))
+}
+
+/// The cache name (replication group id, or serverless cache name) and whether it is a
+/// serverless cache, from an ElastiCache endpoint: `master.NAME.…`, `replica.NAME.…`,
+/// `clustercfg.NAME.…`, a node's `NAME-0001-001.NAME.…`, `NAME.xxxxxx.ng.0001.…` or a serverless
+/// `NAME-xxxxxx.serverless.…`; `None` for a host that is not an ElastiCache endpoint.
+pub fn cache_name_of(host: &str) -> Option<(String, bool)> {
+    let host = host.to_ascii_lowercase();
+    if !host.ends_with(".cache.amazonaws.com") {
+        return None;
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    let (first, second) = (*labels.first()?, *labels.get(1)?);
+    if second == "serverless" {
+        // `NAME-ID`: the id is the last hyphenated part.
+        let (name, _id) = first.rsplit_once('-')?;
+        return Some((name.to_owned(), true));
+    }
+    let name = if matches!(first, "master" | "replica" | "clustercfg")
+        || first.starts_with(&format!("{second}-"))
+    {
+        second
+    } else {
+        first
+    };
+    Some((name.to_owned(), false))
+}
+
+fn redis_settings_from_env(url: &str) -> anyhow::Result<RedisStoreBuilder> {
     let mut builder = RedisStore::builder(url);
     if let Some(path) = env("REDIS_CA_FILE") {
         let pem =
@@ -291,5 +388,54 @@ pub fn redacted(url: &str) -> String {
             format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cache_name_of;
+
+    #[test]
+    fn the_cache_name_is_read_from_each_kind_of_elasticache_endpoint() {
+        for (host, expected) in [
+            (
+                "master.sessions.abc123.use1.cache.amazonaws.com",
+                Some(("sessions", false)),
+            ),
+            (
+                "replica.sessions.abc123.use1.cache.amazonaws.com",
+                Some(("sessions", false)),
+            ),
+            (
+                "clustercfg.sessions.abc123.use1.cache.amazonaws.com",
+                Some(("sessions", false)),
+            ),
+            (
+                "sessions-0001-001.sessions.abc123.use1.cache.amazonaws.com",
+                Some(("sessions", false)),
+            ),
+            (
+                "sessions.abc123.ng.0001.use1.cache.amazonaws.com",
+                Some(("sessions", false)),
+            ),
+            (
+                "my-cache-abc123.serverless.use1.cache.amazonaws.com",
+                Some(("my-cache", true)),
+            ),
+            (
+                "Sessions.abc123.ng.0001.use1.cache.amazonaws.com",
+                Some(("sessions", false)),
+            ),
+            ("redis.internal.example", None),
+        ] {
+            let found = cache_name_of(host);
+            assert_eq!(
+                found
+                    .as_ref()
+                    .map(|(name, serverless)| (name.as_str(), *serverless)),
+                expected,
+                "{host}"
+            );
+        }
     }
 }

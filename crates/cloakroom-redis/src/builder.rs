@@ -9,6 +9,7 @@ use redis::Value;
 
 use crate::acks::ReplicaAcks;
 use crate::connection::{self, ClusterMode};
+use crate::credentials::Credentials;
 use crate::near_cache::NearCache;
 use crate::nodes::NodeClients;
 use crate::scripts::{ScriptSource, bounded};
@@ -26,6 +27,7 @@ pub struct RedisStoreBuilder {
     cluster_mode: ClusterMode,
     replica_acks: Option<ReplicaAcks>,
     near_cache: Option<NearCache>,
+    credentials: Option<Credentials>,
 }
 
 impl RedisStore {
@@ -61,6 +63,7 @@ impl RedisStore {
             cluster_mode: ClusterMode::Auto,
             replica_acks: None,
             near_cache: None,
+            credentials: None,
         }
     }
 
@@ -142,6 +145,15 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Logs in with `credentials` instead of the URL's user and password, and again on every
+    /// connection whenever they change ([`Credentials::update`]): a rotated password, or an
+    /// ElastiCache IAM token refreshed before it expires. No request fails because of a
+    /// rotation, and reconnects use the newest credentials.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
     /// The bound on connecting at start-up (default 1 s).
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -174,6 +186,7 @@ impl RedisStoreBuilder {
             accept_invalid_certificates: self.accept_invalid_certificates,
             connect_timeout: self.connect_timeout,
             operation_timeout: self.operation_timeout,
+            credentials: self.credentials.as_ref(),
         };
         let connection = connection::open(&settings).await?;
         let acks_connection = match self.replica_acks {

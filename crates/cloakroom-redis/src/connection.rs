@@ -20,6 +20,7 @@ use redis::{
 };
 use tokio::time::Instant;
 
+use crate::credentials::Credentials;
 use crate::scripts::bounded;
 
 mod sentinel;
@@ -346,6 +347,37 @@ pub(crate) struct Settings<'a> {
     pub(crate) accept_invalid_certificates: bool,
     pub(crate) connect_timeout: Duration,
     pub(crate) operation_timeout: Duration,
+    /// Credentials that may change while the store runs; `None`: the URL's, if any.
+    pub(crate) credentials: Option<&'a Credentials>,
+}
+
+impl Settings<'_> {
+    /// `config` logging in with the changing credentials, when there are any.
+    pub(crate) fn with_credentials(
+        &self,
+        config: redis::AsyncConnectionConfig,
+    ) -> redis::AsyncConnectionConfig {
+        match self.credentials {
+            Some(credentials) => config.set_credentials_provider(credentials.clone()),
+            None => config,
+        }
+    }
+
+    fn manager_config(&self) -> ConnectionManagerConfig {
+        // Reconnection attempts are short and capped so that a request waiting on a reconnect
+        // is bounded by the operation timeout anyway.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            // Each operation is bounded by the operation timeout around the whole call
+            // (reconnection included), so no second per-response timer is needed.
+            .set_response_timeout(None)
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        match self.credentials {
+            Some(credentials) => config.set_credentials_provider(credentials.clone()),
+            None => config,
+        }
+    }
 }
 
 pub(crate) async fn open(settings: &Settings<'_>) -> Result<Connection> {
@@ -481,9 +513,11 @@ async fn is_cluster_node(
     certificates: Option<redis::TlsCertificates>,
 ) -> Result<bool> {
     let probe = client(info.clone(), certificates)?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(settings.connect_timeout))
-        .set_response_timeout(Some(settings.connect_timeout));
+    let config = settings.with_credentials(
+        redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.connect_timeout)),
+    );
     let mut connection = bounded(
         settings.connect_timeout,
         "accept a connection",
@@ -513,15 +547,7 @@ async fn open_standalone(
     certificates: Option<redis::TlsCertificates>,
 ) -> Result<Connection> {
     let client = client(info, certificates)?;
-    // Reconnection attempts are short and capped so that a request waiting on a reconnect is
-    // bounded by the operation timeout anyway.
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(settings.connect_timeout))
-        // Each operation is bounded by the operation timeout around the whole call (reconnection
-        // included), so no second per-response timer is needed.
-        .set_response_timeout(None)
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(200));
+    let config = settings.manager_config();
     let connection = bounded(
         settings.connect_timeout,
         "accept a connection",
@@ -545,6 +571,9 @@ async fn open_cluster(
         .retries(0);
     if let Some(certificates) = certificates {
         builder = builder.certs(certificates);
+    }
+    if let Some(credentials) = settings.credentials {
+        builder = builder.set_credentials_provider(credentials.clone());
     }
     let client = builder
         .build()

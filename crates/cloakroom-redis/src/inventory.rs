@@ -70,9 +70,12 @@ impl RedisStore {
         inventory.primaries = primaries.len();
         for address in &primaries {
             let client = self.nodes.resp3_client(address)?;
+            let config = self
+                .nodes
+                .with_credentials(redis::AsyncConnectionConfig::new());
             let mut node = tokio::time::timeout(
                 self.operation_timeout,
-                client.get_multiplexed_async_connection(),
+                client.get_multiplexed_async_connection_with_config(&config),
             )
             .await
             .map_err(|_| Error::new(ErrorKind::Unavailable, "a primary did not answer in time"))?

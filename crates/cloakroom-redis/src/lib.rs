@@ -26,8 +26,11 @@
 mod acks;
 mod builder;
 mod connection;
+mod credentials;
 mod errors;
 mod eviction;
+#[cfg(feature = "iam")]
+mod iam;
 mod inventory;
 mod near_cache;
 mod nodes;
@@ -46,10 +49,15 @@ pub use crate::acks::ReplicaAcks;
 pub use crate::builder::RedisStoreBuilder;
 pub use crate::connection::ClusterMode;
 use crate::connection::Connection;
+pub use crate::credentials::Credentials;
 pub use crate::eviction::EvictionPolicy;
+#[cfg(feature = "iam")]
+pub use crate::iam::ElastiCacheIam;
 pub use crate::inventory::{Inventory, ServerInfo};
 pub use crate::near_cache::{NearCache, NearCacheStats};
 use crate::scripts::{ScriptSource, bounded};
+#[cfg(feature = "iam")]
+pub use aws_credential_types;
 
 pub(crate) const DEFAULT_PREFIX: &str = "cloakroom:";
 pub(crate) const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(1);

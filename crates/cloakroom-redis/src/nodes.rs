@@ -5,6 +5,7 @@ use cloakroom_core::{Error, ErrorKind, Result};
 use redis::{ConnectionAddr, ConnectionInfo, Value};
 
 use crate::connection::{Connection, Settings, client, connection_info, tls_certificates};
+use crate::credentials::Credentials;
 use crate::errors::{corrupt, map_error};
 
 /// Opens RESP3 connections to the primaries of the store's server or cluster.
@@ -13,6 +14,7 @@ pub(crate) struct NodeClients {
     info: ConnectionInfo,
     certificates: Option<redis::TlsCertificates>,
     cluster: bool,
+    credentials: Option<Credentials>,
 }
 
 impl NodeClients {
@@ -27,7 +29,19 @@ impl NodeClients {
             info,
             certificates,
             cluster: data.is_cluster(),
+            credentials: settings.credentials.cloned(),
         })
+    }
+
+    /// `config` logging in with the store's changing credentials, when it has any.
+    pub(crate) fn with_credentials(
+        &self,
+        config: redis::AsyncConnectionConfig,
+    ) -> redis::AsyncConnectionConfig {
+        match &self.credentials {
+            Some(credentials) => config.set_credentials_provider(credentials.clone()),
+            None => config,
+        }
     }
 
     /// The primaries' addresses, sorted: the URL's own for a standalone server (the current

@@ -11,6 +11,7 @@ mod cluster;
 mod corrupt_records;
 mod flow;
 mod hostile;
+mod iam;
 mod observability;
 mod process;
 mod redis_down;

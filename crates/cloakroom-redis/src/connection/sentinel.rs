@@ -129,6 +129,8 @@ struct Shared {
     // does nothing.
     current: RwLock<Current>,
     connect_timeout: Duration,
+    // How connections to a primary are made (timeouts, credentials).
+    config: ConnectionManagerConfig,
 }
 
 #[derive(Clone)]
@@ -244,7 +246,7 @@ async fn refresh(shared: &Shared, after_error_at: Option<u64>) -> Result<()> {
     if after_error_at.is_none() && address == shared.address() {
         return Ok(());
     }
-    let (manager, info) = connect(client, shared.connect_timeout).await?;
+    let (manager, info) = connect(client, shared.config.clone(), shared.connect_timeout).await?;
     let mut current = match shared.current.write() {
         Ok(current) => current,
         Err(poisoned) => poisoned.into_inner(),
@@ -295,14 +297,10 @@ fn address_of(info: &ConnectionInfo) -> String {
 // Connects to the primary the sentinels named (redis-rs checked that it calls itself one).
 async fn connect(
     client: redis::Client,
+    config: ConnectionManagerConfig,
     connect_timeout: Duration,
 ) -> Result<(ConnectionManager, ConnectionInfo)> {
     let info = client.get_connection_info().clone();
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(connect_timeout))
-        .set_response_timeout(None)
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(200));
     let manager = bounded(
         connect_timeout,
         "accept a connection",
@@ -375,7 +373,8 @@ pub(crate) async fn open(settings: &Settings<'_>) -> Result<SentinelConnection> 
         sentinels.async_get_client(),
     )
     .await?;
-    let (manager, info) = connect(client, settings.connect_timeout).await?;
+    let config = settings.manager_config();
+    let (manager, info) = connect(client, config.clone(), settings.connect_timeout).await?;
     let shared = Arc::new(Shared {
         sentinels: tokio::sync::Mutex::new(sentinels),
         current: RwLock::new(Current {
@@ -384,6 +383,7 @@ pub(crate) async fn open(settings: &Settings<'_>) -> Result<SentinelConnection> 
             info,
         }),
         connect_timeout: settings.connect_timeout,
+        config,
     });
     watch(&shared);
     Ok(SentinelConnection { shared })

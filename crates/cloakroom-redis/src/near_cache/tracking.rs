@@ -170,10 +170,12 @@ async fn connect_all(
             on_push(&shared, push);
             Ok(())
         };
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(tracking.connect_timeout))
-            .set_response_timeout(Some(tracking.connect_timeout))
-            .set_push_sender(handler);
+        let config = tracking.clients.with_credentials(
+            redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(tracking.connect_timeout))
+                .set_response_timeout(Some(tracking.connect_timeout))
+                .set_push_sender(handler),
+        );
         let client = tracking.clients.resp3_client(&address)?;
         let mut connection = tokio::time::timeout_at(
             deadline,

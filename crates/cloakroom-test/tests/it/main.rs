@@ -1,6 +1,7 @@
 //! Store-level tests: the conformance suite over every store, and store-specific checks.
 
 mod cluster;
+mod credentials;
 mod eviction;
 mod failed_saves;
 mod failover;
