@@ -36,7 +36,8 @@ impl Report {
 pub(crate) async fn check(url: &Option<String>) -> anyhow::Result<ExitCode> {
     let url = required_url(url)?;
     let mut report = Report { failed: false };
-    let tls = url.starts_with("rediss://");
+    let tls = url.starts_with("rediss://") || url.starts_with("rediss+sentinel://");
+    let sentinel = url.contains("+sentinel://");
     // Connecting proves reachability, TLS, authentication and the right to run scripts (the
     // store loads its scripts on every primary when it connects).
     let store = match redis_builder_from_env(url).await?.connect().await {
@@ -52,6 +53,8 @@ pub(crate) async fn check(url: &Option<String>) -> anyhow::Result<ExitCode> {
     };
     let shape = if store.is_cluster() {
         "cluster"
+    } else if sentinel {
+        "primary found through Sentinel"
     } else {
         "standalone"
     };
@@ -211,19 +214,33 @@ async fn permissions(manager: &SessionManager) -> Result<(), (&'static str, cloa
             .key()
             .short()
     );
+    let outcome = life(manager, &user).await;
+    if outcome.is_err() {
+        // Leave nothing behind, as far as the permissions allow.
+        let _ = manager.end_sessions_of(&user).await;
+    }
+    outcome
+}
+
+// A session's life, as a request path lives it, for `user`.
+async fn life(
+    manager: &SessionManager,
+    user: &str,
+) -> Result<(), (&'static str, cloakroom::Error)> {
+    let at = |step: &'static str| move |e: cloakroom::Error| (step, e);
     let login = adapter::session_from_cookie_headers(manager, []);
     let step = "a login (an entry in the user's index, then the session)";
     login.start().map_err(at(step))?;
-    login.set_user(&user).map_err(at(step))?;
+    login.set_user(user).map_err(at(step))?;
     login.insert("check", true).map_err(at(step))?;
     login.save().await.map_err(at(step))?;
     let step = "a counted visit (an increment that slides the TTL)";
     login.incr("visits", 1).await.map_err(at(step))?;
     adapter::finish(&login).await.map_err(at(step))?;
     let step = "reading the user's sessions";
-    manager.sessions_of(&user).await.map_err(at(step))?;
+    manager.sessions_of(user).await.map_err(at(step))?;
     let step = "ending the user's sessions";
-    manager.end_sessions_of(&user).await.map_err(at(step))?;
+    manager.end_sessions_of(user).await.map_err(at(step))?;
     Ok(())
 }
 

@@ -4,10 +4,12 @@ use clap::{Parser, Subcommand};
 
 /// Sessions of a cloakroom application in Redis, for operators and support staff.
 ///
-/// Reads the application's environment: REDIS_URL (or --redis-url), REDIS_CA_FILE,
-/// REDIS_CLUSTER, REDIS_TIMEOUT_MS, REDIS_TLS_INSECURE; SECRET_KEY (with SECRET_KEY_PREVIOUS,
-/// SECRET_KEY_PREVIOUS_UNTIL and SECRET_KEY_NEXT) to read a cookie; SESSION_TTL for idle
-/// deadlines. A session is named by its safe id: the first characters of the hash that names
+/// Reads the application's environment: REDIS_URL (or --redis-url: redis://, rediss://, any
+/// node of a cluster, or redis+sentinel://host:port,host:port/SERVICE), REDIS_CA_FILE,
+/// REDIS_CLUSTER, REDIS_TIMEOUT_MS, REDIS_TLS_INSECURE; REDIS_IAM_USER and AWS_REGION (and
+/// REDIS_IAM_CACHE_NAME) for ElastiCache IAM authentication; SECRET_KEY (with
+/// SECRET_KEY_PREVIOUS, SECRET_KEY_PREVIOUS_UNTIL and SECRET_KEY_NEXT) to read a cookie;
+/// SESSION_TTL for idle deadlines. Exit status: 0 done, 1 failed or not found, 2 bad usage. A session is named by its safe id: the first characters of the hash that names
 /// it in Redis, never its cookie. Safe ids may begin with `-`: they are read as values.
 #[derive(Debug, Parser)]
 #[command(name = "cloakroom-admin", version)]
@@ -38,7 +40,8 @@ pub(crate) enum Command {
     },
     /// Check the deployment: connectivity, TLS, the Redis user's permissions, the eviction
     /// policy and maxmemory, the server's version, the cluster's health. Exits non-zero only
-    /// for what breaks cloakroom; advice is a warning.
+    /// for what breaks cloakroom; advice is a warning. It writes: a session of a user of its own
+    /// (`cloakroom-admin-check-…`) is created, counted, listed and ended.
     Check,
 }
 
@@ -77,7 +80,8 @@ pub(crate) enum SessionCommand {
     /// Verify a session cookie with SECRET_KEY and show its session's fields, without
     /// extending it.
     Show {
-        /// The cookie's value, or the whole `name=value` pair as a browser shows it.
+        /// The cookie's value, or the whole `name=value` pair as a browser shows it; `-` reads
+        /// it from standard input (it then stays out of the shell's history and `ps`).
         #[arg(long, value_name = "VALUE", allow_hyphen_values = true)]
         cookie: String,
     },

@@ -69,7 +69,10 @@ pub(crate) async fn end(
             eprintln!("{user} has no live session {id}");
             return Ok(ExitCode::FAILURE);
         };
-        manager.end_session_of(user, &session.key).await?;
+        if !manager.end_session_of(user, &session.key).await? {
+            eprintln!("session {id} of {user} had already ended");
+            return Ok(ExitCode::FAILURE);
+        }
         println!("ended session {id} of {user}");
         return Ok(ExitCode::SUCCESS);
     }

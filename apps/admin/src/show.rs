@@ -14,6 +14,17 @@ pub(crate) async fn show(admin: &Admin, cookie: &str) -> anyhow::Result<ExitCode
     if std::env::var("SECRET_KEY").map_or(true, |key| key.is_empty()) {
         bail!("SECRET_KEY is not set: a cookie can only be verified with the application's key");
     }
+    // `-`: read from standard input, so that a live cookie stays out of the shell's history and
+    // of the process list.
+    let read;
+    let cookie = if cookie == "-" {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        read = line;
+        read.as_str()
+    } else {
+        cookie
+    };
     // The value alone, whether given as `name=value` or bare.
     let value = cookie
         .trim()
@@ -32,7 +43,7 @@ pub(crate) async fn show(admin: &Admin, cookie: &str) -> anyhow::Result<ExitCode
             println!("  last seen    {}", at(META_TOUCHED));
             println!("  ends at      {} at the latest", at(META_DEADLINE));
             if let Some(user) = fields.get(META_USER) {
-                println!("  user key     {user}");
+                println!("  user key     {}", printable(user));
             }
             let mut names: Vec<&String> = fields
                 .keys()
@@ -41,7 +52,9 @@ pub(crate) async fn show(admin: &Admin, cookie: &str) -> anyhow::Result<ExitCode
             names.sort();
             println!("  fields");
             for name in names {
-                println!("    {name} = {}", fields[name]);
+                // Escaped: a field's text must not drive the terminal (escape sequences).
+                let value = fields.get(name).map_or(String::new(), |v| printable(v));
+                println!("    {} = {value}", printable(name));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -57,4 +70,17 @@ pub(crate) async fn show(admin: &Admin, cookie: &str) -> anyhow::Result<ExitCode
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+// `text` with its control characters (escape sequences among them) written as escapes.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }

@@ -101,8 +101,14 @@ fn row(listed: &UserSession, current: bool, token: &str) -> String {
     )
 }
 
-// A time as HTTP writes dates: `Tue, 01 Dec 2026 03:00:00 GMT`.
+// A time as HTTP writes dates: `Tue, 01 Dec 2026 03:00:00 GMT`. HTTP dates end with the year
+// 9999 (the formatter panics past it): a later time, which only a record cloakroom did not
+// write can hold, prints as "-".
 fn when(unix_ms: u64) -> String {
+    const LAST_HTTP_DATE_MS: u64 = 253_402_300_799_999;
+    if unix_ms > LAST_HTTP_DATE_MS {
+        return "-".to_owned();
+    }
     httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(unix_ms))
 }
 

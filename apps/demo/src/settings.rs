@@ -28,8 +28,8 @@
 //!   invalidations from Redis, so a request that only reads its session (`GET /whoami`) costs
 //!   no round trip; `off` (the default). Redis only.
 //! * `MAX_SESSIONS_PER_USER`: the most live sessions one user may have; absent, no bound. A
-//!   login past it ends the user's oldest session, or with `SESSION_CAP_POLICY=refuse_new` is
-//!   refused (`end_oldest` is the default).
+//!   login past it ends the user's oldest session, or with `SESSION_CAP_POLICY=refuse-new` is
+//!   refused (`end-oldest` is the default; `_` for `-` is accepted too).
 //! * `REDIS_IAM_USER` and `AWS_REGION`: log in to ElastiCache with IAM tokens as that user (its
 //!   user id), made from the standard AWS credential chain and renewed every 10 minutes; the
 //!   URL must be `rediss://`. `REDIS_IAM_CACHE_NAME` names the cache when its endpoint does not.
@@ -217,9 +217,9 @@ pub fn session_config_from_env() -> anyhow::Result<SessionConfig> {
         config = config.with_max_sessions_per_user(max);
     }
     config = config.with_cap_policy(match env("SESSION_CAP_POLICY").as_deref() {
-        None | Some("end_oldest") => CapPolicy::EndOldest,
-        Some("refuse_new") => CapPolicy::RefuseNew,
-        Some(other) => bail!("SESSION_CAP_POLICY={other:?}: use end_oldest or refuse_new"),
+        None | Some("end_oldest" | "end-oldest") => CapPolicy::EndOldest,
+        Some("refuse_new" | "refuse-new") => CapPolicy::RefuseNew,
+        Some(other) => bail!("SESSION_CAP_POLICY={other:?}: use end-oldest or refuse-new"),
     });
     Ok(config)
 }

@@ -236,7 +236,7 @@ pub fn error_reply(error: &Error) -> ErrorReply {
         }
         409 => {
             tracing::info!(error = ?error, "login refused");
-            "Too many sessions: end one of your other sessions first.\n"
+            "Too many sessions for this account: end one of its other sessions, or try again.\n"
         }
         _ => {
             tracing::error!(error = ?error, "session error");

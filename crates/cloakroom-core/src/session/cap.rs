@@ -25,13 +25,61 @@ use super::state::meta_of;
 
 /// Ends the sessions of `user` past the cap, as the login that created `own` sees them; an
 /// error of kind [`ErrorKind::TooManySessions`] when `own` is among them (it is then ended too,
-/// and out of the index).
+/// and out of the index). `retired` are sessions this request is about to delete (the one a
+/// login replaces): they do not count. On any other error `own` is ended too, best effort: a
+/// login that could not check the cap must not leave behind a session, without a cookie, that
+/// later logins would count.
 pub(super) async fn keep_cap(
     shared: &Shared,
     max: usize,
     user: &UserKey,
     own: &SessionKey,
+    retired: &[SessionKey],
 ) -> Result<()> {
+    let mut outcome = Ok(());
+    for _ in 0..CAP_PASSES {
+        match pass(shared, max, user, own, retired).await {
+            Ok(Pass::Done) => break,
+            Ok(Pass::Again) => {}
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    if let Err(e) = &outcome
+        && e.kind() != ErrorKind::TooManySessions
+    {
+        tracing::warn!(error = %e, "a login could not check its user's session cap; it is ended");
+        if shared.store.delete(own).await.unwrap_or(false) {
+            shared
+                .config
+                .hooks
+                .ended(own, Some(user), EndReason::Capped);
+        }
+    }
+    outcome
+}
+
+// Most passes of one login: a session that a rotation replaced while a pass ended it (its new
+// id unseen by that pass) is met by the next.
+const CAP_PASSES: usize = 4;
+
+// What a pass found.
+enum Pass {
+    Done,
+    // A session counted live was gone when the pass came to end it: a rotation may have
+    // replaced it under a key this pass did not list.
+    Again,
+}
+
+async fn pass(
+    shared: &Shared,
+    max: usize,
+    user: &UserKey,
+    own: &SessionKey,
+    retired: &[SessionKey],
+) -> Result<Pass> {
     let store = &shared.store;
     let now = unix_millis(shared.config.clock.now());
     let mut counted: Vec<IndexEntry> = Vec::new();
@@ -40,6 +88,9 @@ pub(super) async fn keep_cap(
         if entry.key == *own {
             listed = true;
             counted.push(entry);
+            continue;
+        }
+        if retired.contains(&entry.key) {
             continue;
         }
         match store.peek(&entry.key, now).await {
@@ -82,6 +133,7 @@ pub(super) async fn keep_cap(
     };
     let mut own_ended = false;
     let mut count = 0;
+    let mut vanished = false;
     for entry in &ended {
         // The session first, then its entry: an entry outliving its session is harmless, the
         // reverse would hide a session from the cap and from `sessions_of`.
@@ -91,6 +143,8 @@ pub(super) async fn keep_cap(
                 .config
                 .hooks
                 .ended(&entry.key, Some(user), EndReason::Capped);
+        } else if entry.key != *own {
+            vanished = true;
         }
         store.index_remove(user, entry, now).await?;
         own_ended |= entry.key == *own;
@@ -107,7 +161,7 @@ pub(super) async fn keep_cap(
             _ => lost(),
         });
     }
-    Ok(())
+    Ok(if vanished { Pass::Again } else { Pass::Done })
 }
 
 fn lost() -> Error {

@@ -180,11 +180,12 @@ impl Session {
         ) else {
             return Ok(());
         };
-        let kept = super::cap::keep_cap(&self.shared, max, user, &token.key()).await;
-        if kept
-            .as_ref()
-            .is_err_and(|e| e.kind() == ErrorKind::TooManySessions)
-        {
+        // The sessions this request retires (the one a login replaces) are not counted: they
+        // are deleted right after.
+        let retired: Vec<_> = self.lock().to_delete.iter().map(|t| t.key()).collect();
+        let kept = super::cap::keep_cap(&self.shared, max, user, &token.key(), &retired).await;
+        // Refused or not checked, the session was ended: the request has none.
+        if kept.is_err() {
             self.lock().mark_gone();
         }
         kept

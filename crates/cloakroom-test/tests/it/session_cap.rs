@@ -15,6 +15,7 @@ cloakroom_test::test_over_each_store!(
     a_login_past_the_cap_ends_the_oldest_session,
     a_login_past_the_cap_is_refused_when_the_policy_says_so,
     twenty_logins_at_once_with_a_cap_of_two_leave_two,
+    logging_in_again_from_a_logged_in_browser_ends_no_other_device,
 );
 
 fn capped(store: Arc<dyn Store>, max: usize, policy: CapPolicy) -> anyhow::Result<SessionManager> {
@@ -146,6 +147,33 @@ async fn twenty_logins_at_once_with_a_cap_of_two_leave_two(f: StoreFixture) -> a
         );
         ensure!(admitted.len() + refused == 20);
         ensure!(refused >= 1, "{policy:?}: no login was refused or ended");
+    }
+    Ok(())
+}
+
+async fn logging_in_again_from_a_logged_in_browser_ends_no_other_device(
+    f: StoreFixture,
+) -> anyhow::Result<()> {
+    for policy in [CapPolicy::EndOldest, CapPolicy::RefuseNew] {
+        let m = capped(f.store.clone(), 2, policy)?;
+        let user = format!("again-{policy:?}");
+        let phone = login_as(&m, &user).await??;
+        pause().await;
+        let laptop = login_as(&m, &user).await??;
+        pause().await;
+        // The laptop's browser logs in again: its old session is replaced, not counted.
+        let s = adapter::session_from_cookie_headers(&m, [laptop.as_bytes()]);
+        s.start()?;
+        s.set_user(&user)?;
+        s.save().await?;
+        let finished = adapter::finish(&s).await?;
+        let again = returned_cookie(&finished.set_cookie).context("no new cookie")?;
+        ensure!(
+            alive(&m, &phone).await?,
+            "{policy:?}: the phone was logged out"
+        );
+        ensure!(alive(&m, &again).await? && !alive(&m, &laptop).await?);
+        ensure!(m.sessions_of(&user).await?.len() == 2);
     }
     Ok(())
 }
