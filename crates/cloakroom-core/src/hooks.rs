@@ -43,6 +43,12 @@ pub enum EndReason {
     Capped,
 }
 
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl EndReason {
     /// The reason's name, as the metric labels it: `logout`, `rotation`, `expired`, `revoked`,
     /// `evicted` or `capped`.
@@ -66,7 +72,8 @@ pub struct SessionEvent {
     /// token, which could act as the cookie.
     pub key: SessionKey,
     /// The user the session was bound to, when this process knew it without a store call (a
-    /// session it created or loaded, or ended through the user's index).
+    /// session it created or loaded, or ended through the user's index): the [`UserKey`], a hash
+    /// of the application's user id, never the id itself.
     pub user: Option<UserKey>,
     /// For a created session: a new login, or a new id for a session in use.
     pub origin: Option<Origin>,
@@ -79,8 +86,15 @@ type Ended = Arc<dyn Fn(&SessionEvent, EndReason) + Send + Sync>;
 /// [`SessionConfig::with_hooks`](crate::SessionConfig::with_hooks).
 ///
 /// A hook is called after the store has done what it reports, on the task of the request (or
-/// of the manager call) that did it, and outside every lock of the session: it may call into
-/// the session library. It should be quick; one that must do I/O spawns a task.
+/// of the manager call) that did it, outside the lock on the session's state: it may read and
+/// write the session's buffered fields. The request's store steps are serialized, and a hook
+/// runs inside one: it must not wait for another step of the same session (`block_on` of one
+/// of its `async` calls would never finish). It should be quick; one that must do I/O spawns a
+/// task.
+///
+/// [`EndReason::Expired`] is reported for each request that comes with the token of a session
+/// already gone, so it may repeat, and may follow another ending of the same session: a hook
+/// that keeps an audit trail deduplicates by key.
 ///
 /// # Examples
 ///

@@ -18,7 +18,9 @@ use crate::hooks::EndReason;
 
 /// Counter: sessions created. Label `origin`: `login` (a new session) or `rotation` (a new id
 /// for a session in use, [`Session::cycle_id`](crate::Session::cycle_id); its old id is counted
-/// as ended with reason `rotation`), so that created minus ended follows the live sessions.
+/// as ended with reason `rotation`). Created minus ended is not the live sessions: an idle
+/// expiry inside Redis is counted only if a request comes back for it, and then each time one
+/// does (see [`SESSIONS_ENDED`]); count live sessions with `cloakroom-admin stats`.
 pub const SESSIONS_CREATED: &str = "cloakroom_sessions_created_total";
 
 /// Counter: sessions ended, as this process saw them end. Label `reason`
@@ -26,8 +28,10 @@ pub const SESSIONS_CREATED: &str = "cloakroom_sessions_created_total";
 /// * `logout`: deleted by [`Session::destroy`](crate::Session::destroy);
 /// * `rotation`: an id retired by a new one (`cycle_id`, or a login over an existing session);
 /// * `expired`: a request came with a validly signed token whose session was gone (its idle
-///   timeout or deadline had passed, or it had ended elsewhere); a session that expires inside
-///   the store without a request for it is not seen;
+///   timeout or deadline had passed, or it had ended elsewhere); counted for every such request,
+///   so a client that keeps sending a dead token counts again each time, and a session ended
+///   with another reason may count here too; a session that expires inside the store without a
+///   request for it is not seen;
 /// * `revoked`: ended through its user's index
 ///   ([`SessionManager::end_sessions_of`](crate::SessionManager::end_sessions_of) and the like);
 /// * `evicted`: dropped by a full [`MemoryStore`](crate::MemoryStore);
@@ -42,8 +46,9 @@ pub const STORE_CALLS: &str = "cloakroom_store_calls_total";
 /// Histogram: how long each store call took, seconds, failed ones included. Label `operation`.
 pub const STORE_CALL_SECONDS: &str = "cloakroom_store_call_duration_seconds";
 
-/// Counter: store calls that failed. Labels `operation`, and `kind`: `timeout` (sent and not
-/// answered in time: it may have run), `unavailable` (the store could not be reached),
+/// Counter: store calls that failed. Labels `operation`, and `kind`: `timeout` (its outcome
+/// is unknown: sent and not answered in time, or its connection dropped after sending; it may
+/// have run), `unavailable` (the store could not be reached, nothing ran),
 /// `corrupt` (a record cloakroom cannot read), `backend` (any other error of the store), or
 /// `refused` (the store refused the change: a bound, a field that is not a counter).
 pub const STORE_ERRORS: &str = "cloakroom_store_errors_total";
@@ -69,7 +74,7 @@ pub const MEMORY_STORE_SESSIONS: &str = "cloakroom_memory_store_sessions";
 /// Counter: sessions a full [`MemoryStore`](crate::MemoryStore) evicted.
 pub const MEMORY_STORE_EVICTIONS: &str = "cloakroom_memory_store_evictions_total";
 
-/// Every name above, for exporters that want to describe them up front and for tests.
+/// Every name above: for an application that describes them to its exporter, and for tests.
 pub const ALL: [&str; 11] = [
     SESSIONS_CREATED,
     SESSIONS_ENDED,

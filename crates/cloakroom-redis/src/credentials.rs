@@ -62,6 +62,11 @@ impl Credentials {
         self.current.borrow().username().to_owned()
     }
 
+    // The password in use: for clients that take fixed credentials (Sentinel's `ROLE` check).
+    pub(crate) fn password(&self) -> String {
+        self.current.borrow().password().to_owned()
+    }
+
     // A handle that does not keep the credentials alive: a refresher holds one, and stops once
     // the store and everyone else have let them go.
     #[cfg_attr(not(feature = "iam"), allow(dead_code))]

@@ -25,6 +25,13 @@ use crate::credentials::Credentials;
 /// How long a token is valid: the most ElastiCache accepts.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
+/// How long before temporary AWS credentials expire a token is renewed with fresh ones.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+
+/// The wait before trying again after a failed renewal (the last token stays in use), and the
+/// shortest wait between renewals.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
 /// The user, cache and region an ElastiCache IAM token is made for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElastiCacheIam {
@@ -86,31 +93,31 @@ impl ElastiCacheIam {
 
     /// Credentials for the store ([`RedisStoreBuilder::with_credentials`](crate::RedisStoreBuilder::with_credentials))
     /// that log in as the user with a token made now from `aws`, then renewed every
-    /// [`ElastiCacheIam::REFRESH_EVERY`] by a task that runs while the credentials are in use.
-    /// A refresh that fails is retried every 10 seconds; the last token stays in use meanwhile.
+    /// [`ElastiCacheIam::REFRESH_EVERY`] (sooner when the AWS credentials expire first) by a task
+    /// that runs while the credentials are in use. A refresh that fails is retried every 10
+    /// seconds; the last token stays in use meanwhile.
     ///
     /// # Errors
     ///
     /// The AWS credentials cannot be had, or the first token cannot be made.
     pub async fn credentials(self, aws: SharedCredentialsProvider) -> Result<Credentials> {
-        let token = self.fresh_token(&aws).await?;
+        let (token, mut wait) = self.fresh_token(&aws).await?;
         let credentials = Credentials::new(self.user_id.clone(), token);
         let handle = credentials.downgrade();
         tokio::spawn(async move {
-            let mut wait = Self::REFRESH_EVERY;
             loop {
                 tokio::time::sleep(wait).await;
                 let Some(credentials) = handle.upgrade() else {
                     return;
                 };
                 wait = match self.fresh_token(&aws).await {
-                    Ok(token) => {
+                    Ok((token, next)) => {
                         credentials.update(self.user_id.clone(), token);
-                        Self::REFRESH_EVERY
+                        next
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "an ElastiCache IAM token could not be renewed");
-                        Duration::from_secs(10)
+                        RETRY_AFTER
                     }
                 };
             }
@@ -118,7 +125,10 @@ impl ElastiCacheIam {
         Ok(credentials)
     }
 
-    async fn fresh_token(&self, aws: &SharedCredentialsProvider) -> Result<String> {
+    // A token made now, and when to make the next: after `REFRESH_EVERY`, or sooner when the
+    // AWS credentials it was signed with (temporary ones: a role's, a container's) expire
+    // first, since a token signed with expired credentials is refused.
+    async fn fresh_token(&self, aws: &SharedCredentialsProvider) -> Result<(String, Duration)> {
         let credentials = aws.provide_credentials().await.map_err(|e| {
             Error::with_source(
                 ErrorKind::Config,
@@ -126,8 +136,23 @@ impl ElastiCacheIam {
                 e,
             )
         })?;
-        self.token(&credentials, SystemTime::now())
+        let now = SystemTime::now();
+        Ok((
+            self.token(&credentials, now)?,
+            next_refresh(&credentials, now),
+        ))
     }
+}
+
+// When to renew a token signed at `now` with `credentials`.
+fn next_refresh(credentials: &AwsCredentials, now: SystemTime) -> Duration {
+    credentials
+        .expiry()
+        .and_then(|expiry| expiry.duration_since(now).ok())
+        .map_or(ElastiCacheIam::REFRESH_EVERY, |left| {
+            left.saturating_sub(EXPIRY_MARGIN)
+                .clamp(RETRY_AFTER, ElastiCacheIam::REFRESH_EVERY)
+        })
 }
 
 /// One SigV4 presigned `GET`, as a URL without its scheme.

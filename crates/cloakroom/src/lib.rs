@@ -50,7 +50,8 @@
 //! |---|---|---|
 //! | `axum` | yes | [`SessionLayer`], the [`Session`] extractor, [`Error`] as a response |
 //! | `actix` | no | [`actix::SessionMiddleware`] for actix-web, the [`Session`] extractor, [`Error`] as a `ResponseError` |
-//! | `redis` | no | [`redis::RedisStore`] for Redis, Valkey and ElastiCache |
+//! | `redis` | no | [`redis::RedisStore`] for Redis, Valkey and ElastiCache (standalone, cluster, Sentinel) |
+//! | `iam` | no | `redis::ElastiCacheIam`: ElastiCache IAM authentication (implies `redis`) |
 //!
 //! # Guarantees
 //!

@@ -371,3 +371,33 @@ mod clap_check {
         Ok(output.status.code() != Some(2))
     }
 }
+
+// The Redis user docs/OPERATIONS.md gives the admin tool, word for word.
+const TOOL_RULES: &str = "~cloakroom:* resetchannels -@all \
+   +evalsha +eval +script|load +del +exists +hget +hmget +hgetall +hset +hdel +hincrby +pexpire \
+   +pttl +zadd +zrem +zrange +zremrangebyscore +persist +cluster|slots +cluster|nodes \
+   +cluster|info +asking +readonly +ping +info +hello +scan +type +hlen +zcard +memory|usage";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_tool_user_may_run_stats_and_check() -> anyhow::Result<()> {
+    let server = RedisServer::spawn_acl()?;
+    let mut rules = vec!["SETUSER", "tool", "on", ">tool-password"];
+    rules.extend(TOOL_RULES.split_whitespace());
+    redis::cmd("ACL")
+        .arg(&rules)
+        .query::<()>(&mut server.connection()?)?;
+    let m = manager(&server.url_as(cloakroom_test::SESSION_USER)).await?;
+    for user in ["gus", "gus", "hal"] {
+        login(&m, user).await?;
+    }
+    let tool = server.url_as(("tool", "tool-password"));
+    let run = admin(&tool, &["stats", "--json"])?;
+    ensure!(run.success, "{}{}", run.stdout, run.stderr);
+    let stats: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    ensure!(stats["sessions"] == 3 && stats["indexes"] == 2, "{stats}");
+    ensure!(stats["bytes_per_session"].as_f64().is_some(), "{stats}");
+    let run = admin(&tool, &["check"])?;
+    ensure!(run.success, "{}{}", run.stdout, run.stderr);
+    ensure!(run.stdout.contains("ok    permissions"), "{}", run.stdout);
+    Ok(())
+}

@@ -15,6 +15,9 @@ use std::time::Duration;
 use cloakroom_core::{Error, ErrorKind, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::credentials::Credentials;
 use redis::{ConnectionAddr, ConnectionInfo, FromRedisValue, RedisResult, TlsMode, Value};
 
 use super::{AckWait, Settings};
@@ -28,14 +31,17 @@ pub(crate) fn is_sentinel_url(url: &str) -> bool {
 /// The sentinels' default port.
 const SENTINEL_PORT: u16 = 26379;
 
-/// What a `redis+sentinel://` URL says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a `redis+sentinel://` URL says. No `Debug`: it holds passwords.
+#[derive(Clone, PartialEq, Eq)]
 struct SentinelUrl {
     tls: bool,
     username: Option<String>,
     password: Option<String>,
     sentinels: Vec<(String, u16)>,
     service: String,
+    // `?sentinel_username=…&sentinel_password=…`: for sentinels that require auth.
+    sentinel_username: Option<String>,
+    sentinel_password: Option<String>,
 }
 
 fn parse(url: &str) -> Result<SentinelUrl> {
@@ -52,7 +58,8 @@ fn parse(url: &str) -> Result<SentinelUrl> {
         Some(("rediss+sentinel", rest)) => (true, rest),
         _ => return Err(bad("the scheme")),
     };
-    let (authority, service) = rest.split_once('/').ok_or_else(|| bad("no service name"))?;
+    let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no service name"))?;
+    let (service, query) = path.split_once('?').unwrap_or((path, ""));
     let service = service.trim_end_matches('/');
     if service.is_empty() || service.contains(['/', '?', '#']) {
         return Err(bad("the service name"));
@@ -90,12 +97,26 @@ fn parse(url: &str) -> Result<SentinelUrl> {
         }
         sentinels.push((name.to_owned(), port));
     }
+    let (mut sentinel_username, mut sentinel_password) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sentinel_username", value)) => sentinel_username = Some(decode(value)?),
+            Some(("sentinel_password", value)) => sentinel_password = Some(decode(value)?),
+            _ => {
+                return Err(bad(
+                    "an unknown parameter: use sentinel_username, sentinel_password",
+                ));
+            }
+        }
+    }
     Ok(SentinelUrl {
         tls,
         username,
         password,
         sentinels,
         service: service.to_owned(),
+        sentinel_username,
+        sentinel_password,
     })
 }
 
@@ -124,13 +145,15 @@ pub(crate) struct SentinelConnection {
 }
 
 struct Shared {
-    sentinels: tokio::sync::Mutex<SentinelClient>,
+    sentinels: tokio::sync::Mutex<Sentinels>,
     // The primary in use, and how many times it changed: a refresh started for an older one
     // does nothing.
     current: RwLock<Current>,
     connect_timeout: Duration,
     // How connections to a primary are made (timeouts, credentials).
     config: ConnectionManagerConfig,
+    // A refresh after an error is under way: errors meanwhile start no other.
+    refreshing: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -201,11 +224,15 @@ impl SentinelConnection {
     // Asks the sentinels for the primary in a task of its own (the request that failed returns
     // at once), unless a refresh since `generation` already ran or is running.
     fn refresh_soon(&self, generation: u64) {
+        if self.shared.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
             if let Err(e) = refresh(&shared, Some(generation)).await {
                 tracing::warn!(error = %e, "the sentinels did not name a usable primary");
             }
+            shared.refreshing.store(false, Ordering::Release);
         });
     }
 }
@@ -236,12 +263,7 @@ async fn refresh(shared: &Shared, after_error_at: Option<u64>) -> Result<()> {
     if after_error_at.is_some_and(|generation| generation != shared.generation()) {
         return Ok(());
     }
-    let client = bounded(
-        shared.connect_timeout,
-        "name the primary (Sentinel)",
-        sentinels.async_get_client(),
-    )
-    .await?;
+    let client = sentinels.primary(shared.connect_timeout).await?;
     let address = address_of(client.get_connection_info());
     if after_error_at.is_none() && address == shared.address() {
         return Ok(());
@@ -310,46 +332,110 @@ async fn connect(
     Ok((manager, info))
 }
 
+/// How to ask the sentinels: rebuilt when the servers' credentials change, since redis-rs's
+/// Sentinel client checks the primary it names (`ROLE`) with credentials fixed when it is built.
+struct Sentinels {
+    url: SentinelUrl,
+    accept_invalid_certificates: bool,
+    root_certificate: Option<Vec<u8>>,
+    credentials: Option<Credentials>,
+    // The client, and the servers' credentials it was built with.
+    client: Option<(SentinelClient, Option<(String, String)>)>,
+}
+
+impl Sentinels {
+    // The primary's client, from a Sentinel client built with the current credentials.
+    async fn primary(&mut self, timeout: Duration) -> Result<redis::Client> {
+        let wanted = self
+            .credentials
+            .as_ref()
+            .map(|c| (c.username(), c.password()));
+        if self
+            .client
+            .as_ref()
+            .is_none_or(|(_, built)| *built != wanted)
+        {
+            self.client = Some((self.build(wanted.as_ref())?, wanted));
+        }
+        let Some((client, _)) = self.client.as_mut() else {
+            return Err(Error::new(ErrorKind::Config, "no Sentinel client"));
+        };
+        bounded(
+            timeout,
+            "name the primary (Sentinel)",
+            client.async_get_client(),
+        )
+        .await
+    }
+
+    fn build(&self, credentials: Option<&(String, String)>) -> Result<SentinelClient> {
+        let url = &self.url;
+        let addresses = url.sentinels.iter().map(|(host, port)| {
+            if url.tls {
+                ConnectionAddr::TcpTls {
+                    host: host.clone(),
+                    port: *port,
+                    insecure: self.accept_invalid_certificates,
+                    tls_params: None,
+                }
+            } else {
+                ConnectionAddr::Tcp(host.clone(), *port)
+            }
+        });
+        let invalid = |e| Error::with_source(ErrorKind::Config, "invalid Sentinel settings", e);
+        let mut builder =
+            SentinelClientBuilder::new(addresses, &url.service, SentinelServerType::Master)
+                .map_err(invalid)?;
+        if url.tls {
+            let mode = if self.accept_invalid_certificates {
+                TlsMode::Insecure
+            } else {
+                TlsMode::Secure
+            };
+            builder = builder
+                .set_client_to_redis_tls_mode(mode)
+                .set_client_to_sentinel_tls_mode(mode);
+            if let Some(pem) = &self.root_certificate {
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                };
+                builder = builder
+                    .set_client_to_redis_certificates(certificates.clone())
+                    .set_client_to_sentinel_certificates(certificates);
+            }
+        }
+        // The servers' credentials: the changing ones when the store has them, else the URL's.
+        let (username, password) = match credentials {
+            Some((username, password)) => (Some(username), Some(password)),
+            None => (url.username.as_ref(), url.password.as_ref()),
+        };
+        if let Some(username) = username {
+            builder = builder.set_client_to_redis_username(username);
+        }
+        if let Some(password) = password {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        if let Some(username) = &url.sentinel_username {
+            builder = builder.set_client_to_sentinel_username(username);
+        }
+        if let Some(password) = &url.sentinel_password {
+            builder = builder.set_client_to_sentinel_password(password);
+        }
+        builder.build().map_err(invalid)
+    }
+}
+
 /// Connects to the primary the sentinels of `settings.url` name.
 pub(crate) async fn open(settings: &Settings<'_>) -> Result<SentinelConnection> {
     let url = parse(settings.url)?;
-    let addresses = url.sentinels.iter().map(|(host, port)| {
-        if url.tls {
-            ConnectionAddr::TcpTls {
-                host: host.clone(),
-                port: *port,
-                insecure: settings.accept_invalid_certificates,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(host.clone(), *port)
-        }
-    });
-    let mut builder =
-        SentinelClientBuilder::new(addresses, &url.service, SentinelServerType::Master)
-            .map_err(|e| Error::with_source(ErrorKind::Config, "invalid Sentinel settings", e))?;
     if url.tls {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mode = if settings.accept_invalid_certificates {
+        if settings.accept_invalid_certificates {
             tracing::warn!(
                 "TLS certificate checks are OFF for the Redis connection: anyone on the path can \
                  read and change session data. Use this in tests only."
             );
-            TlsMode::Insecure
-        } else {
-            TlsMode::Secure
-        };
-        builder = builder
-            .set_client_to_redis_tls_mode(mode)
-            .set_client_to_sentinel_tls_mode(mode);
-        if let Some(pem) = settings.root_certificate {
-            let certificates = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.to_vec()),
-            };
-            builder = builder
-                .set_client_to_redis_certificates(certificates.clone())
-                .set_client_to_sentinel_certificates(certificates);
         }
     } else if settings.accept_invalid_certificates || settings.root_certificate.is_some() {
         return Err(Error::new(
@@ -357,22 +443,14 @@ pub(crate) async fn open(settings: &Settings<'_>) -> Result<SentinelConnection> 
             "TLS settings were given but the URL is not a TLS one (rediss+sentinel://)",
         ));
     }
-    // The credentials are the servers'; sentinels usually run without auth.
-    if let Some(username) = &url.username {
-        builder = builder.set_client_to_redis_username(username);
-    }
-    if let Some(password) = &url.password {
-        builder = builder.set_client_to_redis_password(password);
-    }
-    let mut sentinels = builder
-        .build()
-        .map_err(|e| Error::with_source(ErrorKind::Config, "invalid Sentinel settings", e))?;
-    let client = bounded(
-        settings.connect_timeout,
-        "name the primary (Sentinel)",
-        sentinels.async_get_client(),
-    )
-    .await?;
+    let mut sentinels = Sentinels {
+        url,
+        accept_invalid_certificates: settings.accept_invalid_certificates,
+        root_certificate: settings.root_certificate.map(<[u8]>::to_vec),
+        credentials: settings.credentials.cloned(),
+        client: None,
+    };
+    let client = sentinels.primary(settings.connect_timeout).await?;
     let config = settings.manager_config();
     let (manager, info) = connect(client, config.clone(), settings.connect_timeout).await?;
     let shared = Arc::new(Shared {
@@ -384,6 +462,7 @@ pub(crate) async fn open(settings: &Settings<'_>) -> Result<SentinelConnection> 
         }),
         connect_timeout: settings.connect_timeout,
         config,
+        refreshing: AtomicBool::new(false),
     });
     watch(&shared);
     Ok(SentinelConnection { shared })
@@ -411,6 +490,10 @@ mod tests {
         assert!(url.tls);
         assert_eq!(url.username.as_deref(), Some("app"));
         assert_eq!(url.password.as_deref(), Some("p@ss"));
+        let url = parse("redis+sentinel://h/svc?sentinel_username=s&sentinel_password=p%26q")?;
+        assert_eq!(url.sentinel_username.as_deref(), Some("s"));
+        assert_eq!(url.sentinel_password.as_deref(), Some("p&q"));
+        assert!(parse("redis+sentinel://h/svc?db=2").is_err());
         let url = parse("redis+sentinel://:secret@h/svc/")?;
         assert_eq!(
             (url.username, url.password.as_deref()),

@@ -176,3 +176,25 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn a_token_is_renewed_before_its_aws_credentials_expire() {
+    let now = example_time();
+    let lasting = example_credentials();
+    assert_eq!(next_refresh(&lasting, now), ElastiCacheIam::REFRESH_EVERY);
+    let expiring = |in_secs| {
+        AwsCredentials::new(
+            ACCESS_KEY,
+            SECRET_KEY,
+            None,
+            Some(now + Duration::from_secs(in_secs)),
+            "test",
+        )
+    };
+    assert_eq!(
+        next_refresh(&expiring(3600), now),
+        ElastiCacheIam::REFRESH_EVERY
+    );
+    assert_eq!(next_refresh(&expiring(300), now), Duration::from_secs(240));
+    assert_eq!(next_refresh(&expiring(30), now), RETRY_AFTER);
+}

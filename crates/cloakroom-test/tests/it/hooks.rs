@@ -1,5 +1,6 @@
 //! Lifecycle hooks over every store: each session created and each ending this process causes
-//! or sees reaches the application's callbacks once, with its reason and, when known, its user.
+//! reaches the application's callbacks once, with its reason and, when known, its user; a dead
+//! cookie brought back is reported as `Expired` (each time it comes).
 
 use std::sync::{Arc, Mutex};
 

@@ -133,7 +133,8 @@ async fn a_sessions_life_is_counted_by_reason(f: StoreFixture) -> anyhow::Result
         "{:?}",
         ["forged", "oversized", "ambiguous"].map(rejected)
     );
-    // Every call counted and timed: two creates, the index's add, members and remove.
+    // Every call counted and timed: three creates (two logins, one new id), the index's add
+    // and its two listings (ending the user's sessions lists it until nothing is left).
     for (operation, calls) in [("create", 3), ("index_add", 1), ("index_members", 2)] {
         let labels = [("operation", operation)];
         ensure!(

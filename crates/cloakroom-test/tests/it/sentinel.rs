@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use cloakroom_core::Store;
 use cloakroom_core::store::{Applied, Delta};
-use cloakroom_redis::RedisStore;
+use cloakroom_redis::{Credentials, RedisStore};
 use cloakroom_test::conformance;
 use cloakroom_test::ledger::Load;
 use cloakroom_test::{SESSION_USER, SentinelGroup, ServerOptions};
@@ -51,6 +51,14 @@ async fn a_store_behind_sentinel_conforms_as_a_least_privilege_user() -> anyhow:
     let store = store(&group.url(Some(SESSION_USER))).await?;
     ensure!(!store.is_cluster());
     conforms(&store).await?;
+    // Credentials given apart from the URL (rotating ones, IAM tokens) reach the primary and
+    // the check that it is one.
+    let (user, password) = SESSION_USER;
+    let rotating = RedisStore::builder(group.url(None))
+        .with_credentials(Credentials::new(user, password))
+        .connect()
+        .await?;
+    conformance::create_then_load_returns_fields(&rotating).await?;
     // A wrong password fails at start-up, naming the cause.
     let refused = RedisStore::connect(group.url(Some(("cloakroom", "wrong")))).await;
     ensure!(refused.is_err(), "a wrong password was accepted");
