@@ -37,6 +37,13 @@ pub async fn serve(bind: SocketAddr) -> anyhow::Result<SocketAddr> {
         .await
         .with_context(|| format!("cannot listen on METRICS_BIND {bind}"))?;
     let bound = listener.local_addr().unwrap_or(bind);
+    if !bound.ip().is_loopback() {
+        tracing::warn!(
+            address = %bound,
+            "the metrics listener has no authentication and is reachable from other hosts: \
+             keep it on a private network"
+        );
+    }
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(UPKEEP_EVERY);

@@ -29,13 +29,25 @@ impl ObservedStore {
     }
 }
 
-// Runs one store call as `operation` on the session or index named by `short`.
+// What a store call is about, as its span names it: a session, or a user's index (each by a
+// short prefix of its hash).
+enum About<'a> {
+    Session(&'a str),
+    User(&'a str),
+}
+
+// Runs one store call as `operation` on what `about` names.
 async fn observe<T>(
     operation: &'static str,
-    short: &str,
+    about: About<'_>,
     call: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    let span = tracing::debug_span!("cloakroom.store", operation, session = %short);
+    let span = match about {
+        About::Session(short) => {
+            tracing::debug_span!("cloakroom.store", operation, session = %short)
+        }
+        About::User(short) => tracing::debug_span!("cloakroom.store", operation, user = %short),
+    };
     let started = Instant::now();
     let outcome = call.instrument(span).await;
     metrics::counter!(STORE_CALLS, "operation" => operation).increment(1);
@@ -67,19 +79,39 @@ fn user_short(user: &UserKey) -> &str {
 #[async_trait]
 impl Store for ObservedStore {
     async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
-        observe("create", key.short(), self.inner.create(key, session)).await
+        observe(
+            "create",
+            About::Session(key.short()),
+            self.inner.create(key, session),
+        )
+        .await
     }
 
     async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
-        observe("apply", key.short(), self.inner.apply(key, apply)).await
+        observe(
+            "apply",
+            About::Session(key.short()),
+            self.inner.apply(key, apply),
+        )
+        .await
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        observe("delete", key.short(), self.inner.delete(key)).await
+        observe(
+            "delete",
+            About::Session(key.short()),
+            self.inner.delete(key),
+        )
+        .await
     }
 
     async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>> {
-        observe("peek", key.short(), self.inner.peek(key, now_ms)).await
+        observe(
+            "peek",
+            About::Session(key.short()),
+            self.inner.peek(key, now_ms),
+        )
+        .await
     }
 
     async fn index_add(
@@ -90,17 +122,17 @@ impl Store for ObservedStore {
         now_ms: u64,
     ) -> Result<()> {
         let call = self.inner.index_add(user, key, deadline_ms, now_ms);
-        observe("index_add", key.short(), call).await
+        observe("index_add", About::Session(key.short()), call).await
     }
 
     async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, now_ms: u64) -> Result<()> {
         let call = self.inner.index_remove(user, entry, now_ms);
-        observe("index_remove", entry.key.short(), call).await
+        observe("index_remove", About::Session(entry.key.short()), call).await
     }
 
     async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>> {
         let call = self.inner.index_members(user, now_ms);
-        observe("index_members", user_short(user), call).await
+        observe("index_members", About::User(user_short(user)), call).await
     }
 }
 
