@@ -12,7 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use cloakroom::{Error, ErrorKind, Session, SessionKey, SessionToken, UserSession};
 
 use crate::csrf::Csrf;
-use crate::pages::{FORM, Page, Reply, escape, media_type, page_html};
+use crate::pages::{Page, Reply, escape, page_html, parse_form};
 
 /// The fields of the forms of the sessions page, as the browser posts them.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -23,12 +23,9 @@ pub struct SessionsForm {
 }
 
 impl SessionsForm {
-    /// Reads a posted body: a 415 for another media type, a 400 for a body that is not the form.
+    /// Reads a posted body (see [`parse_form`]).
     pub fn parse(content_type: Option<&[u8]>, body: &[u8]) -> Result<Self, u16> {
-        if media_type(content_type).as_deref() != Some(FORM) {
-            return Err(415);
-        }
-        serde_urlencoded::from_bytes(body).map_err(|_| 400)
+        parse_form(content_type, body)
     }
 }
 

@@ -65,14 +65,22 @@ pub struct LoginForm {
 }
 
 impl LoginForm {
-    /// Reads a posted body. A body that is not `application/x-www-form-urlencoded` is a 415 and
-    /// one that does not decode as the form is a 400, both answered with the form again.
+    /// Reads a posted body (see [`parse_form`]); both failures are answered with the form again.
     pub fn parse(content_type: Option<&[u8]>, body: &[u8]) -> Result<Self, u16> {
-        if media_type(content_type).as_deref() != Some(FORM) {
-            return Err(415);
-        }
-        serde_urlencoded::from_bytes(body).map_err(|_| 400)
+        parse_form(content_type, body)
     }
+}
+
+/// Reads a posted form: a body that is not `application/x-www-form-urlencoded` is a 415, one
+/// that does not decode as the form a 400.
+pub fn parse_form<T: serde::de::DeserializeOwned>(
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> Result<T, u16> {
+    if media_type(content_type).as_deref() != Some(FORM) {
+        return Err(415);
+    }
+    serde_urlencoded::from_bytes(body).map_err(|_| 400)
 }
 
 /// The media type of a form post.
