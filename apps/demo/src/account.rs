@@ -7,12 +7,10 @@
 //! cross-site posts from carrying it; the token keeps a same-site page that was not this one
 //! from ending sessions too.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use cloakroom::{Error, ErrorKind, Session, SessionKey, SessionToken, UserSession};
 
 use crate::csrf::Csrf;
-use crate::pages::{Page, Reply, escape, page_html, parse_form};
+use crate::pages::{Page, Reply, escape, http_date, page_html, parse_form, unreadable_form_status};
 
 /// The fields of the forms of the sessions page, as the browser posts them.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -92,21 +90,10 @@ fn row(listed: &UserSession, current: bool, token: &str) -> String {
     format!(
         "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>{action}</tr>\n",
         listed.key.short(),
-        when(listed.created_ms),
-        when(listed.last_seen_ms),
-        when(listed.idle_deadline_ms),
+        http_date(listed.created_ms),
+        http_date(listed.last_seen_ms),
+        http_date(listed.idle_deadline_ms),
     )
-}
-
-// A time as HTTP writes dates: `Tue, 01 Dec 2026 03:00:00 GMT`. HTTP dates end with the year
-// 9999 (the formatter panics past it): a later time, which only a record cloakroom did not
-// write can hold, prints as "-".
-fn when(unix_ms: u64) -> String {
-    const LAST_HTTP_DATE_MS: u64 = 253_402_300_799_999;
-    if unix_ms > LAST_HTTP_DATE_MS {
-        return "-".to_owned();
-    }
-    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(unix_ms))
 }
 
 /// `POST /sessions/end`: ends one session of the user (any of theirs, this one included; never
@@ -158,12 +145,10 @@ fn checked<'a>(
     let form = match form {
         Ok(form) => form,
         Err(status) => {
-            let status = if (400..500).contains(&status) {
-                status
-            } else {
-                400
-            };
-            return Err(refusal(status, "The form could not be read."));
+            return Err(refusal(
+                unreadable_form_status(status),
+                "The form could not be read.",
+            ));
         }
     };
     if !csrf.matches(cookie_headers, form.csrf.as_deref()) {

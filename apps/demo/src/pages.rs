@@ -83,6 +83,27 @@ pub fn parse_form<T: serde::de::DeserializeOwned>(
     serde_urlencoded::from_bytes(body).map_err(|_| 400)
 }
 
+/// The status that answers a posted body that could not be read as a form: the reader's own
+/// when it is a client error (413, 415), else 400.
+pub(crate) fn unreadable_form_status(status: u16) -> u16 {
+    if (400..500).contains(&status) {
+        status
+    } else {
+        400
+    }
+}
+
+/// A Unix time in milliseconds as HTTP writes dates: `Tue, 01 Dec 2026 03:00:00 GMT`. HTTP
+/// dates end with the year 9999 (the formatter panics past it): a later time, which only a
+/// record cloakroom did not write can hold, prints as "-".
+pub fn http_date(unix_ms: u64) -> String {
+    const LAST_HTTP_DATE_MS: u64 = 253_402_300_799_999;
+    if unix_ms > LAST_HTTP_DATE_MS {
+        return "-".to_owned();
+    }
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(unix_ms))
+}
+
 /// The media type of a form post.
 pub const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -232,11 +253,7 @@ pub fn login<'a>(
     let form = match form {
         Ok(form) => form,
         Err(status) => {
-            let status = if (400..500).contains(&status) {
-                status
-            } else {
-                400
-            };
+            let status = unreadable_form_status(status);
             return login_page(csrf, status, Some("The form could not be read."));
         }
     };

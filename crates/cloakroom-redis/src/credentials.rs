@@ -102,3 +102,15 @@ impl StreamingCredentialsProvider for Credentials {
         ))
     }
 }
+
+/// `config` logging in with `credentials`, when there are any: the one place every connection
+/// of its own (a probe, a node's) takes them.
+pub(crate) fn logging_in_with(
+    credentials: Option<&Credentials>,
+    config: redis::AsyncConnectionConfig,
+) -> redis::AsyncConnectionConfig {
+    match credentials {
+        Some(credentials) => config.set_credentials_provider(credentials.clone()),
+        None => config,
+    }
+}

@@ -38,10 +38,7 @@ impl NodeClients {
         &self,
         config: redis::AsyncConnectionConfig,
     ) -> redis::AsyncConnectionConfig {
-        match &self.credentials {
-            Some(credentials) => config.set_credentials_provider(credentials.clone()),
-            None => config,
-        }
+        crate::credentials::logging_in_with(self.credentials.as_ref(), config)
     }
 
     /// The primaries' addresses, sorted: the URL's own for a standalone server (the current
