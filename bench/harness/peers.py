@@ -6,6 +6,7 @@ bench/peers; the Z peers are the project's own demo binaries (ZA: on actix-web),
 CLOAKROOM_BIN.
 """
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -58,7 +59,14 @@ def _demo(id_, name, stack, env, uses_redis=True, demo_binary="cloakroom-demo"):
         stack=stack,
         binary=None,
         uses_redis=uses_redis,
-        env={"BIND": "127.0.0.1:{port}", "SECRET_KEY": DEMO_SECRET, **env},
+        # No other peer has a log subscriber: the demo runs at `warn` (no request span) unless
+        # DEMO_RUST_LOG says otherwise; the caller's RUST_LOG does not reach it.
+        env={
+            "BIND": "127.0.0.1:{port}",
+            "SECRET_KEY": DEMO_SECRET,
+            "RUST_LOG": os.environ.get("DEMO_RUST_LOG", "warn"),
+            **env,
+        },
         demo_binary=demo_binary,
     )
 

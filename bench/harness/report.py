@@ -1,5 +1,6 @@
 """The markdown report: one table per question, peers in the order they ran."""
 
+import os
 import platform
 import re
 import subprocess
@@ -100,7 +101,8 @@ def header(s, apps, meta, chart_file):
     if any(PEERS[a].is_demo for a in apps):
         rev = f" ({s.cloakroom_rev})" if s.cloakroom_rev else ""
         # Only the file name: a report is shared, the machine's paths are not its business.
-        L.append(f"- cloakroom: `{Path(s.cloakroom_bin).name}`{rev}")
+        demo_log = os.environ.get("DEMO_RUST_LOG", "warn")
+        L.append(f"- cloakroom: `{Path(s.cloakroom_bin).name}`{rev}, run with `RUST_LOG={demo_log}` (`DEMO_RUST_LOG`)")
     L.append(f"\n![Requests per second of each peer and route, best round]({chart_file})\n")
     return L
 
