@@ -10,6 +10,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use cloakroom::{Error, Session, SessionLayer};
+use tower::ServiceBuilder;
 use tracing::Instrument as _;
 
 use crate::MAX_BODY_BYTES;
@@ -32,11 +33,16 @@ pub fn app(layer: SessionLayer) -> Router {
         .route("/api/login", post(api_login))
         .route("/api/me", get(api_me))
         .route("/api/logout", post(api_logout))
-        .layer(layer)
-        // Outside the session layer, so that the session is named on the request's span.
-        .layer(axum::middleware::from_fn(in_request_span))
-        .layer(Extension(csrf))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // One stack, outermost first: each `Router::layer` call would wrap every route once
+        // more, a boxed service cloned per request.
+        .layer(
+            ServiceBuilder::new()
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+                .layer(Extension(csrf))
+                // Outside the session layer, so that the session is named on the request's span.
+                .layer(axum::middleware::from_fn(in_request_span))
+                .layer(layer),
+        )
 }
 
 async fn in_request_span(request: axum::extract::Request, next: Next) -> Response {
