@@ -2,7 +2,8 @@
 //!
 //! A session is a set of named fields whose values are JSON text, plus reserved metadata fields.
 //! Each method is one atomic step on one session, so that a networked store can run it as one
-//! script on one key in one round trip, and a cluster never sees a multi-key command.
+//! script on one key in one round trip (or, for a plain load, a plain read), and a cluster never
+//! sees a multi-key command.
 
 use std::collections::HashMap;
 

@@ -2,10 +2,12 @@
 //!
 //! Each session is one Redis HASH named `PREFIX + base64url(SHA-256(token))`, holding one field
 //! per session field (JSON text, so `redis-cli HGETALL` is readable and counters stay decimal
-//! for `HINCRBY`) and two reserved fields, `__created` and `__deadline`. Every operation is one
-//! Lua script on that one key, sent with `EVALSHA`: one round trip, atomic, and cluster-safe
-//! because no script touches a second key. Request paths never use `KEYS`, `SCAN`, `CONFIG` or
-//! `RENAME`.
+//! for `HINCRBY`) and two reserved fields, `__created` and `__deadline`. Every operation that
+//! writes is one Lua script on that one key, sent with `EVALSHA` (a logout one `DEL`): one round
+//! trip, atomic, and cluster-safe because no script touches a second key. A plain load is one
+//! `HGETALL`, followed by the script only when it finds a touch due (at most once per touch
+//! interval) or a record the script must end or report. Request paths never use `KEYS`, `SCAN`,
+//! `CONFIG` or `RENAME`.
 //!
 //! The same URL serves a standalone server and a cluster: the store asks the seed node whether
 //! it is part of a cluster (see [`ClusterMode`]) and then uses redis-rs's auto-reconnecting

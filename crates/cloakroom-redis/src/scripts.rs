@@ -69,16 +69,19 @@ impl RedisStore {
     // script invocation, which copies every argument once more; if the server has lost its
     // script cache (restart, failover, SCRIPT FLUSH) the source is sent once with EVAL, which
     // caches it again.
+    // `deadline` ends the whole operation, of which the script may be the second call (a plain
+    // load that found a touch due).
     pub(crate) async fn run(
         &self,
         script: &ScriptSource,
         key: &SessionKey,
         replica_acks: Option<ReplicaAcks>,
         resend: Resend,
+        deadline: tokio::time::Instant,
         add_args: impl Fn(&mut redis::Cmd),
     ) -> Result<Value> {
         let redis_key = self.redis_key(key);
-        self.run_on(script, &redis_key, replica_acks, resend, add_args)
+        self.run_until(script, &redis_key, replica_acks, resend, deadline, add_args)
             .await
     }
 
@@ -91,6 +94,19 @@ impl RedisStore {
         add_args: impl Fn(&mut redis::Cmd),
     ) -> Result<Value> {
         let deadline = tokio::time::Instant::now() + self.operation_timeout;
+        self.run_until(script, redis_key, replica_acks, resend, deadline, add_args)
+            .await
+    }
+
+    async fn run_until(
+        &self,
+        script: &ScriptSource,
+        redis_key: &str,
+        replica_acks: Option<ReplicaAcks>,
+        resend: Resend,
+        deadline: tokio::time::Instant,
+        add_args: impl Fn(&mut redis::Cmd),
+    ) -> Result<Value> {
         let attempt = || async {
             // Sized for a typical call, so that building it does not reallocate.
             let mut cmd = redis::Cmd::with_capacity(16, 256);
@@ -118,7 +134,8 @@ impl RedisStore {
                 other => other,
             }
         };
-        let (reply, confirmed) = bounded(self.operation_timeout, "answer", call).await?;
+        let limit = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let (reply, confirmed) = bounded(limit, "answer", call).await?;
         self.settle(confirmed, replica_acks)?;
         Ok(reply)
     }

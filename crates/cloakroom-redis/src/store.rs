@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use cloakroom_core::store::parse_millis;
-use cloakroom_core::store::{Applied, Apply, Created, Fields, META_DEADLINE, NewSession, Store};
+use cloakroom_core::store::{
+    Applied, Apply, Created, Fields, META_DEADLINE, META_TOUCHED, NewSession, Store,
+};
 use cloakroom_core::{Error, ErrorKind, IndexEntry, Result, SessionKey, UserKey};
 use redis::Value;
 
@@ -57,8 +59,9 @@ impl Store for RedisStore {
             }
         };
         let acks = self.waits_on_every_write();
+        let deadline = tokio::time::Instant::now() + self.operation_timeout;
         match self
-            .run(&self.create, key, acks, Resend::Never, add_args)
+            .run(&self.create, key, acks, Resend::Never, deadline, add_args)
             .await?
         {
             Value::Int(1) => Ok(Created::Created),
@@ -206,6 +209,16 @@ impl RedisStore {
         } else {
             apply
         };
+        // One bound for the whole operation, a plain load's two calls included.
+        let deadline = tokio::time::Instant::now() + self.operation_timeout;
+        // With a touch on every access (interval 0), every read would go on to the script.
+        if apply.load
+            && apply.delta.is_empty()
+            && apply.access.touch_ms > 0
+            && let Some(applied) = self.read_in_redis(key, apply).await?
+        {
+            return Ok(applied);
+        }
         // Reads (an empty delta) never wait for replicas, and may be sent again.
         let (acks, resend) = if apply.delta.is_empty() {
             (None, Resend::IfDropped)
@@ -213,11 +226,60 @@ impl RedisStore {
             (self.waits_on_every_write(), Resend::Never)
         };
         let reply = self
-            .run(&self.apply, key, acks, resend, |inv| {
+            .run(&self.apply, key, acks, resend, deadline, |inv| {
                 add_delta_args(inv, apply)
             })
             .await?;
         parse_applied(reply, apply)
+    }
+
+    // A plain load as one HGETALL, which costs Redis a fraction of a script call: the session's
+    // deadlines are checked here, by the rules the script follows (`Access`). It answers only
+    // what needs no write: a missing session, or a live one with no touch due. Anything else
+    // is left to the script (`None`), which touches, deletes an ended session or reports and
+    // bounds a bad record exactly as before, in a second round trip: for a live session, at
+    // most once per touch interval. A read cannot bring a session back, so the two steps need
+    // no atomicity.
+    async fn read_in_redis(&self, key: &SessionKey, apply: &Apply) -> Result<Option<Applied>> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.redis_key(key));
+        let read = async {
+            match self.connection.query::<Value>(&cmd).await {
+                // A connection that broke while idle (a restart, a failover) is found out by the
+                // first request on it; a read may be sent again, as the script's reads are.
+                Err(e) if e.is_connection_dropped() => self.connection.query::<Value>(&cmd).await,
+                other => other,
+            }
+        };
+        let reply = bounded(self.operation_timeout, "answer HGETALL", read).await;
+        let fields = match reply {
+            Ok(Value::Nil) => return Ok(Some(Applied::Missing)),
+            Ok(Value::Array(items)) if items.is_empty() => return Ok(Some(Applied::Missing)),
+            Ok(Value::Map(pairs)) if pairs.is_empty() => return Ok(Some(Applied::Missing)),
+            Ok(reply) => match parse_field_pairs(reply) {
+                Ok(fields) => fields,
+                Err(_) => return Ok(None),
+            },
+            // A key of another type: the script reports it, and gives it an expiry.
+            Err(e) if e.kind() == ErrorKind::Corrupt => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(deadline_ms) = fields.get(META_DEADLINE).and_then(|d| parse_millis(d)) else {
+            return Ok(None);
+        };
+        let touched_ms = fields.get(META_TOUCHED).and_then(|t| parse_millis(t));
+        let access = apply.access.for_session(&fields);
+        if !access.finds_alive(deadline_ms, touched_ms) || access.touch_due(touched_ms) {
+            tracing::debug!(
+                "a plain load goes on to the script: a touch is due or the session is over"
+            );
+            return Ok(None);
+        }
+        Ok(Some(Applied::Done {
+            counters: Vec::new(),
+            fields: Some(fields),
+            taken: Fields::new(),
+        }))
     }
 
     async fn delete_in_redis(&self, key: &SessionKey) -> Result<bool> {

@@ -60,7 +60,8 @@
 //!   access. An unknown token is never adopted: new sessions always get fresh tokens.
 //! * Idle timeout (slid by every access) and absolute lifetime are enforced together; an expired
 //!   or deleted session is never resurrected by a write.
-//! * Each store operation touches one key in one round trip.
+//! * Each store operation touches one key, in one round trip (a plain load that finds a touch
+//!   due on Redis: two, at most once per touch interval).
 
 // What a handler and an application's set-up use, at the root; the rest under the module that
 // owns it.

@@ -36,6 +36,18 @@ async fn a_logged_in_index_costs_exactly_one_round_trip() -> anyhow::Result<()> 
     );
     ensure!(commands.iter().all(|c| c == "EVALSHA"), "{commands:?}");
 
+    // A read with no touch due is one HGETALL, no script.
+    proxy.reset();
+    for _ in 0..n {
+        let page = get(&app, "/whoami", Some(&cookie)).await?;
+        ensure!(page.body.contains("Logged in as ann."), "{}", page.body);
+    }
+    let commands = proxy.commands();
+    ensure!(
+        commands.len() == n as usize && commands.iter().all(|c| c == "HGETALL"),
+        "{n} logged-in GET /whoami: {commands:?}"
+    );
+
     // Anonymous and forged requests cost nothing; login costs two (the entry in the user's
     // index, then the create), logout one (DEL).
     proxy.reset();
