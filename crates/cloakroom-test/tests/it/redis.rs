@@ -268,3 +268,154 @@ async fn a_write_that_timed_out_says_its_outcome_is_unknown() -> anyhow::Result<
     ensure!(ran, "the timed-out increment never ran");
     Ok(())
 }
+
+/// A plain load with a touch interval is one HGETALL, checked in Rust: on every record, good
+/// or planted, it answers what the script answers (missing, the fields, or the error's kind),
+/// and it leaves to the script, in a second call, exactly the reads that must write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_load_answers_as_the_script_does_and_sends_it_only_when_it_must_write()
+-> anyhow::Result<()> {
+    let server = RedisServer::spawn()?;
+    let proxy = cloakroom_test::CountingProxy::start(server.port()).await?;
+    let store = RedisStore::connect(proxy.url()).await?;
+    let mut conn = server.connection()?;
+    let now = cloakroom_test::conformance::now_ms();
+    let (idle, touch) = (60_000u64, 10_000u64);
+    let fresh = (now - 1_000).to_string();
+    let stale = (now - 20_000).to_string();
+    let (later, past) = ((now + 3_600_000).to_string(), (now - 1).to_string());
+    let over_idle = (now - 61_000).to_string();
+    let non_utf8: &[u8] = b"\xff\xfe";
+    // Each record (its name, its fields), and the commands its load must send.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a [u8])>, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
+        ("missing", vec![], &["HGETALL"]),
+        (
+            "live, touched within the interval",
+            vec![
+                ("__deadline", later.as_bytes()),
+                ("__touched", fresh.as_bytes()),
+                ("u", b"1"),
+            ],
+            &["HGETALL"],
+        ),
+        (
+            "live, a touch due",
+            vec![
+                ("__deadline", later.as_bytes()),
+                ("__touched", stale.as_bytes()),
+                ("u", b"1"),
+            ],
+            &["HGETALL", "EVALSHA"],
+        ),
+        (
+            "never touched",
+            vec![("__deadline", later.as_bytes()), ("u", b"1")],
+            &["HGETALL", "EVALSHA"],
+        ),
+        (
+            "past its deadline",
+            vec![
+                ("__deadline", past.as_bytes()),
+                ("__touched", fresh.as_bytes()),
+            ],
+            &["HGETALL", "EVALSHA"],
+        ),
+        (
+            "idle too long",
+            vec![
+                ("__deadline", later.as_bytes()),
+                ("__touched", over_idle.as_bytes()),
+            ],
+            &["HGETALL", "EVALSHA"],
+        ),
+        (
+            "its own idle timeout, passed",
+            vec![
+                ("__deadline", later.as_bytes()),
+                ("__touched", stale.as_bytes()),
+                ("__idle", b"15000"),
+            ],
+            &["HGETALL", "EVALSHA"],
+        ),
+        (
+            "a deadline in exponent notation",
+            vec![("__deadline", b"1e15"), ("__touched", fresh.as_bytes())],
+            &["HGETALL", "EVALSHA"],
+        ),
+        (
+            "a touch with a leading zero",
+            vec![("__deadline", later.as_bytes()), ("__touched", b"01")],
+            &["HGETALL", "EVALSHA"],
+        ),
+        ("no deadline", vec![("u", b"1")], &["HGETALL", "EVALSHA"]),
+        (
+            "a field that is not text",
+            vec![
+                ("__deadline", later.as_bytes()),
+                ("__touched", fresh.as_bytes()),
+                ("u", non_utf8),
+            ],
+            &["HGETALL"],
+        ),
+        (
+            "nothing that is text",
+            vec![("__deadline", non_utf8)],
+            &["HGETALL", "EVALSHA"],
+        ),
+        ("a string key", vec![], &["HGETALL", "EVALSHA"]),
+    ];
+    let outcome = |result: cloakroom_core::Result<Applied>| match result {
+        Ok(Applied::Missing) => "missing".to_owned(),
+        Ok(Applied::Done { fields, .. }) => {
+            let mut user: Vec<_> = fields
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(name, _)| !name.starts_with("__"))
+                .collect();
+            user.sort();
+            format!("fields {user:?}")
+        }
+        Ok(_) => "another outcome".to_owned(),
+        Err(e) => format!("error {:?}", e.kind()),
+    };
+    for (what, record, commands) in cases {
+        let mut results = Vec::new();
+        // The interval, then 0: with a touch on every access, every load is the script's.
+        for touch_ms in [touch, 0] {
+            let k = SessionToken::generate()?.key();
+            let full = store.redis_key(&k);
+            if what == "a string key" {
+                let _: () = conn.set(&full, "not a hash")?;
+            }
+            for (name, value) in &record {
+                let _: () = conn.hset(&full, *name, *value)?;
+            }
+            let apply = cloakroom_core::store::Apply {
+                access: cloakroom_core::store::Access {
+                    now_ms: now,
+                    idle_ms: idle,
+                    touch_ms,
+                },
+                delta: Delta::default(),
+                load: true,
+            };
+            proxy.reset();
+            results.push(outcome(store.apply(&k, &apply).await));
+            if touch_ms == touch {
+                ensure!(
+                    proxy.commands() == commands,
+                    "{what}: {:?}, not {commands:?}",
+                    proxy.commands()
+                );
+            }
+        }
+        ensure!(
+            results[0] == results[1],
+            "{what}: the plain read answered {}, the script {}",
+            results[0],
+            results[1]
+        );
+    }
+    Ok(())
+}
