@@ -134,8 +134,8 @@ impl RedisStore {
                 other => other,
             }
         };
-        let limit = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let (reply, confirmed) = bounded(limit, "answer", call).await?;
+        let (reply, confirmed) =
+            bounded_until(deadline, self.operation_timeout, "answer", call).await?;
         self.settle(confirmed, replica_acks)?;
         Ok(reply)
     }
@@ -148,12 +148,23 @@ pub(crate) async fn bounded<T>(
     what: &str,
     call: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T> {
-    match tokio::time::timeout(limit, call).await {
+    bounded_until(tokio::time::Instant::now() + limit, limit, what, call).await
+}
+
+// `bounded`, ending at `deadline`: the end of an operation of which this call may be the second
+// part. `budget` is the operation's whole bound, which a late answer's error names.
+pub(crate) async fn bounded_until<T>(
+    deadline: tokio::time::Instant,
+    budget: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T> {
+    match tokio::time::timeout_at(deadline, call).await {
         Ok(result) => result.map_err(map_error),
         // The command may have been sent, and may have run.
         Err(_) => Err(Error::new(
             ErrorKind::Unavailable,
-            format!("Redis did not {what} within {} ms", limit.as_millis()),
+            format!("Redis did not {what} within {} ms", budget.as_millis()),
         )
         .with_unknown_outcome()),
     }

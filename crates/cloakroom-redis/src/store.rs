@@ -11,7 +11,7 @@ use redis::Value;
 use crate::RedisStore;
 use crate::errors::corrupt;
 use crate::reply::{parse_applied, parse_field_pairs, parse_member};
-use crate::scripts::{IndexStep, Resend, bounded};
+use crate::scripts::{IndexStep, Resend, bounded, bounded_until};
 
 // Arguments go straight into the command buffer: no intermediate strings. The delta's writes
 // (one per name) come before its increments, as the script applies them.
@@ -215,7 +215,7 @@ impl RedisStore {
         if apply.load
             && apply.delta.is_empty()
             && apply.access.touch_ms > 0
-            && let Some(applied) = self.read_in_redis(key, apply).await?
+            && let Some(applied) = self.read_in_redis(key, apply, deadline).await?
         {
             return Ok(applied);
         }
@@ -240,7 +240,12 @@ impl RedisStore {
     // bounds a bad record exactly as before, in a second round trip: for a live session, at
     // most once per touch interval. A read cannot bring a session back, so the two steps need
     // no atomicity.
-    async fn read_in_redis(&self, key: &SessionKey, apply: &Apply) -> Result<Option<Applied>> {
+    async fn read_in_redis(
+        &self,
+        key: &SessionKey,
+        apply: &Apply,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Applied>> {
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(self.redis_key(key));
         let read = async {
@@ -251,7 +256,7 @@ impl RedisStore {
                 other => other,
             }
         };
-        let reply = bounded(self.operation_timeout, "answer HGETALL", read).await;
+        let reply = bounded_until(deadline, self.operation_timeout, "answer HGETALL", read).await;
         let fields = match reply {
             Ok(Value::Nil) => return Ok(Some(Applied::Missing)),
             Ok(Value::Array(items)) if items.is_empty() => return Ok(Some(Applied::Missing)),
