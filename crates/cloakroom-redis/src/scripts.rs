@@ -9,7 +9,8 @@ use crate::RedisStore;
 use crate::acks::ReplicaAcks;
 use crate::errors::map_error;
 
-/// Whether a script call may be sent again after the connection dropped under it.
+/// Whether a call (a script, or a plain read) may be sent again after the connection dropped under
+/// it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Resend {
     /// A read: running it twice changes nothing.
@@ -44,11 +45,13 @@ impl RedisStore {
         replica_acks: Option<ReplicaAcks>,
     ) -> Result<Value> {
         let index_key = self.index_key(user);
+        let deadline = tokio::time::Instant::now() + self.operation_timeout;
         self.run_on(
             &self.index,
             &index_key,
             replica_acks,
             Resend::Never,
+            deadline,
             |inv| {
                 inv.arg(now_ms);
                 match step {
@@ -81,24 +84,11 @@ impl RedisStore {
         add_args: impl Fn(&mut redis::Cmd),
     ) -> Result<Value> {
         let redis_key = self.redis_key(key);
-        self.run_until(script, &redis_key, replica_acks, resend, deadline, add_args)
+        self.run_on(script, &redis_key, replica_acks, resend, deadline, add_args)
             .await
     }
 
     pub(crate) async fn run_on(
-        &self,
-        script: &ScriptSource,
-        redis_key: &str,
-        replica_acks: Option<ReplicaAcks>,
-        resend: Resend,
-        add_args: impl Fn(&mut redis::Cmd),
-    ) -> Result<Value> {
-        let deadline = tokio::time::Instant::now() + self.operation_timeout;
-        self.run_until(script, redis_key, replica_acks, resend, deadline, add_args)
-            .await
-    }
-
-    async fn run_until(
         &self,
         script: &ScriptSource,
         redis_key: &str,

@@ -113,14 +113,8 @@ impl Store for RedisStore {
 
     async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>> {
         // A plain read: it neither slides the TTL nor needs the script.
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(self.redis_key(key));
-        let reply = bounded(
-            self.operation_timeout,
-            "answer HGETALL",
-            self.connection.query::<Value>(&cmd),
-        )
-        .await?;
+        let deadline = tokio::time::Instant::now() + self.operation_timeout;
+        let reply = self.read_hash(key, deadline, Resend::Never).await?;
         let fields = parse_field_pairs(reply)?;
         if fields.is_empty() {
             return Ok(None);
@@ -246,17 +240,9 @@ impl RedisStore {
         apply: &Apply,
         deadline: tokio::time::Instant,
     ) -> Result<Option<Applied>> {
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(self.redis_key(key));
-        let read = async {
-            match self.connection.query::<Value>(&cmd).await {
-                // A connection that broke while idle (a restart, a failover) is found out by the
-                // first request on it; a read may be sent again, as the script's reads are.
-                Err(e) if e.is_connection_dropped() => self.connection.query::<Value>(&cmd).await,
-                other => other,
-            }
-        };
-        let reply = bounded_until(deadline, self.operation_timeout, "answer HGETALL", read).await;
+        // A connection that broke while idle (a restart, a failover) is found out by the first
+        // request on it; a read may be sent again, as the script's reads are.
+        let reply = self.read_hash(key, deadline, Resend::IfDropped).await;
         let fields = match reply {
             Ok(Value::Nil) => return Ok(Some(Applied::Missing)),
             Ok(Value::Array(items)) if items.is_empty() => return Ok(Some(Applied::Missing)),
@@ -285,6 +271,26 @@ impl RedisStore {
             fields: Some(fields),
             taken: Fields::new(),
         }))
+    }
+
+    // The session's hash, by one HGETALL that ends by `deadline`.
+    async fn read_hash(
+        &self,
+        key: &SessionKey,
+        deadline: tokio::time::Instant,
+        resend: Resend,
+    ) -> Result<Value> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.redis_key(key));
+        let read = async {
+            match self.connection.query::<Value>(&cmd).await {
+                Err(e) if resend == Resend::IfDropped && e.is_connection_dropped() => {
+                    self.connection.query::<Value>(&cmd).await
+                }
+                other => other,
+            }
+        };
+        bounded_until(deadline, self.operation_timeout, "answer HGETALL", read).await
     }
 
     async fn delete_in_redis(&self, key: &SessionKey) -> Result<bool> {
