@@ -102,16 +102,23 @@ impl Delta {
     /// As [`Delta::set`], for the name; [`ErrorKind::OutOfRange`] when `by` is beyond
     /// ±(2^53 − 1), which every store computes exactly.
     pub fn incr(&mut self, name: &str, by: i64) -> Result<&mut Self> {
-        self.check_write(name, None)?;
+        Self::check_increment(&self.limits, name, by)?;
         self.check_not_taken(name)?;
+        self.increments.push((name.to_owned(), by));
+        Ok(self)
+    }
+
+    // What `incr` checks of the name and the amount alone, whatever else the delta holds: a
+    // caller can refuse a bad increment without building a delta for it.
+    pub(crate) fn check_increment(limits: &SessionLimits, name: &str, by: i64) -> Result<()> {
+        check_name(limits, name, None)?;
         if by.unsigned_abs() > MAX_COUNTER.unsigned_abs() {
             return Err(Error::new(
                 ErrorKind::OutOfRange,
                 format!("increment of field {name:?} is beyond ±(2^53 − 1)"),
             ));
         }
-        self.increments.push((name.to_owned(), by));
-        Ok(self)
+        Ok(())
     }
 
     /// Removes field `name`, and has the step report the value it had before
@@ -230,12 +237,14 @@ impl Delta {
         }
         for (name, value) in &self.writes {
             match value {
-                Some(value) => fields.insert(name.clone(), value.clone()),
-                None => fields.remove(name),
-            };
+                Some(value) => set(fields, name, value.clone()),
+                None => {
+                    fields.remove(name);
+                }
+            }
         }
         for ((name, _), value) in self.increments.iter().zip(counters) {
-            fields.insert(name.clone(), value.to_string());
+            set(fields, name, value.to_string());
         }
     }
 
@@ -346,17 +355,34 @@ impl Delta {
     }
 
     fn check_write(&self, name: &str, value: Option<&str>) -> Result<()> {
-        if name.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidFieldName, "empty field name"));
-        }
-        if name.starts_with(RESERVED_PREFIX) {
-            return Err(Error::new(
-                ErrorKind::InvalidFieldName,
-                format!("field names starting with {RESERVED_PREFIX:?} are reserved: {name:?}"),
-            ));
-        }
-        self.limits.check_field(name, value)
+        check_name(&self.limits, name, value)
     }
+}
+
+// Sets `name` to `value`, copying the name only when the field is new: most steps rewrite a
+// field the session already has (a counter).
+fn set(fields: &mut Fields, name: &str, value: String) {
+    match fields.get_mut(name) {
+        Some(slot) => *slot = value,
+        None => {
+            fields.insert(name.to_owned(), value);
+        }
+    }
+}
+
+// A field a handler may write: a name that is not empty and not reserved, within the per-field
+// limits with its value.
+fn check_name(limits: &SessionLimits, name: &str, value: Option<&str>) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::new(ErrorKind::InvalidFieldName, "empty field name"));
+    }
+    if name.starts_with(RESERVED_PREFIX) {
+        return Err(Error::new(
+            ErrorKind::InvalidFieldName,
+            format!("field names starting with {RESERVED_PREFIX:?} are reserved: {name:?}"),
+        ));
+    }
+    limits.check_field(name, value)
 }
 
 // The request's handle keeps its buffered writes as a delta without increments.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use metrics::{Key, Label, Metadata};
 use tracing::Instrument as _;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -36,26 +37,63 @@ enum About<'a> {
     User(&'a str),
 }
 
+/// A store operation as its metrics name it: the `operation` label, made once, so that a
+/// call's count and latency are recorded without allocating their keys.
+struct Operation {
+    name: &'static str,
+    labels: &'static [Label],
+}
+
+macro_rules! operations {
+    ($($constant:ident = $name:literal),* $(,)?) => {
+        $(const $constant: Operation = Operation {
+            name: $name,
+            labels: &[Label::from_static_parts("operation", $name)],
+        };)*
+    };
+}
+
+operations! {
+    CREATE = "create",
+    APPLY = "apply",
+    DELETE = "delete",
+    PEEK = "peek",
+    INDEX_ADD = "index_add",
+    INDEX_REMOVE = "index_remove",
+    INDEX_MEMBERS = "index_members",
+}
+
+// What the `metrics` macros attach to a metric they register.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
 // Runs one store call as `operation` on what `about` names.
 async fn observe<T>(
-    operation: &'static str,
+    operation: Operation,
     about: About<'_>,
     call: impl Future<Output = Result<T>>,
 ) -> Result<T> {
+    let Operation { name, labels } = operation;
     let span = match about {
         About::Session(short) => {
-            tracing::debug_span!("cloakroom.store", operation, session = %short)
+            tracing::debug_span!("cloakroom.store", operation = name, session = %short)
         }
-        About::User(short) => tracing::debug_span!("cloakroom.store", operation, user = %short),
+        About::User(short) => {
+            tracing::debug_span!("cloakroom.store", operation = name, user = %short)
+        }
     };
     let started = Instant::now();
     let outcome = call.instrument(span).await;
-    metrics::counter!(STORE_CALLS, "operation" => operation).increment(1);
-    metrics::histogram!(STORE_CALL_SECONDS, "operation" => operation)
-        .record(started.elapsed().as_secs_f64());
+    let calls = Key::from_static_labels(STORE_CALLS, labels);
+    let seconds = Key::from_static_labels(STORE_CALL_SECONDS, labels);
+    metrics::with_recorder(|recorder| {
+        recorder.register_counter(&calls, &METADATA).increment(1);
+        recorder
+            .register_histogram(&seconds, &METADATA)
+            .record(started.elapsed().as_secs_f64());
+    });
     if let Err(e) = &outcome {
-        metrics::counter!(STORE_ERRORS, "operation" => operation, "kind" => error_label(e))
-            .increment(1);
+        metrics::counter!(STORE_ERRORS, "operation" => name, "kind" => error_label(e)).increment(1);
     }
     outcome
 }
@@ -80,7 +118,7 @@ fn user_short(user: &UserKey) -> &str {
 impl Store for ObservedStore {
     async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
         observe(
-            "create",
+            CREATE,
             About::Session(key.short()),
             self.inner.create(key, session),
         )
@@ -89,7 +127,7 @@ impl Store for ObservedStore {
 
     async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
         observe(
-            "apply",
+            APPLY,
             About::Session(key.short()),
             self.inner.apply(key, apply),
         )
@@ -97,17 +135,12 @@ impl Store for ObservedStore {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        observe(
-            "delete",
-            About::Session(key.short()),
-            self.inner.delete(key),
-        )
-        .await
+        observe(DELETE, About::Session(key.short()), self.inner.delete(key)).await
     }
 
     async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>> {
         observe(
-            "peek",
+            PEEK,
             About::Session(key.short()),
             self.inner.peek(key, now_ms),
         )
@@ -122,17 +155,17 @@ impl Store for ObservedStore {
         now_ms: u64,
     ) -> Result<()> {
         let call = self.inner.index_add(user, key, deadline_ms, now_ms);
-        observe("index_add", About::Session(key.short()), call).await
+        observe(INDEX_ADD, About::Session(key.short()), call).await
     }
 
     async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, now_ms: u64) -> Result<()> {
         let call = self.inner.index_remove(user, entry, now_ms);
-        observe("index_remove", About::Session(entry.key.short()), call).await
+        observe(INDEX_REMOVE, About::Session(entry.key.short()), call).await
     }
 
     async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>> {
         let call = self.inner.index_members(user, now_ms);
-        observe("index_members", About::User(user_short(user)), call).await
+        observe(INDEX_MEMBERS, About::User(user_short(user)), call).await
     }
 }
 

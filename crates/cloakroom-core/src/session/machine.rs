@@ -74,13 +74,14 @@ impl State {
     /// An increment of `name` by `by`, with the buffered writes, loading the session when it
     /// was not loaded. A bad name or amount is refused first, whether or not there is a session.
     pub(super) fn count_step(&mut self, name: &str, by: i64, access: Access) -> Result<Count> {
-        let mut increment = Delta::new(*self.pending.limits());
-        increment.incr(name, by)?;
+        Delta::check_increment(self.pending.limits(), name, by)?;
         self.accessed = true;
         let (token, load) = match &mut self.phase {
             Phase::Anonymous | Phase::Gone => return Ok(Count::Done(None)),
             // The whole session is here: the increment is applied to it, bounds included.
             Phase::Started { fields, .. } => {
+                let mut increment = Delta::new(*self.pending.limits());
+                increment.incr(name, by)?;
                 let counters = increment.apply(fields)?;
                 return Ok(Count::Done(counters.last().copied()));
             }
