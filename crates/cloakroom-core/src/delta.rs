@@ -77,7 +77,7 @@ impl Delta {
     /// deeper than [`SessionLimits::MAX_VALUE_DEPTH`](crate::SessionLimits::MAX_VALUE_DEPTH). The delta is unchanged then.
     pub fn set(&mut self, name: &str, json: impl Into<String>) -> Result<&mut Self> {
         let json = json.into();
-        self.check_write(name, Some(&json))?;
+        check_field(&self.limits, name, Some(&json))?;
         self.check_not_incremented(name)?;
         self.writes.insert(name.to_owned(), Some(json));
         Ok(self)
@@ -89,7 +89,7 @@ impl Delta {
     ///
     /// As [`Delta::set`], for the name.
     pub fn remove(&mut self, name: &str) -> Result<&mut Self> {
-        self.check_write(name, None)?;
+        check_field(&self.limits, name, None)?;
         self.check_not_incremented(name)?;
         self.writes.insert(name.to_owned(), None);
         Ok(self)
@@ -102,23 +102,19 @@ impl Delta {
     /// As [`Delta::set`], for the name; [`ErrorKind::OutOfRange`] when `by` is beyond
     /// ±(2^53 − 1), which every store computes exactly.
     pub fn incr(&mut self, name: &str, by: i64) -> Result<&mut Self> {
-        Self::check_increment(&self.limits, name, by)?;
+        check_field(&self.limits, name, None)?;
         self.check_not_taken(name)?;
+        check_amount(name, by)?;
         self.increments.push((name.to_owned(), by));
         Ok(self)
     }
 
-    // What `incr` checks of the name and the amount alone, whatever else the delta holds: a
-    // caller can refuse a bad increment without building a delta for it.
+    // What `incr` checks of the name and the amount alone, whatever else the delta holds (on an
+    // empty delta, exactly what `incr` checks): a caller can refuse a bad increment without
+    // building a delta for it.
     pub(crate) fn check_increment(limits: &SessionLimits, name: &str, by: i64) -> Result<()> {
-        check_name(limits, name, None)?;
-        if by.unsigned_abs() > MAX_COUNTER.unsigned_abs() {
-            return Err(Error::new(
-                ErrorKind::OutOfRange,
-                format!("increment of field {name:?} is beyond ±(2^53 − 1)"),
-            ));
-        }
-        Ok(())
+        check_field(limits, name, None)?;
+        check_amount(name, by)
     }
 
     /// Removes field `name`, and has the step report the value it had before
@@ -132,7 +128,7 @@ impl Delta {
     /// A later write of a taken name applies after the take: the step reports the stored value
     /// and leaves the new one.
     pub fn take(&mut self, name: &str) -> Result<&mut Self> {
-        self.check_write(name, None)?;
+        check_field(&self.limits, name, None)?;
         self.check_not_incremented(name)?;
         if self.writes.contains_key(name) {
             return Err(Error::new(
@@ -237,14 +233,14 @@ impl Delta {
         }
         for (name, value) in &self.writes {
             match value {
-                Some(value) => set(fields, name, value.clone()),
+                Some(value) => put_field(fields, name, value.clone()),
                 None => {
                     fields.remove(name);
                 }
             }
         }
         for ((name, _), value) in self.increments.iter().zip(counters) {
-            set(fields, name, value.to_string());
+            put_field(fields, name, value.to_string());
         }
     }
 
@@ -330,8 +326,8 @@ impl Delta {
         }
     }
 
-    // Writes apply before increments: a write of a field already incremented here would apply
-    // before the increment it follows in the calls, which is not what a caller means.
+    // A take removes the field before the increments apply: an increment of it in the same step
+    // would start again from 0, which is not what a caller means.
     fn check_not_taken(&self, name: &str) -> Result<()> {
         if self.takes.contains(name) {
             return Err(Error::new(
@@ -342,6 +338,8 @@ impl Delta {
         Ok(())
     }
 
+    // Writes apply before increments: a write of a field already incremented here would apply
+    // before the increment it follows in the calls, which is not what a caller means.
     fn check_not_incremented(&self, name: &str) -> Result<()> {
         if self.increments.iter().any(|(counted, _)| counted == name) {
             return Err(Error::new(
@@ -353,15 +351,11 @@ impl Delta {
         }
         Ok(())
     }
-
-    fn check_write(&self, name: &str, value: Option<&str>) -> Result<()> {
-        check_name(&self.limits, name, value)
-    }
 }
 
 // Sets `name` to `value`, copying the name only when the field is new: most steps rewrite a
 // field the session already has (a counter).
-fn set(fields: &mut Fields, name: &str, value: String) {
+fn put_field(fields: &mut Fields, name: &str, value: String) {
     match fields.get_mut(name) {
         Some(slot) => *slot = value,
         None => {
@@ -371,8 +365,8 @@ fn set(fields: &mut Fields, name: &str, value: String) {
 }
 
 // A field a handler may write: a name that is not empty and not reserved, within the per-field
-// limits with its value.
-fn check_name(limits: &SessionLimits, name: &str, value: Option<&str>) -> Result<()> {
+// limits with its value (if the write sets one).
+fn check_field(limits: &SessionLimits, name: &str, value: Option<&str>) -> Result<()> {
     if name.is_empty() {
         return Err(Error::new(ErrorKind::InvalidFieldName, "empty field name"));
     }
@@ -383,6 +377,17 @@ fn check_name(limits: &SessionLimits, name: &str, value: Option<&str>) -> Result
         ));
     }
     limits.check_field(name, value)
+}
+
+// An amount every store adds exactly.
+fn check_amount(name: &str, by: i64) -> Result<()> {
+    if by.unsigned_abs() > MAX_COUNTER.unsigned_abs() {
+        return Err(Error::new(
+            ErrorKind::OutOfRange,
+            format!("increment of field {name:?} is beyond ±(2^53 − 1)"),
+        ));
+    }
+    Ok(())
 }
 
 // The request's handle keeps its buffered writes as a delta without increments.
@@ -401,7 +406,7 @@ impl Delta {
         value: Option<String>,
         known: &Fields,
     ) -> Result<()> {
-        self.check_write(name, value.as_deref())?;
+        check_field(&self.limits, name, value.as_deref())?;
         if let Some(new) = &value {
             let before = self.totals_after_writes(known);
             let mut after = before;

@@ -37,18 +37,23 @@ enum About<'a> {
     User(&'a str),
 }
 
-/// A store operation as its metrics name it: the `operation` label, made once, so that a
-/// call's count and latency are recorded without allocating their keys.
+/// A store operation as its span and metrics name it, with its metric keys made once, at
+/// compile time: a call's count and latency are recorded without building or hashing a key.
 struct Operation {
     name: &'static str,
-    labels: &'static [Label],
+    calls: Key,
+    seconds: Key,
 }
 
 macro_rules! operations {
     ($($constant:ident = $name:literal),* $(,)?) => {
-        $(const $constant: Operation = Operation {
-            name: $name,
-            labels: &[Label::from_static_parts("operation", $name)],
+        $(static $constant: Operation = {
+            static LABELS: [Label; 1] = [Label::from_static_parts("operation", $name)];
+            Operation {
+                name: $name,
+                calls: Key::from_static_parts(STORE_CALLS, &LABELS),
+                seconds: Key::from_static_parts(STORE_CALL_SECONDS, &LABELS),
+            }
         };)*
     };
 }
@@ -69,11 +74,11 @@ static METADATA: Metadata<'static> =
 
 // Runs one store call as `operation` on what `about` names.
 async fn observe<T>(
-    operation: Operation,
+    operation: &'static Operation,
     about: About<'_>,
     call: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    let Operation { name, labels } = operation;
+    let name = operation.name;
     let span = match about {
         About::Session(short) => {
             tracing::debug_span!("cloakroom.store", operation = name, session = %short)
@@ -84,12 +89,12 @@ async fn observe<T>(
     };
     let started = Instant::now();
     let outcome = call.instrument(span).await;
-    let calls = Key::from_static_labels(STORE_CALLS, labels);
-    let seconds = Key::from_static_labels(STORE_CALL_SECONDS, labels);
     metrics::with_recorder(|recorder| {
-        recorder.register_counter(&calls, &METADATA).increment(1);
         recorder
-            .register_histogram(&seconds, &METADATA)
+            .register_counter(&operation.calls, &METADATA)
+            .increment(1);
+        recorder
+            .register_histogram(&operation.seconds, &METADATA)
             .record(started.elapsed().as_secs_f64());
     });
     if let Err(e) = &outcome {
@@ -118,7 +123,7 @@ fn user_short(user: &UserKey) -> &str {
 impl Store for ObservedStore {
     async fn create(&self, key: &SessionKey, session: &NewSession) -> Result<Created> {
         observe(
-            CREATE,
+            &CREATE,
             About::Session(key.short()),
             self.inner.create(key, session),
         )
@@ -127,7 +132,7 @@ impl Store for ObservedStore {
 
     async fn apply(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
         observe(
-            APPLY,
+            &APPLY,
             About::Session(key.short()),
             self.inner.apply(key, apply),
         )
@@ -135,12 +140,12 @@ impl Store for ObservedStore {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        observe(DELETE, About::Session(key.short()), self.inner.delete(key)).await
+        observe(&DELETE, About::Session(key.short()), self.inner.delete(key)).await
     }
 
     async fn peek(&self, key: &SessionKey, now_ms: u64) -> Result<Option<Fields>> {
         observe(
-            PEEK,
+            &PEEK,
             About::Session(key.short()),
             self.inner.peek(key, now_ms),
         )
@@ -155,17 +160,17 @@ impl Store for ObservedStore {
         now_ms: u64,
     ) -> Result<()> {
         let call = self.inner.index_add(user, key, deadline_ms, now_ms);
-        observe(INDEX_ADD, About::Session(key.short()), call).await
+        observe(&INDEX_ADD, About::Session(key.short()), call).await
     }
 
     async fn index_remove(&self, user: &UserKey, entry: &IndexEntry, now_ms: u64) -> Result<()> {
         let call = self.inner.index_remove(user, entry, now_ms);
-        observe(INDEX_REMOVE, About::Session(entry.key.short()), call).await
+        observe(&INDEX_REMOVE, About::Session(entry.key.short()), call).await
     }
 
     async fn index_members(&self, user: &UserKey, now_ms: u64) -> Result<Vec<IndexEntry>> {
         let call = self.inner.index_members(user, now_ms);
-        observe(INDEX_MEMBERS, About::User(user_short(user)), call).await
+        observe(&INDEX_MEMBERS, About::User(user_short(user)), call).await
     }
 }
 

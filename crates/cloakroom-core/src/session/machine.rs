@@ -80,6 +80,7 @@ impl State {
             Phase::Anonymous | Phase::Gone => return Ok(Count::Done(None)),
             // The whole session is here: the increment is applied to it, bounds included.
             Phase::Started { fields, .. } => {
+                // Checked above: on an empty delta, `incr` refuses nothing more.
                 let mut increment = Delta::new(*self.pending.limits());
                 increment.incr(name, by)?;
                 let counters = increment.apply(fields)?;
