@@ -72,7 +72,16 @@ async fn groups(cluster: &RedisCluster, ack_wait: Duration) -> anyhow::Result<Ve
             builder = builder.with_replica_acks(acks);
         }
         let store = Arc::new(builder.connect().await?);
-        let keys = Load::create_sessions(store.as_ref(), SESSIONS_PER_GROUP).await?;
+        let keys = if acks.is_some() {
+            let (keys, skipped) =
+                Load::create_confirmed_sessions(&store, SESSIONS_PER_GROUP).await?;
+            if skipped > 0 {
+                println!("{title}: {skipped} creates unconfirmed in the setup were left out");
+            }
+            keys
+        } else {
+            Load::create_sessions(store.as_ref(), SESSIONS_PER_GROUP).await?
+        };
         let shard_of = keys
             .iter()
             .map(|key| {
