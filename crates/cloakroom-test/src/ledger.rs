@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cloakroom_core::store::{Access, Applied, Apply, Delta, Store};
+use cloakroom_core::store::{Access, Applied, Apply, Delta, NewSession, Store};
 use cloakroom_core::{SessionKey, SessionToken};
 use cloakroom_redis::RedisStore;
 
@@ -38,6 +38,11 @@ pub struct Call {
     pub ended: Duration,
     /// The counter value acknowledged, or `None` for an error.
     pub acknowledged: Option<i64>,
+}
+
+// A session of a load: no fields, a 10-minute idle timeout, an hour to live.
+fn load_session() -> NewSession {
+    new_session(&[], 600_000, 3_600_000)
 }
 
 /// Sessions under load, spread over `workers` tasks.
@@ -64,9 +69,7 @@ impl Load {
         let mut keys = Vec::with_capacity(sessions);
         for _ in 0..sessions {
             let key = SessionToken::generate()?.key();
-            store
-                .create(&key, &new_session(&[], 600_000, 3_600_000))
-                .await?;
+            store.create(&key, &load_session()).await?;
             keys.push(key);
         }
         Ok(keys)
@@ -89,10 +92,7 @@ impl Load {
         while keys.len() < sessions {
             let key = SessionToken::generate()?.key();
             let unconfirmed = store.unconfirmed_writes();
-            match store
-                .create(&key, &new_session(&[], 600_000, 3_600_000))
-                .await
-            {
+            match store.create(&key, &load_session()).await {
                 Ok(_) => keys.push(key),
                 Err(_) if store.unconfirmed_writes() > unconfirmed && Instant::now() < deadline => {
                     skipped += 1;
