@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use self::checks::{check_amount, check_field};
 use crate::config::SessionLimits;
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{Fields, MAX_COUNTER, RESERVED_PREFIX, parse_counter};
@@ -364,32 +365,6 @@ fn put_field(fields: &mut Fields, name: &str, value: String) {
     }
 }
 
-// A field a handler may write: a name that is not empty and not reserved, within the per-field
-// limits with its value (if the write sets one).
-fn check_field(limits: &SessionLimits, name: &str, value: Option<&str>) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::new(ErrorKind::InvalidFieldName, "empty field name"));
-    }
-    if name.starts_with(RESERVED_PREFIX) {
-        return Err(Error::new(
-            ErrorKind::InvalidFieldName,
-            format!("field names starting with {RESERVED_PREFIX:?} are reserved: {name:?}"),
-        ));
-    }
-    limits.check_field(name, value)
-}
-
-// An amount every store adds exactly.
-fn check_amount(name: &str, by: i64) -> Result<()> {
-    if by.unsigned_abs() > MAX_COUNTER.unsigned_abs() {
-        return Err(Error::new(
-            ErrorKind::OutOfRange,
-            format!("increment of field {name:?} is beyond ±(2^53 − 1)"),
-        ));
-    }
-    Ok(())
-}
-
 // The request's handle keeps its buffered writes as a delta without increments.
 impl Delta {
     // The buffered write of `name`, if any: `Some(None)` for a removal.
@@ -521,5 +496,6 @@ impl Bounds {
     }
 }
 
+mod checks;
 #[cfg(test)]
 mod tests;
