@@ -237,12 +237,15 @@ impl Session {
     /// ```
     /// # use std::sync::Arc;
     /// # use std::time::Duration;
-    /// # use cloakroom_core::{Lifetime, MemoryStore, SessionConfig, SessionManager, adapter};
+    /// # use cloakroom_core::{Lifetime, ManualClock, MemoryStore, SessionConfig, SessionManager, adapter};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> cloakroom_core::Result<()> {
     /// let thirty_days = Duration::from_secs(30 * 86_400);
     /// let config = SessionConfig::new("an example secret of at least 32 bytes")?
     ///     .with_max_lifetime(thirty_days, thirty_days);
+    /// # // A clock that stands still: on the system clock, the cookie's exact remaining
+    /// # // lifetime is a millisecond shorter when one passes between start and finish.
+    /// # let config = config.with_clock(Arc::new(ManualClock::new(std::time::SystemTime::now())));
     /// let manager = SessionManager::new(Arc::new(MemoryStore::new()), config)?;
     /// # let session = adapter::session_from_cookie_headers(&manager, []);
     /// // A login handler, "remember me" checked.
@@ -250,6 +253,7 @@ impl Session {
     /// session.set_lifetime(Lifetime::new(thirty_days, thirty_days))?;
     /// let cookie = adapter::finish(&session).await?.set_cookie.expect("a login sets the cookie");
     /// assert_eq!(cookie.max_age(), Some(thirty_days));
+    /// assert!(cookie.header_value().contains("Max-Age=2592000"));
     /// # Ok(())
     /// # }
     /// ```
