@@ -83,7 +83,9 @@ struct Listed {
 }
 
 struct Entry {
-    fields: Fields,
+    // Shared with the requests that loaded it: a load hands out the pointer, and a write
+    // clones the fields only while such a request still holds them.
+    fields: Arc<Fields>,
     expires_at_ms: u64,
     deadline_ms: u64,
     // When the idle timeout last restarted (also in `fields`, as the store gives it back).
@@ -347,7 +349,7 @@ impl State {
         self.sessions.insert(
             key.clone(),
             Entry {
-                fields,
+                fields: Arc::new(fields),
                 expires_at_ms,
                 deadline_ms,
                 touched_ms,
@@ -443,17 +445,20 @@ impl Store for MemoryStore {
         }
         // All or nothing: a failing delta leaves the session untouched.
         let taken = apply.delta.taken_from(&entry.fields);
-        let counters = apply.delta.apply(&mut entry.fields)?;
+        // A pure load leaves the fields alone: they stay shared, not cloned.
+        let counters = if apply.delta.is_empty() {
+            Vec::new()
+        } else {
+            apply.delta.apply(Arc::make_mut(&mut entry.fields))?
+        };
         let mut new_expiry = entry.expires_at_ms;
         if access.touch_due(entry.touched_ms) {
             // Alive, so before its deadline: the TTL is positive.
             new_expiry = expires_at(access, entry.deadline_ms).unwrap_or(new_expiry);
             entry.touched_ms = Some(now);
-            entry
-                .fields
-                .insert(META_TOUCHED.to_owned(), now.to_string());
+            Arc::make_mut(&mut entry.fields).insert(META_TOUCHED.to_owned(), now.to_string());
         }
-        let fields = apply.load.then(|| entry.fields.clone());
+        let fields = apply.load.then(|| Arc::clone(&entry.fields));
         // A step that succeeds, a plain load included, is a use: it ends the session's probation.
         state.record_use(key, new_expiry);
         Ok(Applied::Done {
@@ -477,7 +482,7 @@ impl Store for MemoryStore {
             .sessions
             .get(key)
             .filter(|e| e.expires_at_ms > now_ms && e.deadline_ms > now_ms)
-            .map(|e| e.fields.clone()))
+            .map(|e| Fields::clone(&e.fields)))
     }
 
     async fn index_add(

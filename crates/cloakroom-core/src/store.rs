@@ -6,6 +6,7 @@
 //! sees a multi-key command.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -122,8 +123,10 @@ pub enum Applied {
     Done {
         /// The new value of each increment, in order.
         counters: Vec<i64>,
-        /// All fields after the changes, metadata included, when `load` was asked.
-        fields: Option<Fields>,
+        /// All fields after the changes, metadata included, when `load` was asked. Shared, so
+        /// that a store holding the session in memory (or a near-cache) hands out its copy
+        /// without cloning every field; the session clones it only to apply its own writes.
+        fields: Option<Arc<Fields>>,
         /// What the delta's takes ([`Delta::take`]) found before the step: each taken field
         /// that held a value, with it ([`Delta::taken_from`]). Empty when the delta takes
         /// nothing.

@@ -1,5 +1,7 @@
 //! Reading the scripts' and commands' replies into fields and index entries.
 
+use std::sync::Arc;
+
 use cloakroom_core::store::{Applied, Apply, Fields, parse_millis};
 use cloakroom_core::{Result, SessionKey};
 use redis::Value;
@@ -48,7 +50,7 @@ pub(crate) fn parse_applied(reply: Value, apply: &Apply) -> Result<Applied> {
             // The script answers the fields as they were before the delta.
             taken = delta.taken_from(&fields);
             delta.replay(&mut fields, &counters)?;
-            Some(fields)
+            Some(Arc::new(fields))
         }
         None if apply.load => return Err(corrupt("apply answered no fields")),
         None => None,

@@ -1,5 +1,7 @@
 //! The `Store` contract on Redis: each step one script (or one command) on one key.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use cloakroom_core::store::parse_millis;
 use cloakroom_core::store::{
@@ -268,7 +270,7 @@ impl RedisStore {
         }
         Ok(Some(Applied::Done {
             counters: Vec::new(),
-            fields: Some(fields),
+            fields: Some(Arc::new(fields)),
             taken: Fields::new(),
         }))
     }

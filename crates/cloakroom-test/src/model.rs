@@ -195,7 +195,7 @@ pub async fn check_against_model(store: &dyn Store, steps: &[Step]) -> Result<()
                         if counters != expected {
                             return fail(format!("counted {counters:?}, not {expected:?}"));
                         }
-                        let stored = fields.as_ref().map(user_fields);
+                        let stored = fields.as_deref().map(user_fields);
                         if load && stored.as_ref() != Some(&entry.fields) {
                             return fail(format!("holds {stored:?}, not {:?}", entry.fields));
                         }

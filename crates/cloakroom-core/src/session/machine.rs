@@ -9,6 +9,7 @@
 //! ([`State::forget_sent`]); an outcome for a session the request no longer holds is not recorded
 //! over the new one ([`State::holds`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::delta::Delta;
@@ -178,7 +179,10 @@ impl State {
                     }
                     self.forget_sent(&step.sent);
                     if let Phase::Live { fields: cached, .. } = &mut self.phase {
-                        step.apply.delta.replay(cached, &counters)?;
+                        // A step that changed nothing leaves the copy shared, not cloned.
+                        if !(step.apply.delta.is_empty() && counters.is_empty()) {
+                            step.apply.delta.replay(Arc::make_mut(cached), &counters)?;
+                        }
                     } else if let Some(fields) = fields {
                         self.phase = Phase::Live {
                             token: step.token,
@@ -278,7 +282,7 @@ impl State {
                 self.clear_cookie = false;
                 self.phase = Phase::Live {
                     token: created,
-                    fields: step.session.fields,
+                    fields: Arc::new(step.session.fields),
                 };
                 // Writes made during the create are written by the next step.
                 self.pending = changes;
@@ -389,7 +393,7 @@ impl State {
                         return Ok(false);
                     }
                 };
-                let mut merged = fields.clone();
+                let mut merged = Fields::clone(fields);
                 let limits = *self.pending.limits();
                 let pending = std::mem::replace(&mut self.pending, Delta::new(limits));
                 // What the store would make of the buffered writes; they are not sent to the

@@ -245,9 +245,8 @@ impl Session {
                 match (state.pending.write_of(name), &state.phase) {
                     // Written while the session was loading.
                     (Some(pending), _) => pending.map(str::to_owned),
-                    (None, Phase::Live { fields, .. } | Phase::Started { fields, .. }) => {
-                        fields.get(name).cloned()
-                    }
+                    (None, Phase::Live { fields, .. }) => fields.get(name).cloned(),
+                    (None, Phase::Started { fields, .. }) => fields.get(name).cloned(),
                     (None, _) => None,
                 }
             }

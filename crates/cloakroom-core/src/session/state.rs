@@ -1,6 +1,8 @@
 //! The request's view of its session between store steps: what it holds, what it has
 //! buffered, and what the end of the request must do.
 
+use std::sync::Arc;
+
 use super::CookieState;
 use crate::delta::Delta;
 use crate::error::{Error, ErrorKind, Result};
@@ -87,7 +89,12 @@ pub(super) enum Phase {
     /// A validly signed token, not yet looked up.
     Unloaded { token: SessionToken },
     /// A session known to exist, with its fields as of the last store access.
-    Live { token: SessionToken, fields: Fields },
+    /// Shared with the store's copy where it has one (the memory store, the near-cache): the
+    /// request clones the fields only to replay its own writes into them.
+    Live {
+        token: SessionToken,
+        fields: Arc<Fields>,
+    },
     /// A session started in this request, to be created when the request ends.
     Started {
         token: SessionToken,

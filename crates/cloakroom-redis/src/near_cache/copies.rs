@@ -24,7 +24,8 @@ pub(crate) struct Ticket {
 }
 
 struct Copy {
-    // Shared, so that a hit clones the fields after the lock is released.
+    // Shared with the loads that filled and were served it: a hit hands out the pointer, and a
+    // request clones the fields only to apply its own writes.
     fields: Arc<Fields>,
     // What the copy weighs against the byte budget.
     bytes: usize,
@@ -149,7 +150,7 @@ impl Copies {
 
     /// Records the reply of the load `ticket` noted: kept as the copy only if nothing withdrew
     /// the note meanwhile. `None`: the session was missing, or the load failed.
-    pub(crate) fn finish_fill(&mut self, ticket: Ticket, fields: Option<&Fields>) {
+    pub(crate) fn finish_fill(&mut self, ticket: Ticket, fields: Option<&Arc<Fields>>) {
         if self.filling.get(&ticket.key) != Some(&ticket.id) {
             return;
         }
@@ -175,7 +176,7 @@ impl Copies {
         self.copies.insert(
             ticket.key,
             Copy {
-                fields: Arc::new(fields.clone()),
+                fields: Arc::clone(fields),
                 bytes,
                 deadline_ms,
                 touched_ms: fields.get(META_TOUCHED).and_then(|t| parse_millis(t)),

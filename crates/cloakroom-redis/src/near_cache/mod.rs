@@ -112,7 +112,7 @@ pub(crate) struct Fill<'a> {
 impl Fill<'_> {
     /// Records the load's reply: the session's fields, or `None` when it was missing or the
     /// load failed.
-    pub(crate) fn finish(mut self, fields: Option<&Fields>) {
+    pub(crate) fn finish(mut self, fields: Option<&Arc<Fields>>) {
         if let Some(ticket) = self.ticket.take() {
             self.shared.lock().finish_fill(ticket, fields);
         }
@@ -151,10 +151,8 @@ impl Shared {
     }
 
     /// A copy of the session at `redis_key` for a plain load, when one may be served.
-    pub(crate) fn serve(&self, redis_key: &str, access: &Access) -> Option<Fields> {
-        let copy = self.lock().serve(redis_key, access, Instant::now())?;
-        // Cloned once the lock is released: invalidations never wait on a large copy.
-        Some(Fields::clone(&copy))
+    pub(crate) fn serve(&self, redis_key: &str, access: &Access) -> Option<Arc<Fields>> {
+        self.lock().serve(redis_key, access, Instant::now())
     }
 
     /// Notes a plain load of `redis_key` about to be sent; its reply may fill the copy.

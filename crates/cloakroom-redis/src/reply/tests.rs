@@ -28,7 +28,7 @@ fn fields(json: &str) -> Result<Fields> {
         Applied::Done {
             fields: Some(fields),
             ..
-        } => Ok(fields),
+        } => Ok(Fields::clone(&fields)),
         other => Err(corrupt(&format!("not fields: {other:?}"))),
     }
 }

@@ -86,7 +86,7 @@ async fn step_at(
     };
     match store.apply(key, &apply).await? {
         Applied::Missing => Ok(None),
-        Applied::Done { fields, .. } => Ok(Some(fields.context("no fields")?)),
+        Applied::Done { fields, .. } => Ok(Some(fields.as_deref().cloned().context("no fields")?)),
         _ => bail!("unknown outcome"),
     }
 }

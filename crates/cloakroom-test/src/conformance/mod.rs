@@ -116,7 +116,12 @@ async fn load_with(
     };
     match store.apply(key, &apply).await? {
         Applied::Missing => Ok(None),
-        Applied::Done { fields, .. } => Ok(Some(fields.context("load returned no fields")?)),
+        Applied::Done { fields, .. } => Ok(Some(
+            fields
+                .as_deref()
+                .cloned()
+                .context("load returned no fields")?,
+        )),
         _ => bail!("unknown outcome"),
     }
 }

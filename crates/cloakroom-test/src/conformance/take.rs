@@ -23,7 +23,7 @@ async fn take_step(
             counters,
             fields,
             taken,
-        } => Ok((taken, counters, fields)),
+        } => Ok((taken, counters, fields.as_deref().cloned())),
         other => bail!("{other:?}"),
     }
 }

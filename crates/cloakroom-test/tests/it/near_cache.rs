@@ -69,7 +69,7 @@ async fn load(store: &RedisStore, key: &SessionKey) -> anyhow::Result<Option<Fie
     };
     match store.apply(key, &apply).await? {
         Applied::Missing => Ok(None),
-        Applied::Done { fields, .. } => Ok(Some(fields.context("no fields")?)),
+        Applied::Done { fields, .. } => Ok(Some(fields.as_deref().cloned().context("no fields")?)),
         _ => bail!("unknown outcome"),
     }
 }

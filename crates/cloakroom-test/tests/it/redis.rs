@@ -399,6 +399,8 @@ async fn a_plain_load_answers_as_the_script_does_and_sends_it_only_when_it_must_
         Ok(Applied::Missing) => "missing".to_owned(),
         Ok(Applied::Done { fields, .. }) => {
             let mut user: Vec<_> = fields
+                .as_deref()
+                .cloned()
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|(name, _)| !name.starts_with("__"))

@@ -58,14 +58,14 @@ fn stored(pairs: &[(&str, &str)]) -> Fields {
 fn done(fields: Option<Fields>, counters: Vec<i64>) -> Result<Applied> {
     Ok(Applied::Done {
         counters,
-        fields,
+        fields: fields.map(Arc::new),
         taken: Fields::new(),
     })
 }
 
 fn write(state: &mut State, name: &str, json: &str) -> Result<()> {
     let known = match &state.phase {
-        Phase::Live { fields, .. } => fields.clone(),
+        Phase::Live { fields, .. } => Fields::clone(fields),
         _ => Fields::new(),
     };
     state
@@ -118,7 +118,7 @@ fn an_increment_for_a_session_replaced_meanwhile_leaves_the_new_one_alone() -> R
     let metrics = SessionMetrics::default();
     let mut s = state(Phase::Live {
         token: token(),
-        fields: stored(&[("visits", "4")]),
+        fields: Arc::new(stored(&[("visits", "4")])),
     });
     let Count::Send(step) = s.count_step("visits", 1, access(NOW))? else {
         return fail("an existing session is counted by the store");
@@ -145,7 +145,7 @@ fn the_cache_follows_the_stores_counter() -> Result<()> {
     let metrics = SessionMetrics::default();
     let mut s = state(Phase::Live {
         token: token(),
-        fields: stored(&[("visits", "4")]),
+        fields: Arc::new(stored(&[("visits", "4")])),
     });
     write(&mut s, "theme", "\"dark\"")?;
     let Count::Send(step) = s.count_step("visits", 1, access(NOW))? else {
@@ -204,7 +204,7 @@ fn a_rotation_whose_original_was_logged_out_meanwhile_is_deleted() -> Result<()>
     let original = token();
     let mut s = state(Phase::Live {
         token: original.clone(),
-        fields: stored(&[("a", "1")]),
+        fields: Arc::new(stored(&[("a", "1")])),
     });
     assert!(s.rotate(&metrics)?);
     let Some(SaveStep::Create(create)) = s.next_save_step(access(NOW)) else {

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloakroom_core::store::{Access, Fields, META_DEADLINE, META_TOUCHED};
@@ -31,7 +32,7 @@ fn confirmed(now: Instant) -> Copies {
 
 fn fill(copies: &mut Copies, key: &str, fields: &Fields) {
     let ticket = copies.begin_fill(key);
-    copies.finish_fill(ticket, Some(fields));
+    copies.finish_fill(ticket, Some(&Arc::new(fields.clone())));
 }
 
 #[test]
@@ -58,7 +59,7 @@ fn a_reply_overtaken_by_its_invalidation_is_never_served() {
     let ticket = copies.begin_fill("k");
     // The invalidation of a write that ran after the load comes in before the load's reply.
     copies.invalidate("k");
-    copies.finish_fill(ticket, Some(&session(10_000, 5_000)));
+    copies.finish_fill(ticket, Some(&Arc::new(session(10_000, 5_000))));
     assert!(copies.serve("k", &at(5_001), now).is_none());
     assert_eq!(copies.len(), 0);
 }
@@ -71,7 +72,7 @@ fn a_write_of_this_process_withdraws_a_fill_in_flight_and_drops_the_copy() {
     let ticket = copies.begin_fill("other");
     copies.invalidate("k");
     copies.invalidate("other");
-    copies.finish_fill(ticket, Some(&session(10_000, 5_000)));
+    copies.finish_fill(ticket, Some(&Arc::new(session(10_000, 5_000))));
     assert!(copies.serve("k", &at(5_001), now).is_none());
     assert!(copies.serve("other", &at(5_001), now).is_none());
     // A later load's reply fills again.
@@ -93,7 +94,7 @@ fn nothing_is_served_outside_the_lease_and_a_lost_channel_empties_the_copies() {
     let ticket = copies.begin_fill("k2");
     let losses = copies.losses();
     copies.reset(true);
-    copies.finish_fill(ticket, Some(&session(10_000, 5_000)));
+    copies.finish_fill(ticket, Some(&Arc::new(session(10_000, 5_000))));
     assert_eq!(copies.len(), 0);
     // A check that started before the loss confirms nothing.
     copies.confirm(start + LEASE, losses);
@@ -139,7 +140,7 @@ fn a_withdrawn_fill_leaves_no_note_and_fills_nothing() {
     let first = copies.begin_fill("k");
     let second = copies.begin_fill("k");
     copies.withdraw(first);
-    copies.finish_fill(second, Some(&session(10_000, 5_000)));
+    copies.finish_fill(second, Some(&Arc::new(session(10_000, 5_000))));
     assert!(copies.serve("k", &at(5_001), now).is_some());
 }
 
