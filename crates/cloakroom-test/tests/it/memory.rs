@@ -272,3 +272,47 @@ async fn the_background_sweeper_runs_and_stops_with_the_store() -> anyhow::Resul
     );
     Ok(())
 }
+
+// A load hands out the store's own copy of the fields, not a clone of every field; a write
+// made while a request holds that copy leaves the request's view as it was loaded.
+#[tokio::test]
+async fn loads_share_the_fields_and_a_later_write_leaves_them_as_loaded() -> anyhow::Result<()> {
+    let store = MemoryStore::builder().with_sweep_interval(None).build();
+    let k = SessionToken::generate()?.key();
+    let now_ms = 1_000_000;
+    store.create(&k, &login_at(now_ms)).await?;
+    let access = Access {
+        now_ms,
+        idle_ms: 30 * 60_000,
+        // No touch is due: a plain load writes nothing.
+        touch_ms: 60_000,
+    };
+    let load = |delta: cloakroom_core::store::Delta| Apply {
+        access,
+        delta,
+        load: true,
+    };
+    let loaded = |applied: Applied| match applied {
+        Applied::Done {
+            fields: Some(fields),
+            ..
+        } => Ok(fields),
+        other => anyhow::bail!("no fields: {other:?}"),
+    };
+    let first = loaded(store.apply(&k, &load(Default::default())).await?)?;
+    let second = loaded(store.apply(&k, &load(Default::default())).await?)?;
+    ensure!(
+        Arc::ptr_eq(&first, &second),
+        "a plain load cloned the fields"
+    );
+
+    let mut visit = cloakroom_core::store::Delta::default();
+    visit.incr("visits", 1)?;
+    let after = loaded(store.apply(&k, &load(visit)).await?)?;
+    ensure!(after.get("visits").map(String::as_str) == Some("1"));
+    ensure!(
+        first.get("visits").is_none() && second.get("visits").is_none(),
+        "a write changed the fields a request had loaded"
+    );
+    Ok(())
+}
