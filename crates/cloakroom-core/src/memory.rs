@@ -445,11 +445,18 @@ impl Store for MemoryStore {
         }
         // All or nothing: a failing delta leaves the session untouched.
         let taken = apply.delta.taken_from(&entry.fields);
-        // A pure load leaves the fields alone: they stay shared, not cloned.
+        // A pure load leaves the fields alone: they stay shared, not cloned. Fields a request
+        // still holds are written as a copy, swapped in only when the delta is accepted: a
+        // refused write leaves them shared.
         let counters = if apply.delta.is_empty() {
             Vec::new()
+        } else if let Some(fields) = Arc::get_mut(&mut entry.fields) {
+            apply.delta.apply(fields)?
         } else {
-            apply.delta.apply(Arc::make_mut(&mut entry.fields))?
+            let mut fields = Fields::clone(&entry.fields);
+            let counters = apply.delta.apply(&mut fields)?;
+            entry.fields = Arc::new(fields);
+            counters
         };
         let mut new_expiry = entry.expires_at_ms;
         if access.touch_due(entry.touched_ms) {

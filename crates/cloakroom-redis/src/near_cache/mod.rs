@@ -150,7 +150,7 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A copy of the session at `redis_key` for a plain load, when one may be served.
+    /// The shared copy of the session at `redis_key` for a plain load, when one may be served.
     pub(crate) fn serve(&self, redis_key: &str, access: &Access) -> Option<Arc<Fields>> {
         self.lock().serve(redis_key, access, Instant::now())
     }

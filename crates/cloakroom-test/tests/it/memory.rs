@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::ensure;
 use cloakroom_core::store::{
-    Access, Applied, Apply, Fields, META_CREATED, META_DEADLINE, NewSession, Store,
+    Access, Applied, Apply, Delta, Fields, META_CREATED, META_DEADLINE, META_TOUCHED, NewSession,
+    Store,
 };
 use cloakroom_core::{ManualClock, MemoryStore, SessionKey, SessionToken};
 use cloakroom_test::conformance::new_session;
@@ -273,22 +274,21 @@ async fn the_background_sweeper_runs_and_stops_with_the_store() -> anyhow::Resul
     Ok(())
 }
 
-// A load hands out the store's own copy of the fields, not a clone of every field; a write
-// made while a request holds that copy leaves the request's view as it was loaded.
+// A load hands out the store's own copy of the fields, not a clone of every field; a write or
+// a touch made while a request holds that copy gives the store a new one and leaves the
+// request's as it was loaded.
 #[tokio::test]
 async fn loads_share_the_fields_and_a_later_write_leaves_them_as_loaded() -> anyhow::Result<()> {
     let store = MemoryStore::builder().with_sweep_interval(None).build();
     let k = SessionToken::generate()?.key();
     let now_ms = 1_000_000;
     store.create(&k, &login_at(now_ms)).await?;
-    let access = Access {
-        now_ms,
-        idle_ms: 30 * 60_000,
-        // No touch is due: a plain load writes nothing.
-        touch_ms: 60_000,
-    };
-    let load = |delta: cloakroom_core::store::Delta| Apply {
-        access,
+    let at = |now_ms: u64, delta: Delta| Apply {
+        access: Access {
+            now_ms,
+            idle_ms: 30 * 60_000,
+            touch_ms: 60_000,
+        },
         delta,
         load: true,
     };
@@ -299,20 +299,40 @@ async fn loads_share_the_fields_and_a_later_write_leaves_them_as_loaded() -> any
         } => Ok(fields),
         other => anyhow::bail!("no fields: {other:?}"),
     };
-    let first = loaded(store.apply(&k, &load(Default::default())).await?)?;
-    let second = loaded(store.apply(&k, &load(Default::default())).await?)?;
+    // The first access touches the session (it has no `__touched` yet); the next two, within
+    // the touch interval, write nothing.
+    loaded(store.apply(&k, &at(now_ms, Delta::default())).await?)?;
+    let first = loaded(store.apply(&k, &at(now_ms + 1, Delta::default())).await?)?;
+    let second = loaded(store.apply(&k, &at(now_ms + 2, Delta::default())).await?)?;
     ensure!(
         Arc::ptr_eq(&first, &second),
         "a plain load cloned the fields"
     );
 
-    let mut visit = cloakroom_core::store::Delta::default();
+    let mut visit = Delta::default();
     visit.incr("visits", 1)?;
-    let after = loaded(store.apply(&k, &load(visit)).await?)?;
-    ensure!(after.get("visits").map(String::as_str) == Some("1"));
+    let counted = loaded(store.apply(&k, &at(now_ms + 3, visit)).await?)?;
+    ensure!(
+        !Arc::ptr_eq(&first, &counted),
+        "a write changed the fields in place"
+    );
+    ensure!(counted.get("visits").map(String::as_str) == Some("1"));
     ensure!(
         first.get("visits").is_none() && second.get("visits").is_none(),
         "a write changed the fields a request had loaded"
     );
+
+    // A due touch, while a request holds the counted fields.
+    let touched = loaded(
+        store
+            .apply(&k, &at(now_ms + 120_000, Delta::default()))
+            .await?,
+    )?;
+    ensure!(
+        !Arc::ptr_eq(&counted, &touched),
+        "a touch changed the fields in place"
+    );
+    ensure!(counted.get(META_TOUCHED).map(String::as_str) == Some("1000000"));
+    ensure!(touched.get(META_TOUCHED).map(String::as_str) == Some("1120000"));
     Ok(())
 }

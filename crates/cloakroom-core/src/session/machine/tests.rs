@@ -235,3 +235,29 @@ fn a_session_whose_lifetime_ran_out_during_the_request_is_not_created() -> Resul
     assert!(s.clear_cookie);
     Ok(())
 }
+
+// The fields a load returns become the request's view as they are, shared with the store's
+// copy, not cloned.
+#[test]
+fn a_loaded_session_holds_the_fields_the_store_returned() -> Result<()> {
+    let metrics = SessionMetrics::default();
+    let mut s = state(Phase::Unloaded { token: token() });
+    let step = s
+        .load_step(|| access(NOW))
+        .ok_or_else(|| Error::new(ErrorKind::Backend, "no load"))?;
+    let returned = Arc::new(stored(&[("a", "1")]));
+    let reply = Ok(Applied::Done {
+        counters: vec![],
+        fields: Some(Arc::clone(&returned)),
+        taken: Fields::new(),
+    });
+    s.after_apply(step, reply, &metrics)?;
+    let Phase::Live { fields, .. } = &s.phase else {
+        return fail("the load left no live session");
+    };
+    assert!(
+        Arc::ptr_eq(fields, &returned),
+        "the load's fields were cloned"
+    );
+    Ok(())
+}

@@ -52,6 +52,20 @@ fn a_filled_copy_is_served_while_the_session_is_alive_and_no_touch_is_due() {
     assert_eq!(copies.stats.hits, 2);
 }
 
+// A hit hands out the reply the copy was filled from, not a clone of its fields.
+#[test]
+fn a_hit_shares_the_fields_of_the_reply_that_filled_the_copy() {
+    let now = Instant::now();
+    let mut copies = confirmed(now);
+    let reply = Arc::new(session(10_000, 5_000));
+    let ticket = copies.begin_fill("k");
+    copies.finish_fill(ticket, Some(&reply));
+    let first = copies.serve("k", &at(5_010), now);
+    let second = copies.serve("k", &at(5_020), now);
+    assert!(first.is_some_and(|fields| Arc::ptr_eq(&fields, &reply)));
+    assert!(second.is_some_and(|fields| Arc::ptr_eq(&fields, &reply)));
+}
+
 #[test]
 fn a_reply_overtaken_by_its_invalidation_is_never_served() {
     let now = Instant::now();
