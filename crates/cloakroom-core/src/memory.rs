@@ -6,12 +6,12 @@
 //! of well under a microsecond.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::clock::{Clock, SystemClock, unix_millis};
+use crate::clock::{Clock, unix_millis};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{
     Access, Applied, Apply, Created, Fields, META_TOUCHED, META_USER, NewSession, Origin, Store,
@@ -19,6 +19,9 @@ use crate::store::{
 };
 use crate::token::SessionKey;
 use crate::users::{INDEX_GRACE, IndexEntry, UserKey};
+
+mod builder;
+pub use self::builder::MemoryStoreBuilder;
 
 pub(crate) const DEFAULT_MAX_SESSIONS: usize = 100_000;
 pub(crate) const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -146,11 +149,7 @@ impl MemoryStore {
     /// assert!(store.is_empty());
     /// ```
     pub fn builder() -> MemoryStoreBuilder {
-        MemoryStoreBuilder {
-            max_sessions: DEFAULT_MAX_SESSIONS,
-            sweep_interval: Some(DEFAULT_SWEEP_INTERVAL),
-            clock: Arc::new(SystemClock),
-        }
+        MemoryStoreBuilder::new()
     }
 
     /// Number of sessions held, expired ones not yet reclaimed included.
@@ -181,67 +180,6 @@ impl MemoryStore {
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// Builds a [`MemoryStore`].
-#[derive(Debug)]
-pub struct MemoryStoreBuilder {
-    max_sessions: usize,
-    sweep_interval: Option<Duration>,
-    clock: Arc<dyn Clock>,
-}
-
-impl MemoryStoreBuilder {
-    /// The most sessions held at once (at least 1).
-    pub fn with_max_sessions(mut self, max: usize) -> Self {
-        self.max_sessions = max.max(1);
-        self
-    }
-
-    /// How often the background task reclaims expired sessions; `None` disables the task
-    /// (creates and accesses still reclaim).
-    pub fn with_sweep_interval(mut self, interval: Option<Duration>) -> Self {
-        self.sweep_interval = interval;
-        self
-    }
-
-    /// The clock the sweeper reads; operations use the time their caller passes.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// Builds the store; starts the sweeper when called inside a Tokio runtime.
-    pub fn build(self) -> MemoryStore {
-        let store = MemoryStore {
-            inner: Arc::new(Inner {
-                state: Mutex::new(State::default()),
-                max_sessions: self.max_sessions,
-                probation_floor: (self.max_sessions / PROBATION_SHARE).max(1),
-                clock: self.clock,
-            }),
-        };
-        if let (Some(interval), Ok(runtime)) =
-            (self.sweep_interval, tokio::runtime::Handle::try_current())
-        {
-            runtime.spawn(sweep_until_dropped(Arc::downgrade(&store.inner), interval));
-        }
-        store
-    }
-}
-
-// Holds only a weak reference, so the task ends once the last clone of the store is gone.
-async fn sweep_until_dropped(inner: Weak<Inner>, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        let swept = MemoryStore { inner }.sweep_expired();
-        if swept > 0 {
-            tracing::debug!(swept, "memory store reclaimed expired sessions");
-        }
     }
 }
 
