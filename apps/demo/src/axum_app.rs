@@ -45,9 +45,14 @@ pub fn app(layer: SessionLayer) -> Router {
         )
 }
 
-async fn in_request_span(request: axum::extract::Request, next: Next) -> Response {
+// Not an `async fn`: one would hold the request twice (its argument, and inside `next.run`),
+// in a future boxed on every request.
+fn in_request_span(
+    request: axum::extract::Request,
+    next: Next,
+) -> impl Future<Output = Response> + Send {
     let span = crate::logging::request_span(request.method().as_str(), request.uri().path());
-    next.run(request).instrument(span).await
+    next.run(request).instrument(span)
 }
 
 fn respond(reply: Reply) -> Response {

@@ -99,7 +99,9 @@ impl RedisStore {
             deadline,
             margin: self.operation_timeout / ROUND_TRIP_SHARE,
         };
-        let (reply, confirmed) = connection.query_acked(&cmd, wait).await?;
+        // Boxed: the acknowledged path's state would otherwise size every call's future,
+        // unacknowledged ones included (this one waits on replicas anyway).
+        let (reply, confirmed) = Box::pin(connection.query_acked(&cmd, wait)).await?;
         // The command's outcome first; a `WAIT` that did not answer with a count confirmed
         // nothing.
         let reply = reply.extract_error()?;

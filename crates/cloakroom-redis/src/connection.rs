@@ -58,8 +58,10 @@ impl Connection {
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> RedisResult<T> {
         match self {
             Self::Standalone(connection) => cmd.query_async(&mut connection.clone()).await,
+            // Boxed: a cluster call's state (redirections, retries) is some 2 KiB, which would
+            // otherwise size every store call's future, standalone ones included.
             Self::Cluster(connection) => {
-                let value = cluster_request(connection, Request::Command(cmd)).await?;
+                let value = Box::pin(cluster_request(connection, Request::Command(cmd))).await?;
                 Ok(T::from_redis_value(value)?)
             }
             Self::Sentinel(connection) => connection.query(cmd).await,
@@ -81,7 +83,8 @@ impl Connection {
                 None => Ok((cmd.query_async(&mut connection.clone()).await?, Value::Nil)),
             },
             Self::Cluster(connection) => {
-                let value = cluster_request(connection, Request::Acked(cmd, wait)).await?;
+                let value =
+                    Box::pin(cluster_request(connection, Request::Acked(cmd, wait))).await?;
                 Ok(<(Value, Value)>::from_redis_value(value)?)
             }
             Self::Sentinel(connection) => connection.query_acked(cmd, wait).await,

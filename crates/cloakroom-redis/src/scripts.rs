@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use cloakroom_core::{Error, ErrorKind, Result, SessionKey, UserKey};
+use futures_util::FutureExt;
 use redis::{Script, Value};
 
 use crate::RedisStore;
@@ -133,23 +134,28 @@ impl RedisStore {
 
 // Runs a Redis call within `limit`: a late answer is `Unavailable`, like a refused connection,
 // and Redis's own errors are mapped to their kinds.
-pub(crate) async fn bounded<T>(
+pub(crate) fn bounded<'a, T>(
     limit: Duration,
-    what: &str,
-    call: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T> {
-    bounded_until(tokio::time::Instant::now() + limit, limit, what, call).await
+    what: &'a str,
+    call: impl Future<Output = redis::RedisResult<T>> + 'a,
+) -> impl Future<Output = Result<T>> + 'a {
+    bounded_until(tokio::time::Instant::now() + limit, limit, what, call)
 }
 
 // `bounded`, ending at `deadline`: the end of an operation of which this call may be the second
 // part. `budget` is the operation's whole bound, which a late answer's error names.
-pub(crate) async fn bounded_until<T>(
+//
+// A plain function returning the timed call, not an `async fn`: an `async fn` keeps its future
+// argument in its own state beside the `Timeout` that holds it, so every call through it doubled
+// the size of the future around it (a store call's future, boxed on every request, grew past
+// 6 KiB through two of them).
+pub(crate) fn bounded_until<'a, T>(
     deadline: tokio::time::Instant,
     budget: Duration,
-    what: &str,
-    call: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T> {
-    match tokio::time::timeout_at(deadline, call).await {
+    what: &'a str,
+    call: impl Future<Output = redis::RedisResult<T>> + 'a,
+) -> impl Future<Output = Result<T>> + 'a {
+    tokio::time::timeout_at(deadline, call).map(move |outcome| match outcome {
         Ok(result) => result.map_err(map_error),
         // The command may have been sent, and may have run.
         Err(_) => Err(Error::new(
@@ -157,7 +163,7 @@ pub(crate) async fn bounded_until<T>(
             format!("Redis did not {what} within {} ms", budget.as_millis()),
         )
         .with_unknown_outcome()),
-    }
+    })
 }
 
 /// A Lua script and its SHA-1, as `EVALSHA` names it.
