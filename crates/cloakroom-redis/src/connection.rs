@@ -58,13 +58,14 @@ impl Connection {
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> RedisResult<T> {
         match self {
             Self::Standalone(connection) => cmd.query_async(&mut connection.clone()).await,
-            // Boxed: a cluster call's state (redirections, retries) is some 2 KiB, which would
-            // otherwise size every store call's future, standalone ones included.
+            // The other shapes are boxed: their state (a cluster call's redirections and
+            // retries, some 2 KiB; a Sentinel primary's handle) would otherwise size every store
+            // call's future, standalone ones included, and that future is boxed per request.
             Self::Cluster(connection) => {
                 let value = Box::pin(cluster_request(connection, Request::Command(cmd))).await?;
                 Ok(T::from_redis_value(value)?)
             }
-            Self::Sentinel(connection) => connection.query(cmd).await,
+            Self::Sentinel(connection) => Box::pin(connection.query(cmd)).await,
         }
     }
 

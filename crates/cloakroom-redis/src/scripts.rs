@@ -75,60 +75,76 @@ impl RedisStore {
     // caches it again.
     // `deadline` ends the whole operation, of which the script may be the second call (a plain
     // load that found a touch due).
-    pub(crate) async fn run(
-        &self,
-        script: &ScriptSource,
-        key: &SessionKey,
+    //
+    // `run` and `run_on` return async blocks rather than being `async fn`s: an `async fn` keeps
+    // its arguments twice (as arguments, and moved into locals), in a future that every store
+    // call boxes.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold its arguments twice"
+    )]
+    pub(crate) fn run<'a>(
+        &'a self,
+        script: &'a ScriptSource,
+        key: &'a SessionKey,
         replica_acks: Option<ReplicaAcks>,
         resend: Resend,
         deadline: tokio::time::Instant,
-        add_args: impl Fn(&mut redis::Cmd),
-    ) -> Result<Value> {
-        let redis_key = self.redis_key(key);
-        self.run_on(script, &redis_key, replica_acks, resend, deadline, add_args)
-            .await
+        add_args: impl Fn(&mut redis::Cmd) + 'a,
+    ) -> impl Future<Output = Result<Value>> + 'a {
+        async move {
+            let redis_key = self.redis_key(key);
+            self.run_on(script, &redis_key, replica_acks, resend, deadline, add_args)
+                .await
+        }
     }
 
-    pub(crate) async fn run_on(
-        &self,
-        script: &ScriptSource,
-        redis_key: &str,
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold its arguments twice"
+    )]
+    pub(crate) fn run_on<'a>(
+        &'a self,
+        script: &'a ScriptSource,
+        redis_key: &'a str,
         replica_acks: Option<ReplicaAcks>,
         resend: Resend,
         deadline: tokio::time::Instant,
-        add_args: impl Fn(&mut redis::Cmd),
-    ) -> Result<Value> {
-        let attempt = || async {
-            // Sized for a typical call, so that building it does not reallocate.
-            let mut cmd = redis::Cmd::with_capacity(16, 256);
-            cmd.arg("EVALSHA").arg(&script.sha).arg(1).arg(redis_key);
-            add_args(&mut cmd);
-            match self.send(cmd, replica_acks, deadline).await {
-                Err(e) if e.code() == Some("NOSCRIPT") => {
-                    let mut cmd = redis::cmd("EVAL");
-                    cmd.arg(script.source).arg(1).arg(redis_key);
-                    add_args(&mut cmd);
-                    self.send(cmd, replica_acks, deadline).await
+        add_args: impl Fn(&mut redis::Cmd) + 'a,
+    ) -> impl Future<Output = Result<Value>> + 'a {
+        async move {
+            let attempt = || async {
+                // Sized for a typical call, so that building it does not reallocate.
+                let mut cmd = redis::Cmd::with_capacity(16, 256);
+                cmd.arg("EVALSHA").arg(&script.sha).arg(1).arg(redis_key);
+                add_args(&mut cmd);
+                match self.send(cmd, replica_acks, deadline).await {
+                    Err(e) if e.code() == Some("NOSCRIPT") => {
+                        let mut cmd = redis::cmd("EVAL");
+                        cmd.arg(script.source).arg(1).arg(redis_key);
+                        add_args(&mut cmd);
+                        self.send(cmd, replica_acks, deadline).await
+                    }
+                    other => other,
                 }
-                other => other,
-            }
-        };
-        let call = async {
-            match attempt().await {
-                // A connection that broke while idle (its server restarted, or failed over) is
-                // found out by the first request sent on it. A read may be sent again on the
-                // fresh connection: running it twice changes nothing. A write may not, since
-                // it may have run.
-                Err(e) if resend == Resend::IfDropped && e.is_connection_dropped() => {
-                    attempt().await
+            };
+            let call = async {
+                match attempt().await {
+                    // A connection that broke while idle (its server restarted, or failed
+                    // over) is found out by the first request sent on it. A read may be sent
+                    // again on the fresh connection: running it twice changes nothing. A write
+                    // may not, since it may have run.
+                    Err(e) if resend == Resend::IfDropped && e.is_connection_dropped() => {
+                        attempt().await
+                    }
+                    other => other,
                 }
-                other => other,
-            }
-        };
-        let (reply, confirmed) =
-            bounded_until(deadline, self.operation_timeout, "answer", call).await?;
-        self.settle(confirmed, replica_acks)?;
-        Ok(reply)
+            };
+            let (reply, confirmed) =
+                bounded_until(deadline, self.operation_timeout, "answer", call).await?;
+            self.settle(confirmed, replica_acks)?;
+            Ok(reply)
+        }
     }
 }
 

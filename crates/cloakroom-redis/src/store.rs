@@ -195,13 +195,14 @@ impl Store for RedisStore {
 impl RedisStore {
     async fn apply_in_redis(&self, key: &SessionKey, apply: &Apply) -> Result<Applied> {
         // What a take found comes from the fields the script read: a step that takes loads.
+        // Boxed: kept across the call, and rarely needed.
         let loading;
         let apply = if apply.delta.takes().len() > 0 && !apply.load {
-            loading = Apply {
+            loading = Box::new(Apply {
                 load: true,
                 ..apply.clone()
-            };
-            &loading
+            });
+            &*loading
         } else {
             apply
         };

@@ -450,22 +450,32 @@ impl Session {
 
     // Runs a step on the existing session and records its outcome. Called with the steps'
     // gate held; the state's lock is not held across the store call.
-    async fn run(&self, step: ApplyStep) -> Result<Option<i64>> {
-        let outcome = self
-            .shared
-            .store
-            .apply(&step.token.key(), &step.apply)
-            .await;
-        let (result, endings) = {
-            let mut state = self.lock();
-            let result = state.after_apply(step, outcome, &self.shared.metrics);
-            (result, std::mem::take(&mut state.endings))
-        };
-        // Outside the lock: a hook may call into the session.
-        for ending in endings {
-            let hooks = &self.shared.config.hooks;
-            hooks.ended(&ending.key, ending.user.as_ref(), ending.reason);
+    //
+    // An async block rather than an `async fn`: an `async fn` would keep the step (some 270
+    // bytes) twice, as its argument and as a local, in every future that awaits it, and
+    // frameworks box a handler's future on every request.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold the step twice"
+    )]
+    fn run(&self, step: ApplyStep) -> impl Future<Output = Result<Option<i64>>> + Send + '_ {
+        async move {
+            let outcome = self
+                .shared
+                .store
+                .apply(&step.token.key(), &step.apply)
+                .await;
+            let (result, endings) = {
+                let mut state = self.lock();
+                let result = state.after_apply(step, outcome, &self.shared.metrics);
+                (result, std::mem::take(&mut state.endings))
+            };
+            // Outside the lock: a hook may call into the session.
+            for ending in endings {
+                let hooks = &self.shared.config.hooks;
+                hooks.ended(&ending.key, ending.user.as_ref(), ending.reason);
+            }
+            result
         }
-        result
     }
 }
