@@ -203,9 +203,9 @@ impl Session {
     // Saves the request's changes and says what the response needs (`adapter::finish`).
     pub(crate) async fn finish(&self) -> Result<Finished> {
         let _steps = self.inner.steps.lock().await;
-        // Most requests have nothing left to write (exactly when `write_changes` would find no
-        // step). The writing is boxed so that its state, some 1.5 KiB, is not part of every
-        // request's future, which the integrations box on every request.
+        // Most requests have nothing left to write: when this is false, `write_changes` would
+        // do nothing. The writing is boxed so that its state, some 1.5 KiB, is not part of
+        // every request's future, which the integrations box on every request.
         if self.has_unsaved_changes() {
             Box::pin(self.write_changes()).await?;
         }
