@@ -47,7 +47,7 @@ impl RedisStore {
     ) -> Result<Value> {
         let index_key = self.index_key(user);
         let deadline = tokio::time::Instant::now() + self.operation_timeout;
-        self.run_on(
+        self.run(
             &self.index,
             &index_key,
             replica_acks,
@@ -76,34 +76,14 @@ impl RedisStore {
     // `deadline` ends the whole operation, of which the script may be the second call (a plain
     // load that found a touch due).
     //
-    // `run` and `run_on` return async blocks rather than being `async fn`s: an `async fn` keeps
-    // its arguments twice (as arguments, and moved into locals), in a future that every store
-    // call boxes.
+    // A function returning an async block rather than an `async fn`: an `async fn` keeps its
+    // arguments twice (as arguments, and moved into locals), in a future that every store call
+    // boxes.
     #[allow(
         clippy::manual_async_fn,
         reason = "an async fn would hold its arguments twice"
     )]
     pub(crate) fn run<'a>(
-        &'a self,
-        script: &'a ScriptSource,
-        key: &'a SessionKey,
-        replica_acks: Option<ReplicaAcks>,
-        resend: Resend,
-        deadline: tokio::time::Instant,
-        add_args: impl Fn(&mut redis::Cmd) + 'a,
-    ) -> impl Future<Output = Result<Value>> + 'a {
-        async move {
-            let redis_key = self.redis_key(key);
-            self.run_on(script, &redis_key, replica_acks, resend, deadline, add_args)
-                .await
-        }
-    }
-
-    #[allow(
-        clippy::manual_async_fn,
-        reason = "an async fn would hold its arguments twice"
-    )]
-    pub(crate) fn run_on<'a>(
         &'a self,
         script: &'a ScriptSource,
         redis_key: &'a str,

@@ -62,8 +62,16 @@ impl Store for RedisStore {
         };
         let acks = self.waits_on_every_write();
         let deadline = tokio::time::Instant::now() + self.operation_timeout;
+        let redis_key = self.redis_key(key);
         match self
-            .run(&self.create, key, acks, Resend::Never, deadline, add_args)
+            .run(
+                &self.create,
+                &redis_key,
+                acks,
+                Resend::Never,
+                deadline,
+                add_args,
+            )
             .await?
         {
             Value::Int(1) => Ok(Created::Created),
@@ -222,8 +230,9 @@ impl RedisStore {
         } else {
             (self.waits_on_every_write(), Resend::Never)
         };
+        let redis_key = self.redis_key(key);
         let reply = self
-            .run(&self.apply, key, acks, resend, deadline, |inv| {
+            .run(&self.apply, &redis_key, acks, resend, deadline, |inv| {
                 add_delta_args(inv, apply)
             })
             .await?;
