@@ -7,6 +7,7 @@ mod failed_saves;
 mod failover;
 mod flash;
 mod foreign_store;
+mod future_sizes;
 mod header_sessions;
 mod held;
 mod hooks;
